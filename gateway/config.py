@@ -1,0 +1,255 @@
+"""Gateway configuration: one YAML file, ``MUGAIKA_*`` environment overrides, CLI flags.
+
+Precedence, lowest first: built-in defaults, the YAML file, environment variables, flags.
+Every key is validated once, here, by pydantic models with ``extra="forbid"`` (an unknown key
+is an error, not a silent no-op) and strict scalars (``yes`` is not a bool, ``"10"`` is not an
+int). A problem is reported as one line naming where it came from::
+
+    mugaika.yaml:7: smtp.max_recipients: 'many': Input should be a valid integer
+    environment MUGAIKA_SMTP__MAX_RECIPIENTS: smtp.max_recipients: ...
+
+Environment variables name a key path with ``__`` between levels:
+``MUGAIKA_SMTP__MAX_RECIPIENTS=20``, ``MUGAIKA_DOWNSTREAM=10.0.0.5:25``. Their values are read
+as YAML scalars or flow collections (``[a.lg.jp, b.lg.jp]``).
+
+The documented example with every key and its default is ``deploy/mugaika.example.yaml``;
+``tests/gateway/test_config.py`` checks that it validates and matches these defaults.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+
+from gateway.errors import ConfigError
+from gateway.yamlfile import Loc, YamlDocument, clean_loc, dotted, load_yaml, validation_messages
+
+ENV_PREFIX = "MUGAIKA_"
+# Variables with our prefix that are not configuration keys.
+ENV_NOT_CONFIG = frozenset({"MUGAIKA_VENV", "MUGAIKA_CONFIG"})
+
+StrictInt = Annotated[int, Strict()]
+StrictBool = Annotated[bool, Strict()]
+StrictFloat = Annotated[float, Strict(False), Field(allow_inf_nan=False)]
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:2525"``, ``"[::1]:2525"``, ``"mx.example:25"`` → (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError("expected HOST:PORT")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be 0..65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("write IPv6 addresses in brackets: [::1]:2525")
+    return host, port
+
+
+def _check_host_port(value: str) -> str:
+    parse_host_port(value)
+    return value
+
+
+def _check_domain(value: str) -> str:
+    value = value.strip().lower().rstrip(".")
+    if not value or " " in value or "@" in value:
+        raise ValueError("expected a domain name such as city.example.lg.jp")
+    return value
+
+
+HostPort = Annotated[str, Strict(), AfterValidator(_check_host_port)]
+Domain = Annotated[str, Strict(), AfterValidator(_check_domain)]
+Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, Field()]
+
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class TlsConfig(_Model):
+    """STARTTLS for inbound sessions."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    required: StrictBool = False  # refuse MAIL before STARTTLS (RFC 3207 section 4)
+
+
+class SmtpConfig(_Model):
+    """The inbound SMTP server. Limits answer with the precise reply named beside each."""
+
+    hostname: str | None = None  # greeting and Received: by-name; default: this host's FQDN
+    max_message_size: StrictInt = Field(50 * 1024 * 1024, ge=1024)  # 552 5.3.4
+    max_recipients: StrictInt = Field(100, ge=1)  # 452 4.5.3
+    # Octets per line including CRLF (RFC 5321 section 4.5.3.1.6); 500 5.5.2 when longer.
+    max_line_length: StrictInt = Field(1000, ge=1000, le=1_000_000)
+    max_commands: StrictInt = Field(1000, ge=10)  # per session; 421 4.7.0, then close
+    idle_timeout: StrictFloat = Field(300.0, gt=0)  # seconds; RFC 5321 section 4.5.3.2.7
+    max_sessions: StrictInt = Field(100, ge=1)  # 421 4.3.2 at connect when full
+    # Clients allowed to relay to any recipient (Postfix mynetworks).
+    permitted_networks: list[Network] = Field(default_factory=lambda: list(LOOPBACK))
+    # Recipient domains anyone may send to (Postfix relay_domains); subdomains not included.
+    accepted_domains: list[Domain] = Field(default_factory=list)
+    # Clients whose XFORWARD attributes are believed (Postfix smtpd_authorized_xforward_hosts).
+    xforward_hosts: list[Network] = Field(default_factory=lambda: list(LOOPBACK))
+    tls: TlsConfig = TlsConfig()
+
+
+class DeliveryConfig(_Model):
+    """The downstream connection (when ``downstream`` is set)."""
+
+    connect_timeout: StrictFloat = Field(30.0, gt=0)
+    command_timeout: StrictFloat = Field(300.0, gt=0)  # RFC 5321 4.5.3.2: 5 min per command
+    pool_size: StrictInt = Field(4, ge=0)  # idle connections kept for reuse
+    max_reuse: StrictInt = Field(100, ge=1)  # messages per connection before QUIT
+    starttls: Literal["off", "opportunistic", "required"] = "opportunistic"
+    helo_name: str | None = None  # default: smtp.hostname
+
+
+class WorkersConfig(_Model):
+    """The content-processing worker processes."""
+
+    count: StrictInt | None = Field(None, ge=1)  # default: one per CPU core
+    message_timeout: StrictFloat = Field(120.0, gt=0)  # wall clock per message
+    memory_limit_mb: StrictInt = Field(2048, ge=128)  # address space per worker (RLIMIT_AS)
+    document_timeout: StrictFloat = Field(30.0, gt=0)  # per attachment sanitizer run
+    document_memory_limit_mb: StrictInt = Field(1024, ge=64)
+    max_jobs: StrictInt = Field(500, ge=1)  # a worker is replaced after this many messages
+    # A worker that crashes or times out: tempfail (451, sender retries) or quarantine.
+    on_failure: Literal["tempfail", "quarantine"] = "tempfail"
+
+
+class PolicyConfig(_Model):
+    name: str = "lgwan-base"  # a shipped policy or a file in ``dir``
+    dir: Path | None = None  # extra policy files; overrides shipped ones of the same name
+
+
+class QuarantineConfig(_Model):
+    url: str | None = None  # SQLAlchemy URL; default sqlite under data_dir
+    retain_originals: StrictBool = True  # keep originals of sanitized-and-delivered mail
+    retention_days: StrictInt = Field(30, ge=1)
+
+
+class AdminConfig(_Model):
+    listen: HostPort | None = "127.0.0.1:8025"  # null: no admin UI in `serve`
+
+
+class MetricsConfig(_Model):
+    listen: HostPort | None = "127.0.0.1:9125"  # null: no metrics endpoint
+
+
+class LoggingConfig(_Model):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: StrictBool = Field(False, alias="json")
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, populate_by_name=True
+    )
+
+
+class Config(_Model):
+    """The whole gateway configuration. ``source`` names where it was read from."""
+
+    listen: HostPort = "127.0.0.1:2525"
+    downstream: HostPort | None = None  # null: the embedded Maildir under data_dir
+    data_dir: Path = Path("mugaika-data")
+    smtp: SmtpConfig = SmtpConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    workers: WorkersConfig = WorkersConfig()
+    policy: PolicyConfig = PolicyConfig()
+    quarantine: QuarantineConfig = QuarantineConfig()
+    admin: AdminConfig = AdminConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def hostname(self) -> str:
+        return self.smtp.hostname or socket.getfqdn()
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers.count or os.cpu_count() or 1
+
+    @property
+    def maildir(self) -> Path:
+        return self.data_dir / "maildir"
+
+    @property
+    def quarantine_url(self) -> str:
+        return self.quarantine.url or f"sqlite:///{(self.data_dir / 'quarantine.db').resolve()}"
+
+
+def _set_path(data: dict[str, Any], loc: Loc, value: Any) -> None:
+    node = data
+    for key in loc[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[loc[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[Loc, Any, str]]:
+    out = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_CONFIG:
+            continue
+        loc = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.append((loc, value, f"environment {name}"))
+    return out
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration; raise ConfigError with one line per problem.
+
+    ``overrides`` are CLI flags as dotted keys (``{"listen": "0.0.0.0:25"}``); None values are
+    ignored so that absent flags do not override anything.
+    """
+    environ = os.environ if environ is None else environ
+    if path is None and environ.get("MUGAIKA_CONFIG"):
+        path = Path(environ["MUGAIKA_CONFIG"])
+    doc = load_yaml(path) if path is not None else YamlDocument(source="(defaults)", data={})
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{doc.source}:1: the top level must be a mapping of keys")
+    origins: dict[Loc, str] = {}
+    changes = _env_overrides(environ)
+    changes += [
+        (tuple(key.split(".")), value, f"--{key.replace('_', '-')}")
+        for key, value in (overrides or {}).items()
+        if value is not None
+    ]
+    for loc, value, origin in changes:
+        _set_path(doc.data, loc, value)
+        origins[loc] = origin
+    try:
+        return Config.model_validate(doc.data)
+    except ValidationError as exc:
+        messages = []
+        for error, message in zip(exc.errors(), validation_messages(exc, doc), strict=True):
+            loc = clean_loc(error["loc"])
+            origin = next((o for k, o in origins.items() if loc[: len(k)] == k), None)
+            if origin is not None:
+                message = f"{origin}: {dotted(loc)}: " + message.split(": ", 2)[-1]
+            messages.append(message)
+        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        raise ConfigError(messages[0] + more, messages) from None

@@ -1,0 +1,162 @@
+"""What happened to one message: findings, actions, rule hits and the verdict.
+
+A ``Report`` is created when a message is received and travels with it through every stage.
+Stages only append to it. It is plain data (dataclasses of str/int), so it crosses the worker
+process boundary by pickling and serialises to JSON for the quarantine store and the log.
+
+Finding codes are SHOUTED and stable: the same string appears in the report, in policy YAML
+(``when: {finding: [PDF_JAVASCRIPT]}``), in metric labels and in the admin UI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+
+class Verdict(IntEnum):
+    """What the gateway does with a message, ordered by severity (the highest one wins)."""
+
+    DELIVER = 0
+    TAG = 1
+    QUARANTINE = 2
+    REJECT = 3
+    TEMPFAIL = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An evidence-bearing fact about one part.
+
+    Example: ``Finding("PDF_JAVASCRIPT", "1.2", "OpenAction")``.
+    """
+
+    code: str
+    part_id: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Something a stage did to the message, with the reason a reader can check.
+
+    ``kind`` is kebab-case: ``html-to-text``, ``urls-defanged``, ``attachment-rebuilt``,
+    ``attachment-stripped``, ``header-added``, ``received-added``...
+    """
+
+    kind: str
+    part_id: str = ""
+    reason: str = ""
+    detail: str = ""
+    count: int = 1
+
+
+@dataclass(slots=True)
+class AttachmentRecord:
+    """One attachment as received and what became of it (issue 5: one entry per attachment)."""
+
+    part_id: str
+    untrusted_filename: str
+    declared_type: str
+    detected_type: str
+    sha256: str
+    size: int
+    action: str = ""
+    reason: str = ""
+    output_filename: str = ""
+    output_sha256: str = ""
+    output_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    """A policy rule whose conditions matched. ``enforced`` is False for rules in monitor mode."""
+
+    rule: str
+    action: str
+    reason: str = ""
+    enforced: bool = True
+
+
+@dataclass(slots=True)
+class Report:
+    """Append-only record of everything done to one message."""
+
+    queue_id: str
+    findings: list[Finding] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    attachments: list[AttachmentRecord] = field(default_factory=list)
+    rule_hits: list[RuleHit] = field(default_factory=list)
+    rule_misses: list[str] = field(default_factory=list)
+    auth: dict[str, str] = field(default_factory=dict)
+    verdict: Verdict = Verdict.DELIVER
+    reasons: list[str] = field(default_factory=list)
+    policy: str = ""
+    reference_id: str = ""
+
+    def add_finding(self, code: str, part_id: str = "", detail: str = "") -> Finding:
+        finding = Finding(code, part_id, detail)
+        self.findings.append(finding)
+        return finding
+
+    def add_action(
+        self, kind: str, part_id: str = "", reason: str = "", detail: str = "", count: int = 1
+    ) -> Action:
+        action = Action(kind, part_id, reason, detail, count)
+        self.actions.append(action)
+        return action
+
+    def raise_verdict(self, verdict: Verdict, reason: str) -> None:
+        """Move the verdict up to ``verdict`` (never down) and record why."""
+        if verdict > self.verdict:
+            self.verdict = verdict
+        if reason and reason not in self.reasons:
+            self.reasons.append(reason)
+
+    def finding_codes(self) -> set[str]:
+        return {f.code for f in self.findings}
+
+    def count_actions(self, kind: str) -> int:
+        return sum(a.count for a in self.actions if a.kind == kind)
+
+    @property
+    def modified(self) -> bool:
+        """True when any stage changed the content (the notice and X-Mugaika headers say so)."""
+        return any(a.kind not in _NON_MODIFYING_ACTIONS for a in self.actions)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["verdict"] = self.verdict.label
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        return cls(
+            queue_id=data["queue_id"],
+            findings=[Finding(**f) for f in data.get("findings", [])],
+            actions=[Action(**a) for a in data.get("actions", [])],
+            attachments=[AttachmentRecord(**a) for a in data.get("attachments", [])],
+            rule_hits=[RuleHit(**r) for r in data.get("rule_hits", [])],
+            rule_misses=list(data.get("rule_misses", [])),
+            auth=dict(data.get("auth", {})),
+            verdict=Verdict[str(data.get("verdict", "deliver")).upper()],
+            reasons=list(data.get("reasons", [])),
+            policy=data.get("policy", ""),
+            reference_id=data.get("reference_id", ""),
+        )
+
+
+# Actions that record bookkeeping rather than a change a recipient must be told about.
+_NON_MODIFYING_ACTIONS = frozenset(
+    {"received-added", "header-added", "auth-results-added", "arc-sealed", "parsed"}
+)

@@ -1,0 +1,195 @@
+"""The gateway process: start, serve, reload on SIGHUP, stop gracefully on SIGTERM.
+
+Start-up order: data directory, metrics, worker pool, downstream, quarantine store, then the
+SMTP listener last, so that no session is accepted before everything it needs is up.
+
+Shutdown (SIGTERM/SIGINT): stop listening; new sessions get 421; sessions in the middle of
+DATA finish (their reply is sent) for up to ``grace`` seconds; idle sessions are told 421 and
+closed; then the workers stop. A message in flight is therefore either answered or, if the
+grace period runs out, never answered 250: the sender retries (no loss).
+
+SIGHUP re-reads the configuration file. A broken file is logged and the running configuration
+stays in force (``mugaika_config_last_reload_successful`` drops to 0). Workers are replaced one
+by one between messages; open sessions are not dropped. Listener addresses need a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any
+
+from gateway import replies
+from gateway.config import Config, load_config, parse_host_port
+from gateway.delivery import Downstream, make_downstream
+from gateway.errors import ConfigError
+from gateway.logs import log_fields, smtp_log
+from gateway.metrics import Metrics
+from gateway.relay import Relay
+from gateway.smtp import GatewayHandler, GatewaySMTP, make_tls_context
+from gateway.workers import WorkerLimits, WorkerPool
+from quarantine.store import QuarantineStore
+
+DEFAULT_GRACE = 60.0
+
+
+def worker_limits(config: Config) -> WorkerLimits:
+    return WorkerLimits(
+        memory_limit_mb=config.workers.memory_limit_mb,
+        timeout=config.workers.message_timeout,
+        max_jobs=config.workers.max_jobs,
+    )
+
+
+class GatewayServer:
+    """Everything `mugaika serve` runs, wired together."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        store: QuarantineStore | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.metrics = metrics or Metrics()
+        self.store = store
+        self.pool: WorkerPool | None = None
+        self.downstream: Downstream | None = None
+        self.handler: GatewayHandler | None = None
+        self.smtp_server: asyncio.AbstractServer | None = None
+        self._stopped = asyncio.Event()
+        self.bound: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics.workers_total.set(config.worker_count)
+        self.pool = WorkerPool(
+            "gateway.pipeline:init_worker",
+            config,
+            config.worker_count,
+            worker_limits(config),
+            preload=("gateway.pipeline",),
+            on_restart=lambda reason: self.metrics.worker_restarts.labels(reason).inc(),
+        )
+        await self.pool.start()
+        self.downstream = make_downstream(
+            config.downstream,
+            config.maildir,
+            config.delivery.helo_name or config.hostname,
+            connect_timeout=config.delivery.connect_timeout,
+            command_timeout=config.delivery.command_timeout,
+            pool_size=config.delivery.pool_size,
+            max_reuse=config.delivery.max_reuse,
+            starttls=config.delivery.starttls,
+        )
+        relay = Relay(config, self.pool, self.store, self.metrics)
+        self.handler = GatewayHandler(config, self.downstream, relay, self.metrics)
+        tls_context = make_tls_context(config)
+        host, port = parse_host_port(config.listen)
+        handler = self.handler
+
+        def protocol_factory() -> GatewaySMTP:
+            return GatewaySMTP(
+                handler,
+                data_size_limit=config.smtp.max_message_size,
+                enable_SMTPUTF8=True,
+                decode_data=False,
+                hostname=config.hostname,
+                ident="ESMTP Mugaika",
+                tls_context=tls_context,
+                require_starttls=config.smtp.tls.required,
+                timeout=config.smtp.idle_timeout,
+            )
+
+        loop = asyncio.get_running_loop()
+        self.smtp_server = await loop.create_server(protocol_factory, host, port)
+        sockname = self.smtp_server.sockets[0].getsockname()
+        self.bound = (sockname[0], sockname[1])
+        log_fields(
+            smtp_log,
+            20,
+            "listening",
+            address=f"{sockname[0]}:{sockname[1]}",
+            downstream=self.downstream.description,
+            workers=config.worker_count,
+        )
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(self.shutdown()))
+        loop.add_signal_handler(signal.SIGINT, lambda: loop.create_task(self.shutdown()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def reload(self) -> bool:
+        """Re-read the configuration; keep the running one if the new one is invalid."""
+        try:
+            new = load_config(self.config_path, overrides=self.overrides)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("failure").inc()
+            self.metrics.config_last_reload_success.set(0)
+            log_fields(
+                smtp_log, 40, "reload failed; keeping the running configuration", error=str(exc)
+            )
+            return False
+        if new.listen != self.config.listen:
+            smtp_log.warning("listen address changed; it takes effect after a restart")
+        self.config = new
+        if self.handler is not None:
+            self.handler.config = new
+            self.handler.relay.config = new
+        if self.pool is not None:
+            await self.pool.reload(new)
+        self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_last_reload_success.set(1)
+        smtp_log.info("configuration reloaded")
+        return True
+
+    async def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
+        if self._stopped.is_set() or self.handler is None:
+            self._stopped.set()
+            return
+        handler = self.handler
+        if handler.closing:
+            return
+        handler.closing = True
+        smtp_log.info(
+            "shutting down: %d sessions, %d messages in flight",
+            len(handler.sessions),
+            len(handler.in_flight),
+        )
+        if self.smtp_server is not None:
+            self.smtp_server.close()
+        if handler.in_flight:
+            await asyncio.wait(set(handler.in_flight), timeout=grace)
+        for session in list(handler.sessions):
+            transport = session.transport
+            if transport is not None and not transport.is_closing():
+                with contextlib.suppress(Exception):
+                    transport.write(f"{replies.R421_SHUTTING_DOWN}\r\n".encode())  # type: ignore[attr-defined]
+                transport.close()
+        if handler.background:
+            await asyncio.wait(set(handler.background), timeout=5)
+        if self.pool is not None:
+            await self.pool.close(grace=5)
+        if self.downstream is not None:
+            await self.downstream.close()
+        smtp_log.info("stopped")
+        self._stopped.set()
+
+
+async def serve(config: Config, config_path: Path | None, overrides: dict[str, Any]) -> None:
+    """Run the gateway until SIGTERM/SIGINT."""
+    server = GatewayServer(config, config_path, overrides)
+    await server.start()
+    server.install_signal_handlers()
+    await server.wait_stopped()

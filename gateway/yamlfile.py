@@ -1,0 +1,135 @@
+"""YAML files whose validation errors name the file, line and key.
+
+Used for the gateway configuration and for policy files. PyYAML's node marks are kept for every
+key and list item, so a pydantic error ``loc`` such as ``("rules", 2, "action")`` maps back to
+``policy.yaml:14``. Error lines take starlette's shape::
+
+    policy.yaml:14: rules[2].action: 'quarantin' is not one of deliver, quarantine, reject, tag
+
+This module never falls back to defaults: a broken file is an error, and the caller decides to
+keep what it had (SIGHUP) or exit with status 2 (start-up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gateway.errors import ConfigError
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class YamlDocument:
+    """A loaded YAML document: the plain ``data`` and the line (1-based) of each key path."""
+
+    source: str
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Sequence[str | int]) -> int | None:
+        """The line of ``loc`` or of its nearest ancestor that is in the file."""
+        path = tuple(loc)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+def _collect_lines(node: yaml.Node, path: Loc, lines: dict[Loc, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key_path = (*path, key_node.value)
+                lines[key_path] = key_node.start_mark.line + 1
+                _collect_lines(value_node, key_path, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _collect_lines(item, (*path, index), lines)
+
+
+def parse_yaml(text: str, source: str) -> YamlDocument:
+    """Parse ``text``; raise ConfigError (one line, with the line number) on a syntax error."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+    lines: dict[Loc, int] = {}
+    if node is not None:
+        _collect_lines(node, (), lines)
+    return YamlDocument(source=source, data=data if data is not None else {}, lines=lines)
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    """Read and parse a YAML file; a missing or unreadable file is a ConfigError too."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_yaml(text, str(path))
+
+
+def dotted(loc: Iterable[str | int]) -> str:
+    """``("rules", 2, "action")`` → ``rules[2].action``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error.get("msg", "invalid value"))
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if "input" in error and kind not in {"model_type", "dict_type"}:
+        value = error["input"]
+        if isinstance(value, str | int | float | bool) or value is None:
+            return f"{value!r}: {message}"
+    return message
+
+
+def clean_loc(loc: Sequence[str | int]) -> Loc:
+    # pydantic adds tags for unions ("function-after[...]", "list[...]"): not keys of the file.
+    return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and "-" not in p[:1]))
+
+
+def validation_messages(exc: ValidationError, doc: YamlDocument, prefix: Loc = ()) -> list[str]:
+    """One ``file:line: key: problem`` line per pydantic error."""
+    out = []
+    for error in exc.errors():
+        loc = (*prefix, *clean_loc(error["loc"]))
+        line = doc.line_of(loc)
+        where = f"{doc.source}:{line}" if line else doc.source
+        out.append(f"{where}: {dotted(loc)}: {_describe(error)}")
+    return out
+
+
+def raise_validation_error(exc: ValidationError, doc: YamlDocument) -> None:
+    """Turn a pydantic error into a ConfigError whose text is the first error, plus a count."""
+    messages = validation_messages(exc, doc)
+    more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+    raise ConfigError(messages[0] + more, messages) from None

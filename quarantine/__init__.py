@@ -1,0 +1,1 @@
+"""Quarantine: durable storage of held messages and retained originals, release, admin UI."""
