@@ -158,6 +158,14 @@ class LoggingConfig(_Model):
     )
 
 
+class TenantConfig(_Model):
+    """One tenant (a municipality), keyed by its recipient domain in ``tenants``."""
+
+    name: str = ""  # display name, e.g. 〇〇市
+    policy: str | None = None  # policy for mail to this domain; default policy.name
+    retention_days: StrictInt | None = Field(None, ge=1)  # default quarantine.retention_days
+
+
 class Config(_Model):
     """The whole gateway configuration. ``source`` names where it was read from."""
 
@@ -172,6 +180,9 @@ class Config(_Model):
     admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    # Known tenants by recipient domain. Bounds the tenant label of metrics ("other" for the
+    # rest) and scopes admins; mail to other domains still flows (relay rules decide that).
+    tenants: dict[Domain, TenantConfig] = Field(default_factory=dict)
 
     @property
     def hostname(self) -> str:

@@ -1,0 +1,1 @@
+"""Content sanitizers, one per content class. See ``gateway.sanitizers.base``."""

@@ -1,0 +1,104 @@
+"""The one small interface every content sanitizer implements.
+
+A sanitizer is a pure function of bytes: ``sanitize(data, options) -> SanitizeResult``. It
+reads untrusted input, writes a harmless rebuilt copy (or none), and reports findings with
+evidence. It does no I/O besides its argument, keeps no state between calls, and is safe to run
+in a forked child (``gateway.workers.run_isolated``) with a memory and time limit; the pipeline
+always runs document sanitizers that way.
+
+Fail closed: a sanitizer that cannot make its input harmless raises ``CannotSanitize(code)``
+(or returns ``output=None`` with a finding saying why). It never returns the input unchanged
+unless it verified that the input holds no active content.
+
+Content classes name what the policy decides about (``attachments.<class>: <action>`` in
+policy YAML). ``gateway.detect`` maps a part's true type to one of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from gateway.report import Finding
+
+# What a part is, by its content (never by its name alone). Policies set an action per class.
+CONTENT_CLASSES = (
+    "pdf",  # application/pdf
+    "ooxml",  # docx/xlsx/pptx and their macro-enabled variants
+    "ole",  # legacy doc/xls/ppt (CDFV2), also .msg
+    "rtf",  # Rich Text Format (can carry OLE objects and exploits)
+    "opendocument",  # odt/ods/odp
+    "image",  # JPEG, PNG, GIF, BMP, TIFF, WebP
+    "svg",  # active content: script, external references
+    "archive",  # ZIP (inspectable)
+    "encrypted_archive",  # ZIP with encrypted members (PPAP); cannot be inspected
+    "other_archive",  # 7z, RAR, tar, gzip, ISO/IMG, CAB...
+    "executable",  # PE, ELF, Mach-O, LNK, MSI, Java class/JAR
+    "script",  # js, vbs, hta, ps1, bat/cmd, wsf, html with script as an attachment...
+    "text",  # plain text attachments: txt, csv, ics, vcf
+    "html",  # HTML attachments (not the body)
+    "message",  # message/rfc822 attachments: sanitized recursively as a message
+    "unknown",  # anything else: stripped by default (fail closed)
+)
+
+Action = Literal["rebuild", "rasterize", "both", "strip", "quarantine", "keep"]
+ACTIONS: tuple[str, ...] = ("rebuild", "rasterize", "both", "strip", "quarantine", "keep")
+
+
+@dataclass(frozen=True, slots=True)
+class SanitizeOptions:
+    """Knobs a policy sets for sanitizers. Plain data: it crosses into worker processes.
+
+    ``member_actions`` applies to members of archives, by content class, as
+    ``attachments`` does for top-level parts.
+    """
+
+    mode: Action = "rebuild"
+    defang_urls: bool = True
+    rasterize_dpi: int = 150
+    max_pages: int = 300
+    max_image_pixels: int = 64_000_000
+    archive_max_depth: int = 3
+    archive_max_members: int = 1000
+    archive_max_total_size: int = 256 * 1024 * 1024
+    archive_max_ratio: int = 200
+    member_actions: tuple[tuple[str, str], ...] = ()
+
+    def member_action(self, content_class: str, default: str = "strip") -> str:
+        return dict(self.member_actions).get(content_class, default)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    """A file a sanitizer produced: the rebuilt copy, or a twin (the image-only PDF)."""
+
+    data: bytes
+    filename: str
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class SanitizeResult:
+    """``outputs`` are the harmless files to deliver in place of the input (usually one;
+    two for PDF mode ``both``; none when nothing harmless could be made). ``findings`` say
+    what was found and removed, with evidence."""
+
+    outputs: tuple[OutputFile, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def output(self) -> bytes | None:
+        return self.outputs[0].data if self.outputs else None
+
+
+class Sanitizer(Protocol):
+    """See module docstring. ``name`` is kebab-case and unique in ``REGISTRY``."""
+
+    name: str
+    description: str
+    handles: frozenset[str]  # content classes (see CONTENT_CLASSES)
+
+    def sanitize(
+        self, data: bytes, filename: str, part_id: str, options: SanitizeOptions
+    ) -> SanitizeResult: ...
