@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import replies
 from gateway.config import Config, load_config, parse_host_port
@@ -33,6 +33,14 @@ from gateway.workers import WorkerLimits, WorkerPool
 from quarantine.store import QuarantineStore
 
 DEFAULT_GRACE = 60.0
+
+
+class Service(Protocol):
+    """Something that runs beside the SMTP listener (metrics endpoint, admin web UI)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def worker_limits(config: Config) -> WorkerLimits:
@@ -63,6 +71,8 @@ class GatewayServer:
         self.downstream: Downstream | None = None
         self.handler: GatewayHandler | None = None
         self.smtp_server: asyncio.AbstractServer | None = None
+        # Started after the pool, downstream and store; stopped after the SMTP listener.
+        self.services: list[Service] = []
         self._stopped = asyncio.Event()
         self.bound: tuple[str, int] | None = None
 
@@ -89,6 +99,8 @@ class GatewayServer:
             max_reuse=config.delivery.max_reuse,
             starttls=config.delivery.starttls,
         )
+        for service in self.services:
+            await service.start()
         relay = Relay(config, self.pool, self.store, self.metrics)
         self.handler = GatewayHandler(config, self.downstream, relay, self.metrics)
         tls_context = make_tls_context(config)
@@ -181,6 +193,9 @@ class GatewayServer:
             await asyncio.wait(set(handler.background), timeout=5)
         if self.pool is not None:
             await self.pool.close(grace=5)
+        for service in reversed(self.services):
+            with contextlib.suppress(Exception):
+                await service.stop()
         if self.downstream is not None:
             await self.downstream.close()
         smtp_log.info("stopped")
