@@ -61,11 +61,13 @@ class GatewayServer:
         overrides: dict[str, Any] | None = None,
         store: QuarantineStore | None = None,
         metrics: Metrics | None = None,
+        pipeline_target: str = "gateway.pipeline:init_worker",
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.overrides = overrides or {}
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(tenants=config.tenants)
+        self.pipeline_target = pipeline_target
         self.store = store
         self.pool: WorkerPool | None = None
         self.downstream: Downstream | None = None
@@ -81,7 +83,7 @@ class GatewayServer:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics.workers_total.set(config.worker_count)
         self.pool = WorkerPool(
-            "gateway.pipeline:init_worker",
+            self.pipeline_target,
             config,
             config.worker_count,
             worker_limits(config),
@@ -159,11 +161,12 @@ class GatewayServer:
         if self.handler is not None:
             self.handler.config = new
             self.handler.relay.config = new
-        if self.pool is not None:
-            await self.pool.reload(new)
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_last_reload_success.set(1)
         smtp_log.info("configuration reloaded")
+        if self.pool is not None:
+            # Workers are replaced between messages; sessions and messages in flight go on.
+            await self.pool.reload(new)
         return True
 
     async def shutdown(self, grace: float = DEFAULT_GRACE) -> None:

@@ -64,6 +64,57 @@ def _is_xtext(value: str) -> bool:
     return _XTEXT.fullmatch(value) is not None
 
 
+# RFC 5321 section 4.1.2, with RFC 6531 UTF-8 (any non-ASCII character) in atext and labels.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]"
+_DOT_STRING = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_QUOTED_STRING = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"'
+_LABEL = (
+    r"[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\-\u0080-\U0010ffff]*[A-Za-z0-9\u0080-\U0010ffff])?"
+)
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+_ADDRESS_LITERAL = r"\[[\x21-\x5a\x5e-\x7e]+\]"
+_MAILBOX = re.compile(rf"(?:{_DOT_STRING}|{_QUOTED_STRING})@(?:{_DOMAIN}|{_ADDRESS_LITERAL})")
+_SOURCE_ROUTE = re.compile(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:")
+
+
+def parse_path(untrusted_arg: str, allow_null: bool) -> tuple[str, str] | None:
+    """Split ``<mailbox> params`` (RFC 5321 Path) into (mailbox, params); None if malformed.
+
+    Strict where aiosmtpd is lenient (it accepts ``<not an address``): a missing ``>``, spaces
+    outside quotes or a missing domain are errors. A bare mailbox without brackets is accepted
+    as Postfix does by default. ``<>`` yields "" when ``allow_null``; ``<postmaster>`` is
+    allowed (RFC 5321 section 4.5.1), the caller decides where.
+    """
+    text = untrusted_arg.strip()
+    if text.startswith("<"):
+        end, quoted = 1, False
+        while end < len(text):
+            char = text[end]
+            if char == "\\" and quoted:
+                end += 2
+                continue
+            if char == '"':
+                quoted = not quoted
+            elif char == ">" and not quoted:
+                break
+            end += 1
+        else:
+            return None
+        inner, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(" "):
+            return None
+        route = _SOURCE_ROUTE.match(inner)
+        if route:
+            inner = inner[route.end() :]
+    else:
+        inner, _, rest = text.partition(" ")
+    if inner == "":
+        return ("", rest.strip()) if allow_null else None
+    if inner.lower() == "postmaster" or _MAILBOX.fullmatch(inner):
+        return inner, rest.strip()
+    return None
+
+
 def new_queue_id() -> str:
     """A short, unique, log-friendly id for one received message (like Postfix's queue ids)."""
     return secrets.token_hex(6).upper()
@@ -199,16 +250,12 @@ class GatewaySMTP(SMTP):
         if self.envelope.mail_from is not None:
             await self.push(str(replies.R503_BAD_SEQUENCE.with_text("Nested MAIL command")))
             return
-        address, params_text = self._getaddr(address_part)
-        if address is None:
-            await self.push("553 5.1.3 Malformed sender address")
+        parsed = parse_path(address_part, allow_null=True)
+        if parsed is None or parsed[0].lower() == "postmaster":
+            await self.push("553 5.1.7 Malformed sender address")
             return
-        if not address:
-            await self.push(str(syntax))
-            return
-        if address == "<>":
-            address = ""
-        params = (params_text or "").split()
+        address, params_text = parsed
+        params = params_text.split()
         if params and not self.session.extended_smtp:
             await self.push(str(syntax))
             return
@@ -273,14 +320,12 @@ class GatewaySMTP(SMTP):
         if address_part is None:
             await self.push(str(syntax))
             return
-        address, params_text = self._getaddr(address_part)
-        if address is None or (address and "@" not in address and address.lower() != "postmaster"):
+        parsed = parse_path(address_part, allow_null=False)
+        if parsed is None:
             await self.push("553 5.1.3 Malformed recipient address")
             return
-        if not address:
-            await self.push(str(syntax))
-            return
-        params = (params_text or "").split()
+        address, params_text = parsed
+        params = params_text.split()
         if params and not self.session.extended_smtp:
             await self.push(str(syntax))
             return

@@ -1,0 +1,146 @@
+"""Worker processes: crashes, hangs and memory exhaustion are contained and reported as codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+
+import pytest
+
+from gateway.errors import (
+    CannotSanitize,
+    MugaikaError,
+    WorkerCrashed,
+    WorkerMemoryExceeded,
+    WorkerTimeout,
+)
+from gateway.workers import WorkerLimits, WorkerPool, loads_result, run_isolated
+
+ECHO = "tests.helpers.worker_targets:init_echo"
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+DEFAULT_LIMITS = WorkerLimits(memory_limit_mb=256, timeout=5, max_jobs=100)
+
+
+async def with_pool(body, limits=DEFAULT_LIMITS):
+    restarts: list[str] = []
+    pool = WorkerPool(ECHO, "init-payload", 1, limits, on_restart=restarts.append)
+    await pool.start()
+    try:
+        return await body(pool), restarts
+    finally:
+        await pool.close(grace=1)
+
+
+def test_pool_returns_the_handler_result_and_passes_the_init_payload():
+    async def body(pool):
+        return [await pool.run("hello"), await pool.run("payload")]
+
+    results, restarts = run(with_pool(body))
+    assert results == ["hello", "init-payload"]
+    assert restarts == []
+
+
+@pytest.mark.parametrize(
+    ("job", "error", "reason"),
+    [
+        ("crash", WorkerCrashed, "crash"),
+        ("memory", WorkerMemoryExceeded, "memory"),
+        (("sleep", 30), WorkerTimeout, "timeout"),
+    ],
+)
+def test_failures_raise_their_error_and_the_worker_is_replaced(job, error, reason):
+    async def body(pool):
+        first_pid = pool.pids()
+        with pytest.raises(error):
+            await pool.run(job)
+        after = await pool.run("still works")
+        return first_pid, pool.pids(), after
+
+    limits = WorkerLimits(memory_limit_mb=256, timeout=1.5, max_jobs=100)
+    (before, after, answer), restarts = run(with_pool(body, limits))
+    assert answer == "still works"
+    assert restarts == [reason]
+    assert before != after
+
+
+def test_an_exception_in_the_handler_is_a_code_not_a_traceback_and_keeps_the_worker():
+    async def body(pool):
+        pid = pool.pids()
+        with pytest.raises(MugaikaError) as caught:
+            await pool.run("raise")
+        return pid, pool.pids(), caught.value
+
+    (before, after, error), restarts = run(with_pool(body))
+    assert error.code == "WORKER_EXCEPTION"
+    assert str(error) == "ValueError: boom"
+    assert before == after
+    assert restarts == []
+
+
+def test_workers_are_recycled_after_max_jobs():
+    async def body(pool):
+        pids = []
+        for i in range(3):
+            await pool.run(i)
+            await asyncio.sleep(0.3)
+            pids.append(tuple(pool.pids()))
+        return pids
+
+    pids, restarts = run(with_pool(body, WorkerLimits(256, 5, max_jobs=2)))
+    assert restarts == ["recycled"]
+    assert pids[0] != pids[1]
+
+
+def test_result_unpickler_refuses_foreign_types():
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match=r"posix\.system"):
+        loads_result(pickle.dumps(os.system))
+
+
+def _explode():
+    os.kill(os.getpid(), 9)
+
+
+def _allocate():
+    return bytearray(512 * 1024 * 1024)
+
+
+def _spin():
+    while True:
+        pass
+
+
+def _raise():
+    raise ValueError("bad document")
+
+
+def _answer(x):
+    return x * 2
+
+
+@pytest.mark.parametrize(
+    ("func", "code"),
+    [
+        (_explode, "WORKER_CRASHED"),
+        (_allocate, "WORKER_MEMORY"),
+        (_spin, "WORKER_TIMEOUT"),
+        (_raise, "SANITIZER_ERROR"),
+    ],
+)
+def test_run_isolated_turns_every_failure_into_a_code(func, code):
+    with pytest.raises(CannotSanitize) as caught:
+        run_isolated(func, timeout=1.0, memory_limit_mb=128)
+    assert caught.value.code == code
+
+
+def test_run_isolated_returns_the_result_and_leaves_the_parent_limits_alone():
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    assert run_isolated(_answer, 21, timeout=5, memory_limit_mb=256) == 42
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
