@@ -45,22 +45,34 @@ def common_options() -> argparse.ArgumentParser:
     return parent
 
 
+DISABLED = ("", "off", "none")
+
+
+def given(**flags: Any) -> dict[str, Any]:
+    """The flags the user actually gave; ``off``/``none``/empty turn an optional listener off."""
+    out: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        out[key] = None if isinstance(value, str) and value.lower() in DISABLED else value
+    return out
+
+
 def config_from_args(args: argparse.Namespace, **flags: Any) -> Config:
     """Load the configuration with the flags every subcommand shares, plus ``flags``."""
-    overrides = {"data_dir": getattr(args, "data_dir", None), **flags}
+    overrides = given(data_dir=getattr(args, "data_dir", None), **flags)
     return load_config(getattr(args, "config", None), overrides=overrides)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
-    overrides = {
-        "listen": args.listen,
-        "downstream": args.downstream,
-        "data_dir": args.data_dir,
-        "admin.listen": args.admin_listen,
-        "metrics.listen": args.metrics_listen,
-    }
+    overrides = given(
+        listen=args.listen,
+        downstream=args.downstream,
+        data_dir=args.data_dir,
+        **{"admin.listen": args.admin_listen, "metrics.listen": args.metrics_listen},
+    )
     config = load_config(args.config, overrides=overrides)
     logs.configure(config.logging.level, config.logging.json_lines)
     try:
@@ -98,12 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="downstream SMTP server; absent: the embedded Maildir",
     )
     serve.add_argument(
-        "--admin-listen", metavar="HOST:PORT", help="admin web UI and API (127.0.0.1:8025)"
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help="admin web UI and API (127.0.0.1:8025; off disables)",
     )
     serve.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
-        help="Prometheus /metrics, /healthz, /readyz (127.0.0.1:9125)",
+        help="Prometheus /metrics, /healthz, /readyz (127.0.0.1:9125; off disables)",
     )
     serve.set_defaults(func=_serve)
 

@@ -235,8 +235,8 @@ def load_config(
 ) -> Config:
     """Build the configuration; raise ConfigError with one line per problem.
 
-    ``overrides`` are CLI flags as dotted keys (``{"listen": "0.0.0.0:25"}``); None values are
-    ignored so that absent flags do not override anything.
+    ``overrides`` are CLI flags as dotted keys (``{"listen": "0.0.0.0:25"}``); only the flags
+    actually given should be passed (None is a value: it disables an optional listener).
     """
     environ = os.environ if environ is None else environ
     if path is None and environ.get("MUGAIKA_CONFIG"):
@@ -247,9 +247,8 @@ def load_config(
     origins: dict[Loc, str] = {}
     changes = _env_overrides(environ)
     changes += [
-        (tuple(key.split(".")), value, f"--{key.replace('_', '-')}")
+        (tuple(key.split(".")), value, f"--{key.replace('_', '-').replace('.', '-')}")
         for key, value in (overrides or {}).items()
-        if value is not None
     ]
     for loc, value, origin in changes:
         _set_path(doc.data, loc, value)

@@ -33,12 +33,12 @@ def test_precedence_file_then_environment_then_flags(tmp_path):
     config = load_config(
         path,
         environ={"MUGAIKA_SMTP__MAX_RECIPIENTS": "9", "MUGAIKA_LISTEN": "0.0.0.0:26"},
-        overrides={"listen": "127.0.0.1:27", "downstream": None},
+        overrides={"listen": "127.0.0.1:27", "metrics.listen": None},
     )
     assert config.smtp.max_sessions == 7
     assert config.smtp.max_recipients == 9
     assert config.listen == "127.0.0.1:27"
-    assert config.downstream is None
+    assert config.metrics.listen is None
 
 
 def test_environment_lists_and_nested_keys(tmp_path):
