@@ -21,7 +21,7 @@ run_sink() {
 }
 sink_count() {
     sleep 1  # smtp-sink updates its counters asynchronously
-    kill -INT "$sink_pid" 2>/dev/null || true
+    kill -TERM "$sink_pid" 2>/dev/null || true
     wait "$sink_pid" 2>/dev/null || true
     tr '\r' '\n' < "$work/sink.log" | grep -ao 'mesg=[0-9]*' | sort -t= -k2 -n | tail -1 | cut -d= -f2
 }
