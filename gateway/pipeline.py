@@ -3,24 +3,53 @@
 receive → parse → verify sender → inspect → decide (rules) → sanitize → notice → (back in the
 main process) deliver or quarantine → metrics.
 
-``Pipeline.process(Job) -> Outcome`` is a pure function of its inputs and the configuration the
-worker was started with; it does no network I/O towards the downstream and keeps no state
-between messages. It never raises for content reasons: what it cannot understand becomes a
+``Pipeline.process(Job) -> Outcome`` is a function of its inputs and the configuration the
+worker was started with: no delivery, no store, no state between messages (DNS answers are
+cached per worker). It never raises for content reasons: what it cannot understand becomes a
 finding and a verdict (fail closed). An unexpected exception escapes to the worker, which
 reports it as a code; the main process then tempfails or quarantines by configuration.
+
+Each stage is its own module with a typed input and output:
+
+=========  ============================  =====================================================
+stage      module                        in → out
+=========  ============================  =====================================================
+parse      ``gateway.mime``              bytes → ParsedMessage (headers kept byte-exact)
+verify     ``gateway.auth``              bytes, Envelope → AuthResults (SPF/DKIM/DMARC/ARC)
+inspect    ``gateway.inspect``           ParsedMessage → Plan (+ findings, attachment records)
+decide     ``rules.engine``              Report, Envelope, headers → Decision
+sanitize   ``gateway.assemble``          Plan, Decision → message bytes
+notice     ``gateway.notice``            Report → notice text, X-Mugaika-* fields
+=========  ============================  =====================================================
 """
 
 from __future__ import annotations
 
 import datetime
 import email.utils
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway import auth
+from gateway.assemble import Assembler
 from gateway.config import Config
+from gateway.inspect import FilePlan, Inspector, IsolationLimits, Plan
 from gateway.message import Envelope
+from gateway.mime import split_header_block
+from gateway.notice import Notice, summary_headers
 from gateway.replies import Reply
 from gateway.report import Report, Verdict
+from rules.engine import Decision, Policy, PolicySet
+from rules.loader import reload_policies
+
+log = logging.getLogger("mugaika.pipeline")
+
+# The header fields rules may test (decoded); others are reachable through ``header`` rules.
+RULE_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID", "Sender", "Date")
+# Bookkeeping actions that do not change what a recipient reads.
+_UNCHANGED_OK = frozenset({"received-added", "parsed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +102,139 @@ def received_header(envelope: Envelope, hostname: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
+def rule_headers(raw: bytes) -> dict[str, str]:
+    """Decoded header fields the rules read, from the raw header block (first of each)."""
+    fields, _ = split_header_block(raw)
+    wanted = {name.lower(): name for name in RULE_HEADERS}
+    out: dict[str, str] = {}
+    for field in fields:
+        key = wanted.get(field.name.lower())
+        if key and key not in out:
+            try:
+                out[key] = field.untrusted_value
+            except Exception:
+                out[key] = ""
+    return out
+
+
+def _unchanged(plan: Plan | None, report: Report) -> bool:
+    """True when the message is one plain-text part that needed no change at all.
+
+    Then the original bytes are delivered (with our trace and summary fields on top), so DKIM
+    and S/MIME-free plain mail arrives exactly as sent."""
+    if plan is None or plan.parsed.root.is_multipart or plan.signed:
+        return False
+    root = plan.parsed.root
+    if root.declared_type != "text/plain" or root.is_attachment or root.origin != "mime":
+        return False
+    if report.findings or report.attachments:
+        return False
+    return all(action.kind in _UNCHANGED_OK for action in report.actions)
+
+
 class Pipeline:
     """All stages, configured once per worker from ``Config``."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, policies: PolicySet | None = None) -> None:
         self.config = config
         self.hostname = config.hostname
+        self.policies = policies if policies is not None else reload_policies(config)
+        self.auth_settings = auth.auth_settings(config) if config.auth.enabled else None
+        self.resolver = auth.make_resolver(config) if config.auth.enabled else None
+
+    def policy_for(self, envelope: Envelope) -> Policy:
+        domains = [r.domain for r in envelope.recipients]
+        return self.policies.for_recipients(domains, self.config.tenants)
+
+    def _authenticate(self, job: Job, report: Report) -> auth.AuthResults | None:
+        if self.auth_settings is None or self.resolver is None:
+            return None
+        try:
+            results = auth.authenticate(job.raw, job.envelope, self.auth_settings, self.resolver)
+        except Exception as exc:  # a bug here must not stop mail: results are just absent
+            log.warning("authentication failed queue_id=%s: %s", job.envelope.queue_id, exc)
+            return None
+        report.auth.update(results.summary())
+        return results
 
     def process(self, job: Job) -> Outcome:
-        report = Report(queue_id=job.envelope.queue_id, reference_id=job.reference_id)
+        started = time.monotonic()
+        envelope = job.envelope
+        report = Report(queue_id=envelope.queue_id, reference_id=job.reference_id)
+        results = self._authenticate(job, report)
+        policy = self.policy_for(envelope)
+        settings = policy.settings
+        report.policy = policy.name
+        limits = IsolationLimits(
+            document_timeout=self.config.workers.document_timeout,
+            document_memory_mb=self.config.workers.document_memory_limit_mb,
+            deadline=started + self.config.workers.message_timeout * 0.8,
+        )
+        plan = Inspector(settings, report, limits).plan_bytes(job.raw)
+        decision = policy.decide(
+            report, envelope, rule_headers(job.raw), auth=results, message_size=len(job.raw)
+        )
+        decision.record(report)
+        verdict = report.verdict
+        if verdict == Verdict.REJECT:
+            text = decision.reject_text or "Message rejected by content policy"
+            return Outcome(verdict, report, None, Reply(550, "5.7.1", text))
+        if verdict >= Verdict.QUARANTINE or plan is None:
+            if plan is None and verdict < Verdict.QUARANTINE:
+                report.raise_verdict(Verdict.QUARANTINE, "message could not be rebuilt")
+            return Outcome(report.verdict, report)
+        message = self._build(job, plan, decision, report, settings, results)
+        return Outcome(report.verdict, report, message)
+
+    def _build(
+        self,
+        job: Job,
+        plan: Plan,
+        decision: Decision,
+        report: Report,
+        settings: object,
+        results: auth.AuthResults | None,
+    ) -> bytes:
         trace = received_header(job.envelope, self.hostname)
         report.add_action("received-added")
-        return Outcome(Verdict.DELIVER, report, trace + job.raw)
+        for node in plan.files():
+            if isinstance(node, FilePlan) and node.content_class in decision.skip_classes:
+                if node.record.action != "held":
+                    node.record.action, node.record.reason = "kept", "TRUSTED_SENDER"
+        extra = [*decision.tag_headers]
+        if _unchanged(plan, report):
+            body = job.raw
+        else:
+            notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]
+            assembler = Assembler(
+                settings.notice.charset,  # type: ignore[attr-defined]
+                notice.render(report),
+                decision.skip_classes,
+            )
+            body = assembler.message(plan, report)
+        head = b"".join(
+            f"{name}: {value}\r\n".encode("ascii", "replace")
+            for name, value in [*summary_headers(report), *extra]
+        )
+        message = trace + head + _without_our_fields(body)
+        if results is not None:
+            message = auth.add_authentication_results(message, results)
+            if self.auth_settings is not None and self.auth_settings.arc_key is not None:
+                try:
+                    message = auth.arc_seal(message, results, self.auth_settings.arc_key)
+                except Exception as exc:
+                    log.warning("ARC sealing failed queue_id=%s: %s", report.queue_id, exc)
+        return message
+
+
+def _without_our_fields(message: bytes) -> bytes:
+    """Drop ``X-Mugaika-*`` fields a sender put in the original (they would forge ours)."""
+    fields, offset = split_header_block(message)
+    if not any(f.name.lower().startswith("x-mugaika-") for f in fields):
+        return message
+    kept = b"".join(f.raw + b"\r\n" for f in fields if not f.name.lower().startswith("x-mugaika-"))
+    rest = message[offset:]
+    return kept + b"\r\n" + rest
 
 
 def init_worker(config: Config) -> Callable[[Job], Outcome]:

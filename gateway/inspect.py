@@ -1,0 +1,435 @@
+"""The inspect stage: what every part of a message is, and a harmless candidate for each.
+
+Input: a ``ParsedMessage`` and the policy's ``PolicySettings``. Output: a ``Plan`` that mirrors
+what will be delivered, in the original order: text bodies (already decoded from their
+charset, HTML converted or sanitized, URLs defanged), files (detected by content, with the
+rebuilt copies their sanitizer produced in an isolated process), nested messages (planned
+recursively), plus every finding and attachment record appended to the ``Report``.
+
+Why sanitizing happens here and not after the decision: the findings that rules decide on
+(macro found, JavaScript found, encrypted archive) come out of the same pass over the
+document that rebuilds it; doing it once halves the work on hostile documents. The decision
+(``rules``) may still veto: quarantine or reject the whole message, or let an authenticated,
+allow-listed sender keep the original of some classes (``Decision.skip_classes``);
+``gateway.assemble`` applies it.
+
+Fail closed: a part whose sanitizer fails, times out or crashes is stripped or makes the
+message quarantined (``on_sanitize_failure``); an unknown class is stripped by default; a part
+is never passed through unless the policy's action for its class is ``keep`` (text only) or
+the decision trusts the sender for that class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import detect as detection
+from gateway.charsets import decode_body
+from gateway.errors import CannotSanitize
+from gateway.mime import MimeLimitExceeded, MimeLimits, ParsedMessage, Part, parse_message
+from gateway.report import AttachmentRecord, Report, Verdict
+from gateway.sanitizers import sanitizer_for
+from gateway.sanitizers.base import OutputFile, SanitizeOptions
+from gateway.sanitizers.html import html_to_text, sanitize_html
+from gateway.sanitizers.urls import UrlPolicy, defang_text
+from gateway.workers import run_isolated
+
+# Classes whose payload a recipient may read as the message text when sent inline.
+BODY_TYPES = ("text/plain", "text/html")
+# Types Outlook and others send as alternatives that are files in their own right.
+ALTERNATIVE_FILES = ("text/calendar",)
+
+
+@dataclass
+class TextBody:
+    """Text a recipient reads: ``text`` always, ``html`` too in ``html: sanitize`` mode."""
+
+    part_id: str
+    text: str
+    html: str | None = None
+
+
+@dataclass
+class FilePlan:
+    """One attachment: what it is, what the policy does, and the harmless copies made."""
+
+    part_id: str
+    content_class: str
+    action: str
+    original: bytes
+    original_name: str
+    declared_type: str
+    record: AttachmentRecord
+    outputs: tuple[OutputFile, ...] = ()
+    failure: str = ""
+
+
+@dataclass
+class MessagePlan:
+    """An attached message (message/rfc822), planned recursively as a whole message."""
+
+    part_id: str
+    record: AttachmentRecord
+    action: str
+    inner: Plan | None = None
+    original: bytes = b""
+
+
+Node = TextBody | FilePlan | MessagePlan
+
+
+@dataclass
+class Plan:
+    parsed: ParsedMessage
+    nodes: list[Node] = field(default_factory=list)
+    signed: bool = False
+
+    def files(self) -> list[FilePlan]:
+        out: list[FilePlan] = []
+        for node in self.nodes:
+            if isinstance(node, FilePlan):
+                out.append(node)
+            elif isinstance(node, MessagePlan) and node.inner is not None:
+                out.extend(node.inner.files())
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class IsolationLimits:
+    """Per-document limits for ``run_isolated`` and the message's overall deadline."""
+
+    document_timeout: float = 30.0
+    document_memory_mb: int = 1024
+    deadline: float = 0.0  # time.monotonic() by which the message must be done; 0 = none
+
+
+Runner = Callable[..., Any]
+
+
+def url_policy(settings: Any) -> UrlPolicy:
+    urls = settings.urls
+    return UrlPolicy(mode=urls.mode, allow_domains=frozenset(urls.allow_domains),
+                     mailto=urls.mailto)
+
+
+class Inspector:
+    """Plans one message (and, recursively, the messages attached to it)."""
+
+    def __init__(
+        self,
+        settings: Any,
+        report: Report,
+        limits: IsolationLimits,
+        runner: Runner = run_isolated,
+        depth: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.report = report
+        self.limits = limits
+        self.runner = runner
+        self.depth = depth
+        self.urls = url_policy(settings)
+
+    # -- entry points ----------------------------------------------------------------------
+
+    def plan_bytes(self, raw: bytes) -> Plan | None:
+        """Parse and plan; None (with a LIMIT_* finding and a quarantine verdict) when the
+        message exceeds a structural limit and cannot be rebuilt."""
+        limits = self.settings.limits
+        try:
+            parsed = parse_message(
+                raw, MimeLimits(limits.max_depth, limits.max_parts, limits.max_decoded_size)
+            )
+        except MimeLimitExceeded as exc:
+            self.report.add_finding(exc.code, "", exc.detail)
+            self.report.raise_verdict(Verdict.QUARANTINE, f"{exc.code}: {exc.detail}")
+            return None
+        return self.plan(parsed)
+
+    def plan(self, parsed: ParsedMessage) -> Plan:
+        plan = Plan(parsed)
+        self._visit(parsed.root, plan, in_alternative=False)
+        return plan
+
+    # -- structure -------------------------------------------------------------------------
+
+    def _visit(self, part: Part, plan: Plan, in_alternative: bool) -> None:
+        if part.origin == "tnef" and part.is_multipart:
+            self.report.add_action("tnef-unpacked", part.part_id)
+        if part.origin == "uuencode" and part.is_multipart:
+            self.report.add_action("uuencode-extracted", part.part_id)
+        if part.is_multipart:
+            self._multipart(part, plan)
+        elif part.declared_type == "message/rfc822":
+            self._nested(part, plan)
+        elif part.declared_type in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
+            self._opaque_crypto(part, "SMIME_OPAQUE")
+        elif self._is_body(part):
+            body = self._body(part)
+            if body is not None:
+                plan.nodes.append(body)
+        else:
+            self._file(part, plan)
+
+    def _multipart(self, part: Part, plan: Plan) -> None:
+        subtype = part.subtype
+        children = list(part.children)
+        if subtype == "alternative":
+            self._alternative(part, plan)
+            return
+        if subtype == "signed" and children:
+            plan.signed = True
+            if self.settings.signed == "quarantine":
+                self.report.add_finding("SIGNED_MESSAGE", part.part_id, "multipart/signed")
+                self.report.raise_verdict(Verdict.QUARANTINE, "signed mail held by policy")
+            self.report.add_action("signature-removed", part.part_id,
+                                   "the signature cannot verify after sanitizing")
+            self._visit(children[0], plan, in_alternative=False)
+            return
+        if subtype == "encrypted":
+            self._opaque_crypto(part, "ENCRYPTED_MESSAGE")
+            return
+        if subtype == "related" and children:
+            start = part.param("start")
+            root = next((c for c in children if start and c.content_id == start), children[0])
+            self._visit(root, plan, in_alternative=False)
+            for child in children:
+                if child is not root:
+                    self._visit(child, plan, in_alternative=False)
+            return
+        for child in children:
+            self._visit(child, plan, in_alternative=False)
+
+    def _alternative(self, part: Part, plan: Plan) -> None:
+        """Collapse to what a recipient should read; keep calendar invitations as files."""
+        children = list(part.children)
+        plains = [c for c in children if c.declared_type == "text/plain" and not c.is_attachment]
+        htmls = [c for c in children if c.declared_type == "text/html" and not c.is_attachment]
+        files = [c for c in children if c.declared_type in ALTERNATIVE_FILES]
+        nested = [c for c in children if c.is_multipart]
+        chosen: TextBody | None = None
+        if self.settings.html == "sanitize" and htmls:
+            chosen = self._body(htmls[-1])
+            if chosen is not None and plains:
+                plain = self._body(plains[0], count_urls=False)
+                if plain is not None and plain.text.strip():
+                    chosen.text = plain.text
+        else:
+            for candidate in plains:
+                body = self._body(candidate)
+                if body is not None and body.text.strip():
+                    chosen = body
+                    break
+            if chosen is None and htmls:
+                chosen = self._body(htmls[-1])
+        if chosen is None and nested:
+            # e.g. alternative(plain, related(html, images)): read the richest branch.
+            self._visit(nested[-1], plan, in_alternative=True)
+        elif chosen is not None:
+            plan.nodes.append(chosen)
+        dropped = len(children) - len(files) - (1 if chosen is not None else 0)
+        if dropped > 0:
+            self.report.add_action("alternative-collapsed", part.part_id,
+                                   "one alternative delivered", count=dropped)
+        for child in files:
+            self._file(child, plan)
+
+    def _opaque_crypto(self, part: Part, code: str) -> None:
+        """Encrypted or opaque-signed content cannot be inspected: fail closed."""
+        self.report.add_finding(code, part.part_id, part.declared_type)
+        self.report.raise_verdict(Verdict.QUARANTINE, f"{code}: content cannot be inspected")
+
+    # -- text bodies -----------------------------------------------------------------------
+
+    def _is_body(self, part: Part) -> bool:
+        if part.declared_type not in BODY_TYPES or part.is_attachment:
+            return False
+        # A "text/plain" body that is really a program or an archive is a file (fail closed).
+        if part.payload[:2] == b"MZ" or part.payload[:4] in (b"PK\x03\x04", b"\x7fELF", b"%PDF"):
+            return False
+        return b"\x00" not in part.payload[:4096]
+
+    def _body(self, part: Part, count_urls: bool = True) -> TextBody | None:
+        decoded = decode_body(part.payload, part.declared_charset)
+        for finding in decoded.findings:
+            self.report.findings.append(finding)
+        if part.declared_type == "text/html":
+            if self.settings.html == "sanitize":
+                clean = sanitize_html(decoded.text, self.urls)
+                as_text = html_to_text(decoded.text, self.urls)
+                self._record_html(part, clean, "html-sanitized", count_urls)
+                return TextBody(part.part_id, as_text.text, clean.text)
+            converted = html_to_text(decoded.text, self.urls)
+            self._record_html(part, converted, "html-to-text", count_urls)
+            return TextBody(part.part_id, converted.text)
+        text = _unflow(decoded.text) if part.param("format").lower() == "flowed" else decoded.text
+        result = defang_text(text, self.urls)
+        if count_urls:
+            self._record_urls(part.part_id, result.count)
+        return TextBody(part.part_id, result.text)
+
+    def _record_html(self, part: Part, result: Any, kind: str, count_urls: bool) -> None:
+        self.report.add_action(kind, part.part_id)
+        for finding in getattr(result, "findings", ()):
+            self.report.findings.append(finding)
+        if count_urls:
+            self._record_urls(part.part_id, getattr(result, "urls_defanged", 0))
+
+    def _record_urls(self, part_id: str, count: int) -> None:
+        if count:
+            kind = "urls-removed" if self.urls.mode == "remove" else "urls-defanged"
+            self.report.add_action(kind, part_id, count=count)
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _file(self, part: Part, plan: Plan) -> None:
+        data = part.payload
+        found = detection.detect(data, part.untrusted_filename, part.declared_type, part.part_id)
+        self.report.findings.extend(found.findings)
+        content_class = found.content_class
+        if content_class == "message":
+            # An .eml sent as application/octet-stream is still a message: recurse into it.
+            self._nested(part, plan)
+            return
+        action = self.settings.action_for(content_class)
+        name = part.untrusted_filename or _default_name(part, found.mime)
+        record = AttachmentRecord(
+            part_id=part.part_id,
+            untrusted_filename=part.untrusted_filename,
+            declared_type=part.declared_type,
+            detected_type=found.mime,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+        )
+        self.report.attachments.append(record)
+        node = FilePlan(part.part_id, content_class, action, data, name, part.declared_type, record)
+        plan.nodes.append(node)
+        reasons = ",".join(sorted(found.codes()))
+        if action == "quarantine":
+            record.action, record.reason = "held", reasons or content_class.upper()
+            self.report.raise_verdict(
+                Verdict.QUARANTINE, f"attachment policy: {content_class} is quarantined"
+            )
+        elif action == "strip":
+            record.action, record.reason = "stripped", reasons or "POLICY"
+        else:
+            self._sanitize(node, part, reasons)
+
+    def _sanitize(self, plan: FilePlan, part: Part, reasons: str) -> None:
+        sanitizer = sanitizer_for(plan.content_class)
+        record = plan.record
+        if sanitizer is None:
+            self._failed(plan, "UNKNOWN_TYPE", f"no sanitizer for {plan.content_class}")
+            return
+        options: SanitizeOptions = self.settings.sanitize_options(plan.content_class)
+        timeout = self.limits.document_timeout
+        if self.limits.deadline:
+            timeout = min(timeout, self.limits.deadline - time.monotonic())
+        if timeout < 1:
+            self._failed(plan, "WORKER_TIMEOUT", "the message's time budget is spent")
+            return
+        try:
+            result = self.runner(
+                sanitizer.sanitize, plan.original, plan.original_name, part.part_id, options,
+                timeout=timeout, memory_limit_mb=self.limits.document_memory_mb,
+            )
+        except CannotSanitize as exc:
+            self._failed(plan, exc.code, str(exc))
+            return
+        self.report.findings.extend(result.findings)
+        if not result.outputs:
+            codes = ",".join(sorted({f.code for f in result.findings})) or "SANITIZE_FAILED"
+            self._failed(plan, codes, "nothing harmless could be made")
+            return
+        plan.outputs = tuple(result.outputs)
+        found = sorted({f.code for f in result.findings} | set(filter(None, reasons.split(","))))
+        record.reason = ",".join(found)
+        record.action = {"rasterize": "rasterized", "both": "both"}.get(options.mode, "rebuilt")
+        first = result.outputs[0]
+        record.output_filename = first.filename
+        record.output_sha256 = hashlib.sha256(first.data).hexdigest()
+        record.output_size = len(first.data)
+
+    def _failed(self, plan: FilePlan, code: str, detail: str) -> None:
+        record = plan.record
+        self.report.add_finding("SANITIZE_FAILED", plan.part_id, f"{code}: {detail}"[:300])
+        plan.failure = code
+        if self.settings.on_sanitize_failure == "quarantine":
+            record.action, record.reason = "held", code
+            self.report.raise_verdict(
+                Verdict.QUARANTINE, f"attachment could not be made harmless ({code})"
+            )
+        else:
+            record.action, record.reason = "stripped", code
+
+    # -- nested messages -------------------------------------------------------------------
+
+    def _nested(self, part: Part, plan: Plan) -> None:
+        record = AttachmentRecord(
+            part_id=part.part_id,
+            untrusted_filename=part.untrusted_filename,
+            declared_type="message/rfc822",
+            detected_type="message/rfc822",
+            sha256=hashlib.sha256(part.payload).hexdigest(),
+            size=len(part.payload),
+        )
+        self.report.attachments.append(record)
+        action = self.settings.action_for("message")
+        node = MessagePlan(part.part_id, record, action, original=part.payload)
+        plan.nodes.append(node)
+        if action == "quarantine":
+            record.action, record.reason = "held", "POLICY"
+            self.report.raise_verdict(Verdict.QUARANTINE, "attachment policy: message")
+            return
+        if action == "strip":
+            record.action, record.reason = "stripped", "POLICY"
+            return
+        if self.depth + 1 > self.settings.limits.max_depth:
+            self.report.add_finding("LIMIT_DEPTH", part.part_id, "messages nested too deep")
+            self.report.raise_verdict(Verdict.QUARANTINE, "LIMIT_DEPTH: nested messages")
+            return
+        inner = Inspector(self.settings, self.report, self.limits, self.runner, self.depth + 1)
+        node.inner = inner.plan_bytes(part.payload)
+        record.action = "rebuilt"
+        record.reason = "MESSAGE"
+
+
+def _unflow(text: str) -> str:
+    """RFC 3676 format=flowed to plain lines, so a URL wrapped by the sender is whole again."""
+    out: list[str] = []
+    pending = ""
+    for line in text.split("\n"):
+        if line.startswith(" "):
+            line = line[1:]  # space-stuffing (section 4.4)
+        if line.endswith(" ") and line.rstrip() != "--":
+            pending += line
+        else:
+            out.append(pending + line)
+            pending = ""
+    if pending:
+        out.append(pending)
+    return "\n".join(out)
+
+
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/bmp": "bmp",
+    "image/tiff": "tif",
+    "application/pdf": "pdf",
+    "text/plain": "txt",
+    "text/html": "html",
+    "text/calendar": "ics",
+    "application/zip": "zip",
+}
+
+
+def _default_name(part: Part, detected_mime: str) -> str:
+    extension = _EXTENSIONS.get(detected_mime) or _EXTENSIONS.get(part.declared_type, "bin")
+    return f"part-{part.part_id}.{extension}"

@@ -1,0 +1,371 @@
+"""Parse any real-world message into a tree of ``Part``s, within limits.
+
+The parser is Python's ``email`` package with the lenient ``compat32`` policy (it accepts
+missing boundaries, bad base64, 8-bit bytes without a charset and duplicate headers, recording
+defects instead of failing). On top of it this module:
+
+- numbers parts (``"1"``, ``"1.2"``, ...) so findings and actions can name them;
+- decodes each leaf's transfer encoding once (base64, quoted-printable, x-uuencode);
+- extracts uuencoded files hidden in text bodies (``begin 644 name`` ... ``end``) and the
+  attachments inside TNEF ``winmail.dat``, as synthetic parts, so they are inspected like any
+  other attachment instead of slipping through as "text" or "unknown";
+- enforces limits on depth, part count and total decoded size (``MimeLimitExceeded``, whose
+  code the pipeline turns into a quarantine);
+- splits the raw top-level header block into fields whose bytes are kept exactly, so headers
+  that are not content (Message-ID, Date, From, DKIM-Signature...) pass through unchanged.
+
+It does not decode text charsets (``gateway.charsets``), does not judge content
+(``gateway.detect``) and does not build output (``gateway.assemble``).
+"""
+
+from __future__ import annotations
+
+import binascii
+import email
+import email.message
+import email.policy
+import re
+from dataclasses import dataclass
+
+from gateway.charsets import decode_filename, decode_header
+
+CRLF = b"\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class MimeLimits:
+    max_depth: int = 20
+    max_parts: int = 500
+    max_decoded_size: int = 200 * 1024 * 1024
+
+
+class MimeLimitExceeded(Exception):
+    """The message exceeds a structural limit; ``code`` is the finding (MIME_TOO_DEEP...)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One node of the MIME tree as received.
+
+    ``payload`` is the transfer-decoded body of a leaf (empty for multiparts). For
+    ``message/rfc822`` it is the enclosed message's bytes, parsed again by whoever recurses.
+    ``origin`` says where the part came from: ``mime``, ``uuencode`` or ``tnef``.
+    """
+
+    part_id: str
+    declared_type: str
+    untrusted_filename: str = ""
+    declared_charset: str | None = None
+    disposition: str = ""
+    content_id: str = ""
+    payload: bytes = b""
+    children: tuple[Part, ...] = ()
+    defects: tuple[str, ...] = ()
+    origin: str = "mime"
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.declared_type.startswith("multipart/")
+
+    @property
+    def subtype(self) -> str:
+        return self.declared_type.partition("/")[2]
+
+    @property
+    def is_attachment(self) -> bool:
+        """Meant as a file rather than as the text of the message."""
+        return self.disposition == "attachment" or bool(self.untrusted_filename)
+
+    def param(self, name: str) -> str:
+        return next((v for k, v in self.params if k == name), "")
+
+    def walk(self):  # noqa: ANN201 - a generator of Part
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderField:
+    """One top-level header field exactly as received (``raw`` includes folding, no CRLF)."""
+
+    name: str
+    raw: bytes
+
+    @property
+    def untrusted_value(self) -> str:
+        """The decoded value (RFC 2047 words, raw 8-bit CP932/EUC-JP/UTF-8)."""
+        value = self.raw.split(b":", 1)[1] if b":" in self.raw else b""
+        unfolded = re.sub(rb"\r?\n([ \t])", rb"\1", value).strip()
+        return decode_header(unfolded.decode("utf-8", "surrogateescape"))
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    headers: tuple[HeaderField, ...]
+    root: Part
+    defects: tuple[str, ...] = ()
+    body_offset: int = 0
+
+    def header(self, name: str) -> str:
+        """The first field called ``name``, decoded; "" when absent."""
+        lower = name.lower()
+        return next((h.untrusted_value for h in self.headers if h.name.lower() == lower), "")
+
+    def all_headers(self, name: str) -> list[str]:
+        lower = name.lower()
+        return [h.untrusted_value for h in self.headers if h.name.lower() == lower]
+
+
+_HEADER_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+
+
+def split_header_block(raw: bytes) -> tuple[list[HeaderField], int]:
+    """Split the top-level header fields; return them and the offset where the body starts.
+
+    Follows the same rule as ``email.feedparser``: the header block ends at the first empty
+    line, or at the first line that is neither a field nor a continuation (that line then
+    belongs to the body, a MissingHeaderBodySeparatorDefect).
+    """
+    fields: list[HeaderField] = []
+    position = 0
+    current: list[bytes] = []
+    name = ""
+    length = len(raw)
+    while position < length:
+        end = raw.find(b"\n", position)
+        line_end = length if end < 0 else end + 1
+        line = raw[position:line_end]
+        stripped = line.rstrip(b"\r\n")
+        if not stripped:
+            position = line_end
+            break
+        if stripped[:1] in (b" ", b"\t") and current:
+            current.append(stripped)
+        else:
+            match = _HEADER_NAME.match(stripped)
+            if match is None:
+                break
+            if current:
+                fields.append(HeaderField(name, CRLF.join(current)))
+            name = match.group(1).decode("ascii")
+            current = [stripped]
+        position = line_end
+    if current:
+        fields.append(HeaderField(name, CRLF.join(current)))
+    return fields, position
+
+
+# uuencode (POSIX): "begin <mode> <name>", lines of encoded data, "end". Tolerate CRLF.
+_UU_BLOCK = re.compile(
+    rb"^begin(?:-base64)? +([0-7]{3,4}) +([^\r\n]+)\r?\n(.*?)^end[ \t]*\r?$",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def _uudecode(block: bytes) -> bytes | None:
+    out = bytearray()
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        try:
+            out += binascii.a2b_uu(line)
+        except binascii.Error:
+            # Some encoders pad lines wrongly; decode by the declared length (Python docs).
+            try:
+                nbytes = (((line[0] - 32) & 63) * 4 + 5) // 3
+                out += binascii.a2b_uu(line[:nbytes])
+            except (binascii.Error, IndexError):
+                return None
+    return bytes(out)
+
+
+class _Walker:
+    def __init__(self, limits: MimeLimits) -> None:
+        self.limits = limits
+        self.parts = 0
+        self.decoded = 0
+
+    def _count(self, size: int) -> None:
+        self.parts += 1
+        self.decoded += size
+        if self.parts > self.limits.max_parts:
+            raise MimeLimitExceeded(
+                "MIME_TOO_MANY_PARTS", f"more than {self.limits.max_parts} parts"
+            )
+        if self.decoded > self.limits.max_decoded_size:
+            raise MimeLimitExceeded(
+                "MIME_TOO_LARGE", f"decoded size over {self.limits.max_decoded_size} bytes"
+            )
+
+    def part(self, msg: email.message.Message, part_id: str, depth: int) -> Part:
+        if depth > self.limits.max_depth:
+            raise MimeLimitExceeded("MIME_TOO_DEEP", f"nesting deeper than {self.limits.max_depth}")
+        declared = (msg.get_content_type() or "text/plain").lower()
+        defects = tuple(type(d).__name__ for d in msg.defects)
+        filename = _safe(decode_filename, msg)
+        disposition = (msg.get_content_disposition() or "").lower()
+        params = tuple(
+            (str(k).lower(), str(v)) for k, v in (_safe_params(msg) or []) if isinstance(v, str)
+        )
+        content_id = str(msg.get("Content-ID", "") or "").strip()
+        charset = msg.get_content_charset()
+        if msg.is_multipart() and declared.startswith("multipart/"):
+            self._count(0)
+            payload = msg.get_payload()
+            children = tuple(
+                self.part(child, f"{part_id}.{index}", depth + 1)
+                for index, child in enumerate(payload if isinstance(payload, list) else [], 1)
+                if isinstance(child, email.message.Message)
+            )
+            return Part(part_id, declared, filename, charset, disposition, content_id, b"",
+                        children, defects, params=params)
+        if declared == "message/rfc822" or msg.is_multipart():
+            inner = msg.get_payload()
+            data = _message_bytes(inner)
+            self._count(len(data))
+            return Part(part_id, "message/rfc822", filename, None, disposition, content_id,
+                        data, (), defects, params=params)
+        data = _leaf_payload(msg)
+        self._count(len(data))
+        leaf = Part(part_id, declared, filename, charset, disposition, content_id, data, (),
+                    defects, params=params)
+        if declared in ("application/ms-tnef", "application/vnd.ms-tnef") or (
+            filename.lower() == "winmail.dat"
+        ):
+            return self._tnef(leaf)
+        if declared.startswith("text/") and not leaf.is_attachment and b"begin " in data:
+            return self._uuencoded(leaf)
+        return leaf
+
+    def _uuencoded(self, leaf: Part) -> Part:
+        files: list[Part] = []
+        text = leaf.payload
+        for index, match in enumerate(_UU_BLOCK.finditer(leaf.payload), 1):
+            decoded = _uudecode(match.group(3))
+            if decoded is None:
+                continue
+            name = match.group(2).strip().decode("utf-8", "replace")
+            self._count(len(decoded))
+            files.append(
+                Part(f"{leaf.part_id}.uu{index}", "application/octet-stream", name,
+                     disposition="attachment", payload=decoded, origin="uuencode")
+            )
+            text = text.replace(match.group(0), b"")
+        if not files:
+            return leaf
+        body = Part(f"{leaf.part_id}.0", leaf.declared_type, "", leaf.declared_charset,
+                    leaf.disposition, leaf.content_id, text, (), leaf.defects, params=leaf.params)
+        return Part(leaf.part_id, "multipart/mixed", children=(body, *files), origin="uuencode")
+
+    def _tnef(self, leaf: Part) -> Part:
+        """Unpack winmail.dat; on failure keep the opaque leaf (it is then stripped)."""
+        import tnefparse  # imported here: only TNEF mail needs it
+
+        try:
+            tnef = tnefparse.TNEF(leaf.payload)
+            members: list[Part] = []
+            for index, attachment in enumerate(tnef.attachments, 1):
+                data = bytes(attachment.data or b"")
+                self._count(len(data))
+                name = attachment.long_filename() or attachment.name or f"attachment-{index}"
+                if isinstance(name, bytes):
+                    name = name.decode("cp1252", "replace")
+                members.append(
+                    Part(f"{leaf.part_id}.t{index}", "application/octet-stream",
+                         str(name).strip("\x00"), disposition="attachment", payload=data,
+                         origin="tnef")
+                )
+            html = tnef.htmlbody if isinstance(tnef.htmlbody, bytes | str) else None
+            if html:
+                raw_html = html.encode("utf-8") if isinstance(html, str) else html
+                members.insert(0, Part(f"{leaf.part_id}.t0", "text/html", "", None,
+                                       "attachment", "", raw_html, origin="tnef"))
+        except MimeLimitExceeded:
+            raise
+        except Exception:
+            return leaf
+        if not members:
+            return leaf
+        return Part(leaf.part_id, "multipart/mixed", leaf.untrusted_filename, children=tuple(members),
+                    origin="tnef")
+
+
+def _safe(function, msg: email.message.Message) -> str:  # noqa: ANN001
+    try:
+        return function(msg) or ""
+    except Exception:
+        return ""
+
+
+def _safe_params(msg: email.message.Message) -> list[tuple[str, object]] | None:
+    try:
+        return msg.get_params()  # type: ignore[return-value]
+    except Exception:
+        return None
+
+
+def _leaf_payload(msg: email.message.Message) -> bytes:
+    try:
+        data = msg.get_payload(decode=True)
+    except Exception:
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = msg.get_payload()
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _message_bytes(inner: object) -> bytes:
+    if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
+        inner = inner[0]
+    if isinstance(inner, email.message.Message):
+        try:
+            return inner.as_bytes(policy=email.policy.compat32.clone(linesep="\r\n"))
+        except Exception:
+            try:
+                return inner.as_string().encode("utf-8", "surrogateescape")
+            except Exception:
+                return b""
+    if isinstance(inner, str):
+        return inner.encode("utf-8", "surrogateescape")
+    if isinstance(inner, bytes):
+        return inner
+    return b""
+
+
+def parse_message(raw: bytes, limits: MimeLimits | None = None) -> ParsedMessage:
+    """Parse ``raw`` (bytes as received) into headers and a part tree.
+
+    Never raises for malformed input (the email package records defects instead); raises
+    ``MimeLimitExceeded`` when a structural limit is hit.
+    """
+    limits = limits or MimeLimits()
+    headers, body_offset = split_header_block(raw)
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    root = _Walker(limits).part(msg, "1", 0)
+    return ParsedMessage(
+        headers=tuple(headers),
+        root=root,
+        defects=tuple(type(d).__name__ for d in msg.defects),
+        body_offset=body_offset,
+    )
+
+
+__all__ = [
+    "HeaderField",
+    "MimeLimitExceeded",
+    "MimeLimits",
+    "ParsedMessage",
+    "Part",
+    "parse_message",
+    "split_header_block",
+]

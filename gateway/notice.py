@@ -1,0 +1,236 @@
+"""The notice a recipient reads, and the ``X-Mugaika-*`` summary headers machines read.
+
+The notice is a short block at the top of the message text listing what was changed, why, and
+the reference id under which the original is kept ("quote this id to ask for the original").
+Japanese by default, English by policy (``notice.language``). Every sentence is a template
+that a policy may override (``notice.templates: {kind: text}``) using ``str.format`` fields
+named in ``TEMPLATES`` below; an override with an unknown field is reported and the built-in
+text used instead, so a typo in a policy never breaks mail flow.
+
+The notice only reads the ``Report``; it decides nothing. Untrusted names (attachment file
+names) pass through ``replace_control_chars`` so RTLO cannot reorder what a recipient reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from gateway.logs import replace_control_chars
+from gateway.report import AttachmentRecord, Report, Verdict
+
+log = logging.getLogger("mugaika.notice")
+
+TEMPLATES: dict[str, dict[str, str]] = {
+    "ja": {
+        "title": "【無害化処理のお知らせ】",
+        "intro": "このメールはインターネットから届いたため、安全のため次の処理を行いました。",
+        "html-to-text": "・HTML形式の本文をテキストに変換しました。",
+        "html-sanitized": "・HTML本文から危険な要素（スクリプト、フォーム、外部画像など）を除去しました。",
+        "urls-defanged": "・URL {count}件をクリックできない形に変更しました（例: hxxps://example[.]com）。",
+        "urls-removed": "・URL {count}件を削除しました。",
+        "attachment-rebuilt": "・添付ファイル「{name}」を無害化して再作成しました（{reason}）。",
+        "attachment-rasterized": "・添付ファイル「{name}」を画像化しました（{reason}）。",
+        "attachment-stripped": "・添付ファイル「{name}」を削除しました（{reason}）。",
+        "attachment-renamed": "・添付ファイル「{name}」の名前を「{new_name}」に変更しました。",
+        "signature-removed": "・電子署名は内容の変更により検証できなくなるため、取り除きました。",
+        "tnef-unpacked": "・Outlook形式（winmail.dat）の添付ファイルを取り出しました。",
+        "uuencode-extracted": "・本文に埋め込まれた添付ファイル（uuencode）を取り出しました。",
+        "reference": "原本は参照番号 {reference} で保管されています。"
+        "必要な場合はこの番号を添えてシステム管理者にお問い合わせください。",
+        "rule": "─" * 30,
+    },
+    "en": {
+        "title": "[Made harmless by the mail gateway]",
+        "intro": "This message came from the internet. For your safety the gateway changed it:",
+        "html-to-text": "- The HTML body was converted to plain text.",
+        "html-sanitized": "- Dangerous HTML (scripts, forms, remote images...) was removed.",
+        "urls-defanged": "- {count} URL(s) were made unclickable (e.g. hxxps://example[.]com).",
+        "urls-removed": "- {count} URL(s) were removed.",
+        "attachment-rebuilt": "- Attachment \"{name}\" was rebuilt without active content ({reason}).",
+        "attachment-rasterized": "- Attachment \"{name}\" was converted to images ({reason}).",
+        "attachment-stripped": "- Attachment \"{name}\" was removed ({reason}).",
+        "attachment-renamed": "- Attachment \"{name}\" was renamed to \"{new_name}\".",
+        "signature-removed": "- The digital signature was removed: it cannot verify after changes.",
+        "tnef-unpacked": "- Attachments were unpacked from an Outlook winmail.dat.",
+        "uuencode-extracted": "- A file embedded in the text (uuencode) was extracted.",
+        "reference": "The original is kept under reference {reference}. Quote it to your "
+        "administrator if you need the original.",
+        "rule": "-" * 40,
+    },
+}
+
+# Human words for the finding codes a recipient may see as a reason.
+REASONS: dict[str, dict[str, str]] = {
+    "ja": {
+        "PDF_JAVASCRIPT": "JavaScriptを除去",
+        "PDF_ACTION": "自動実行アクションを除去",
+        "PDF_EMBEDDED_FILE": "埋め込みファイルを除去",
+        "PDF_URI": "リンクを除去",
+        "OOXML_VBA_MACRO": "マクロを除去",
+        "OOXML_EXTERNAL_RELATIONSHIP": "外部参照を除去",
+        "OOXML_ACTIVEX": "ActiveXを除去",
+        "OLE_VBA_MACRO": "マクロを含むため",
+        "OLE_XLM_MACRO": "Excel 4.0マクロを含むため",
+        "OLE_EMBEDDED_OBJECT": "埋め込みオブジェクトを含むため",
+        "DDE_FIELD": "DDEフィールドを含むため",
+        "ARCHIVE_ENCRYPTED": "パスワード付きのため中身を検査できません",
+        "ARCHIVE_BOMB": "展開サイズが異常なため",
+        "EXECUTABLE": "実行ファイルのため",
+        "SCRIPT": "スクリプトファイルのため",
+        "TYPE_MISMATCH": "拡張子と中身が一致しないため",
+        "DOUBLE_EXTENSION": "二重拡張子のため",
+        "FILENAME_BIDI_CONTROL": "ファイル名に偽装用の制御文字を含むため",
+        "IMAGE_METADATA": "メタデータを除去",
+        "IMAGE_TRAILING_DATA": "画像末尾の不審なデータを除去",
+        "SANITIZE_FAILED": "無害化できなかったため",
+        "WORKER_TIMEOUT": "処理が時間内に終わらなかったため",
+        "WORKER_CRASHED": "処理できなかったため",
+        "WORKER_MEMORY": "処理できなかったため",
+        "UNKNOWN_TYPE": "種類を判別できない形式のため",
+        "POLICY": "ポリシーによる",
+        "clean": "危険な要素はありませんでした",
+    },
+    "en": {
+        "PDF_JAVASCRIPT": "JavaScript removed",
+        "PDF_ACTION": "automatic actions removed",
+        "PDF_EMBEDDED_FILE": "embedded files removed",
+        "PDF_URI": "links removed",
+        "OOXML_VBA_MACRO": "macros removed",
+        "OOXML_EXTERNAL_RELATIONSHIP": "external references removed",
+        "OOXML_ACTIVEX": "ActiveX removed",
+        "OLE_VBA_MACRO": "contains macros",
+        "OLE_XLM_MACRO": "contains Excel 4.0 macros",
+        "OLE_EMBEDDED_OBJECT": "contains embedded objects",
+        "DDE_FIELD": "contains DDE fields",
+        "ARCHIVE_ENCRYPTED": "password-protected, cannot be inspected",
+        "ARCHIVE_BOMB": "abnormal expansion size",
+        "EXECUTABLE": "executable file",
+        "SCRIPT": "script file",
+        "TYPE_MISMATCH": "name does not match content",
+        "DOUBLE_EXTENSION": "double file extension",
+        "FILENAME_BIDI_CONTROL": "file name contains deceptive control characters",
+        "IMAGE_METADATA": "metadata removed",
+        "IMAGE_TRAILING_DATA": "suspicious trailing data removed",
+        "SANITIZE_FAILED": "could not be made harmless",
+        "WORKER_TIMEOUT": "processing timed out",
+        "WORKER_CRASHED": "could not be processed",
+        "WORKER_MEMORY": "could not be processed",
+        "UNKNOWN_TYPE": "unknown file type",
+        "POLICY": "by policy",
+        "clean": "no active content found",
+    },
+}
+
+
+def reason_text(codes: str, language: str) -> str:
+    """``"PDF_JAVASCRIPT,PDF_ACTION"`` → ``"JavaScriptを除去、自動実行アクションを除去"``."""
+    table = REASONS.get(language, REASONS["en"])
+    words = []
+    for code in (c.strip() for c in codes.split(",")):
+        if code:
+            words.append(table.get(code, code))
+    separator = "、" if language == "ja" else ", "
+    return separator.join(dict.fromkeys(words)) or table["clean"]
+
+
+class Notice:
+    """Renders notices in one language, with optional per-policy template overrides."""
+
+    def __init__(self, language: str = "ja", overrides: Mapping[str, str] | None = None) -> None:
+        self.language = language if language in TEMPLATES else "ja"
+        self.templates = dict(TEMPLATES[self.language])
+        for kind, text in (overrides or {}).items():
+            if kind not in self.templates:
+                log.warning("notice template %r is not a known kind; ignored", kind)
+                continue
+            try:
+                text.format(count=0, name="", reason="", reference="", new_name="")
+            except (KeyError, IndexError, ValueError) as exc:
+                log.warning("notice template %r is invalid (%s); built-in text used", kind, exc)
+                continue
+            self.templates[kind] = text
+
+    def _line(self, kind: str, **fields: object) -> str:
+        return self.templates[kind].format(**fields)
+
+    def lines(self, report: Report) -> list[str]:
+        """The change list for ``report`` (empty when nothing was changed)."""
+        out: list[str] = []
+        for kind in ("html-to-text", "html-sanitized"):
+            if report.count_actions(kind):
+                out.append(self._line(kind))
+        for kind in ("urls-defanged", "urls-removed"):
+            count = report.count_actions(kind)
+            if count:
+                out.append(self._line(kind, count=count))
+        for kind in ("tnef-unpacked", "uuencode-extracted"):
+            if report.count_actions(kind):
+                out.append(self._line(kind))
+        for record in report.attachments:
+            line = self._attachment_line(record)
+            if line:
+                out.append(line)
+        if report.count_actions("signature-removed"):
+            out.append(self._line("signature-removed"))
+        return out
+
+    def _attachment_line(self, record: AttachmentRecord) -> str:
+        name = replace_control_chars(record.untrusted_filename or "(無題)" if self.language == "ja"
+                                     else record.untrusted_filename or "(unnamed)")
+        reason = reason_text(record.reason, self.language)
+        if record.action in ("rebuilt", "both"):
+            line = self._line("attachment-rebuilt", name=name, reason=reason)
+        elif record.action == "rasterized":
+            line = self._line("attachment-rasterized", name=name, reason=reason)
+        elif record.action == "stripped":
+            line = self._line("attachment-stripped", name=name, reason=reason)
+        else:
+            return ""
+        if record.output_filename and record.output_filename != record.untrusted_filename:
+            renamed = self._line(
+                "attachment-renamed", name=name, new_name=replace_control_chars(record.output_filename)
+            )
+            line = f"{line}\n{renamed}"
+        return line
+
+    def render(self, report: Report) -> str:
+        """The whole notice block, or "" when the message was not changed."""
+        changes = self.lines(report)
+        if not changes:
+            return ""
+        parts = [self._line("title"), self._line("intro"), *changes]
+        if report.reference_id:
+            parts.append(self._line("reference", reference=report.reference_id))
+        parts.append(self._line("rule"))
+        return "\n".join(parts) + "\n"
+
+
+def summary_headers(report: Report) -> list[tuple[str, str]]:
+    """``X-Mugaika-*`` fields: a short, machine-readable account of what happened.
+
+    Values are ASCII (codes and counts); each field stays well under 998 octets.
+    """
+    actions = {
+        "html": report.count_actions("html-to-text") + report.count_actions("html-sanitized"),
+        "urls": report.count_actions("urls-defanged") + report.count_actions("urls-removed"),
+        "rebuilt": sum(1 for a in report.attachments if a.action in ("rebuilt", "both")),
+        "rasterized": sum(1 for a in report.attachments if a.action == "rasterized"),
+        "stripped": sum(1 for a in report.attachments if a.action == "stripped"),
+    }
+    headers = [
+        ("X-Mugaika-Verdict", report.verdict.label),
+        ("X-Mugaika-Policy", report.policy or "default"),
+        ("X-Mugaika-Actions", "; ".join(f"{k}={v}" for k, v in actions.items())),
+    ]
+    if report.reference_id:
+        headers.append(("X-Mugaika-Reference", report.reference_id))
+    codes = sorted(report.finding_codes())
+    if codes:
+        value = ", ".join(codes)
+        if len(value) > 900:
+            value = value[:900].rsplit(",", 1)[0] + ", ..."
+        headers.append(("X-Mugaika-Findings", value))
+    if report.verdict == Verdict.TAG:
+        headers.append(("X-Mugaika-Tagged", "yes"))
+    return headers
