@@ -42,7 +42,7 @@ DEFAULT_POLICY = "lgwan-base"
 _NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 MAX_EXTENDS_DEPTH = 16
 
-Where = tuple[str, int | None]  # (file, line)
+Where = tuple[str, int | None, Loc]  # (file, line, the key path in that file)
 Provenance = dict[Loc, Where]
 
 
@@ -54,9 +54,9 @@ class PolicySource:
 
 
 def _provenance(doc: YamlDocument) -> Provenance:
-    prov: Provenance = {(): (doc.source, doc.lines.get(()))}
+    prov: Provenance = {(): (doc.source, doc.lines.get(()), ())}
     for loc, line in doc.lines.items():
-        prov[loc] = (doc.source, line)
+        prov[loc] = (doc.source, line, loc)
     return prov
 
 
@@ -81,7 +81,7 @@ def _merge(
     if not (isinstance(parent, dict) and isinstance(child, dict)):
         _copy(c_prov, c_loc, out, out_loc)
         return child
-    out[out_loc] = c_prov.get(c_loc) or p_prov.get(p_loc) or ("", None)
+    out[out_loc] = c_prov.get(c_loc) or p_prov.get(p_loc) or ("", None, ())
     merged: dict[Any, Any] = {}
     for key, value in parent.items():
         if key in child:
@@ -136,7 +136,7 @@ def _merge_rules(
 def _merge_policy(
     parent: dict[str, Any], p_prov: Provenance, child: dict[str, Any], c_prov: Provenance
 ) -> tuple[dict[str, Any], Provenance]:
-    out: Provenance = {(): c_prov.get((), ("", None))}
+    out: Provenance = {(): c_prov.get((), ("", None, ()))}
     p_rest = {k: v for k, v in parent.items() if k not in ("rules", "extends", "description")}
     c_rest = {k: v for k, v in child.items() if k != "rules"}
     data = _merge(p_rest, (), p_prov, c_rest, (), c_prov, (), out)
@@ -145,9 +145,9 @@ def _merge_policy(
     if isinstance(p_rules, list) and isinstance(c_rules, list):
         data["rules"] = _merge_rules(p_rules, p_prov, c_rules, c_prov, out)
         if "rules" in child:
-            out[("rules",)] = c_prov.get(("rules",), ("", None))
+            out[("rules",)] = c_prov.get(("rules",), ("", None, ()))
         elif "rules" in parent:
-            out[("rules",)] = p_prov.get(("rules",), ("", None))
+            out[("rules",)] = p_prov.get(("rules",), ("", None, ()))
     else:  # one of them is not a list: let validation report the child's value
         data["rules"] = child.get("rules", parent.get("rules"))
         _copy(c_prov if "rules" in child else p_prov, ("rules",), out, ("rules",))
@@ -179,9 +179,13 @@ def _messages(exc: ValidationError, prov: Provenance, fallback: str) -> list[str
             if where is not None or not path:
                 break
             path = path[:-1]
-        source, line = where if where is not None else (fallback, None)
+        if where is None:
+            where = (fallback, None, path)
+        source, line, file_loc = where
+        # Name the key as it is written in that file (rules[0] there, not rules[9] merged).
+        shown = (*file_loc, *loc[len(path) :])
         prefix = f"{source}:{line}" if line else source
-        out.append(f"{prefix}: {dotted(loc)}: {describe_error(error)}")
+        out.append(f"{prefix}: {dotted(shown)}: {describe_error(error)}")
     return out
 
 
