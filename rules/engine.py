@@ -405,7 +405,7 @@ def strictest(policies: Sequence[CompiledPolicy]) -> CompiledPolicy:
     seen: set[tuple[str, str]] = set()
     for policy in unique:
         for rule in policy.rules:
-            key = (rule.name, repr(rule))
+            key = (rule.name, repr(replace(rule, policy="")))
             if key in seen:
                 continue  # the same inherited rule in several policies: evaluate it once
             seen.add(key)

@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     Strict,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -452,14 +453,15 @@ class PolicyFile(_Model):
     protected_domains: list[Domain] = Field(default_factory=list)
     rules: list[Rule] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_rules(self) -> PolicyFile:
+    @field_validator("rules")
+    @classmethod
+    def _unique_rules(cls, rules: list[Rule]) -> list[Rule]:
         seen: set[str] = set()
-        for rule in self.rules:
+        for rule in rules:
             if rule.name in seen:
                 raise ValueError(f"rule name {rule.name!r} is used twice")
             seen.add(rule.name)
-        return self
+        return rules
 
 
 def check_classes_match() -> None:
@@ -471,4 +473,4 @@ def check_classes_match() -> None:
 
 def dump_defaults() -> dict[str, Any]:
     """The defaults as plain data (for docs and tests)."""
-    return PolicyFile().model_dump(by_alias=True, exclude={"rules", "extends"})
+    return PolicyFile().model_dump(by_alias=True, exclude={"rules", "extends", "description"})
