@@ -42,6 +42,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Protocol
@@ -466,7 +467,7 @@ def normalise_domain(untrusted: str) -> str:
 def _decode_words(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, AssertionError, HeaderParseError):
         return value
 
 

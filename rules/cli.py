@@ -21,6 +21,7 @@ import email.parser
 import email.policy
 import hashlib
 import sys
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
 from pathlib import Path
@@ -99,7 +100,7 @@ def _decoded(value: str | None) -> str:
         return ""
     try:
         return str(make_header(decode_header(str(value))))
-    except (ValueError, LookupError, UnicodeError, AssertionError):
+    except (ValueError, LookupError, UnicodeError, AssertionError, HeaderParseError):
         return str(value)
 
 
