@@ -145,6 +145,7 @@ class DnsResolver:
         timeout: float = 5.0,
         cache_size: int = 1024,
         nameservers: Sequence[str] = (),
+        port: int = 53,
     ) -> None:
         self.timeout = timeout
         self.cache_size = cache_size
@@ -158,6 +159,7 @@ class DnsResolver:
             self._error = f"no resolver configuration: {exc}"
         if nameservers:
             self._resolver.nameservers = list(nameservers)
+            self._resolver.port = port
         self._resolver.timeout = timeout
         self._resolver.lifetime = timeout
 

@@ -154,9 +154,9 @@ def _check_key_file(value: Path) -> Path:
     try:
         data = value.read_bytes()
     except OSError as exc:
-        raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+        raise ValueError(f"cannot read: {exc.strerror}") from None
     if b"PRIVATE KEY-----" not in data:
-        raise ValueError(f"{value} is not a PEM private key")
+        raise ValueError("not a PEM private key")
     return value
 
 
