@@ -42,8 +42,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from email.errors import HeaderParseError
-from email.header import decode_header, make_header
 from pathlib import Path
 from typing import Protocol
 
@@ -466,18 +464,12 @@ def normalise_domain(untrusted: str) -> str:
     return value if _DOMAIN.match(value) else ""
 
 
-def _decode_words(value: str) -> str:
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, AssertionError, HeaderParseError):
-        return value
-
-
 def header_from_addresses(message: bytes) -> list[str]:
-    """Addresses in the From: fields (all of them; DMARC needs exactly one)."""
+    """Addresses in the From: fields (all of them; DMARC needs exactly one). Parsed before
+    any RFC 2047 decoding, so an encoded display name cannot add addresses."""
     out = []
     for value in _header_values(message, "From"):
-        for _name, address in email.utils.getaddresses([_decode_words(value)]):
+        for _name, address in email.utils.getaddresses([value]):
             if address:
                 out.append(address)
     return out

@@ -128,11 +128,69 @@ class Address:
     shown_domain: str  # as written (case kept) for lookalike checks
 
 
+def _split_top_level(value: str) -> list[str]:
+    """Split at commas outside quotes, comments and angle brackets."""
+    parts: list[str] = []
+    buf: list[str] = []
+    quote = escape = False
+    angle = paren = 0
+    for char in value:
+        if escape:
+            escape = False
+        elif char == "\\" and quote:
+            escape = True
+        elif char == '"' and not paren:
+            quote = not quote
+        elif not quote:
+            if char == "(":
+                paren += 1
+            elif char == ")" and paren:
+                paren -= 1
+            elif char == "<" and not paren:
+                angle += 1
+            elif char == ">" and angle and not paren:
+                angle -= 1
+            elif char == "," and not angle and not paren:
+                parts.append("".join(buf))
+                buf = []
+                continue
+        buf.append(char)
+    parts.append("".join(buf))
+    return parts
+
+
+_ANGLE = re.compile(r"^(?P<name>.*)<(?P<address>[^<>]*)>[^<>]*$", re.DOTALL)
+_GROUP = re.compile(r"^[^\"<>@:]*:\s*")
+
+
 def parse_addresses(value: str) -> tuple[Address, ...]:
-    out = []
-    for name, address in email.utils.getaddresses([_decode(value)[:MAX_TEXT]]):
-        if not address and not name:
+    """Addresses of an address header, tolerant of values decoded before parsing.
+
+    The pipeline hands headers RFC 2047-decoded, so a display name can hold an unquoted
+    ``@`` or comma (``総務課 soumu@city.example.lg.jp <x@attacker.example>``): the address is
+    the one in the last angle brackets, and fragments without ``@`` belong to the next name
+    (``Yamada, Taro <t@example.com>`` is one address)."""
+    text = _decode(value)[:MAX_TEXT]
+    chunks: list[str] = []
+    pending = ""
+    for chunk in _split_top_level(text):
+        chunk = _GROUP.sub("", chunk.strip()).rstrip(";").strip()
+        if not chunk:
             continue
+        if "@" not in chunk and "<" not in chunk:
+            pending += chunk + ", "
+            continue
+        chunks.append(pending + chunk)
+        pending = ""
+    out = []
+    for chunk in chunks:
+        match = _ANGLE.match(chunk)
+        if match:
+            name = match.group("name").strip().strip('"').strip()
+            address = match.group("address").strip()
+        else:
+            name, address = email.utils.parseaddr(chunk)
+            address = address or chunk.strip()
         shown = address.rpartition("@")[2].strip()
         out.append(
             Address(
