@@ -681,14 +681,20 @@ def check_dmarc(
     dkim_results: Sequence[MethodResult],
     resolver: Resolver,
 ) -> tuple[MethodResult, str, str]:
-    """RFC 7489 section 4.2 evaluation. Returns (result, From: domain, applied policy)."""
+    """RFC 7489 section 4.2 evaluation. Returns (result, From: domain, applied policy).
+
+    Several From: addresses (or a display name with an unquoted ``@``, which parses as two)
+    is ``permerror``: section 6.6.1 leaves such mail to local policy and it is a spoofing
+    trick. No From: address, or one without a domain (``MAILER-DAEMON``), is ``none``: DMARC
+    does not apply to it."""
+    if not from_addresses:
+        return MethodResult("dmarc", "none", (), "no From: address"), "", ""
     domains = {normalise_domain(a.rpartition("@")[2]) for a in from_addresses}
-    if len(from_addresses) != 1 or len(domains) != 1:
-        reason = "no From: address" if not from_addresses else "more than one From: address"
-        return MethodResult("dmarc", "permerror", (), reason), "", ""
+    if len(from_addresses) != 1:
+        return MethodResult("dmarc", "permerror", (), "more than one From: address"), "", ""
     from_domain = domains.pop()
     if not from_domain:
-        return MethodResult("dmarc", "permerror", (), "From: domain is not a domain"), "", ""
+        return MethodResult("dmarc", "none", (), "From: domain is not a domain"), "", ""
     props = (("header.from", from_domain),)
     try:
         record = find_dmarc_record(from_domain, resolver)

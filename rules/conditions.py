@@ -56,6 +56,13 @@ _CLASS_BY_TYPE = {
     "application/vnd.ms-cab-compressed": "other_archive",
     "application/x-lzh-compressed": "other_archive",
     "application/x-dosexec": "executable",
+    "application/vnd.microsoft.portable-executable": "executable",  # libmagic >= 5.45
+    "application/x-ms-ne-executable": "executable",
+    "application/x-pie-executable": "executable",
+    "application/x-mach-o-executable": "executable",
+    "application/x-elf": "executable",
+    "application/x-ms-installer": "executable",
+    "application/x-msdos-program": "executable",
     "application/x-msdownload": "executable",
     "application/x-executable": "executable",
     "application/x-sharedlib": "executable",

@@ -279,6 +279,12 @@ def test_dmarc_none_temperror_and_permerror() -> None:
     results = authenticate(two_from, envelope(), SETTINGS, resolver())
     assert results.dmarc.result == "permerror"
     assert results.from_domain == ""
+    # An unquoted @ in the display name reads as a second address (real malspam does this).
+    trick = message(from_="ceo@example.com <x@attacker.example>")
+    assert authenticate(trick, envelope(), SETTINGS, resolver()).dmarc.result == "permerror"
+    for no_domain in ("MAILER-DAEMON", "undisclosed-recipients:;"):
+        results = authenticate(message(from_=no_domain), envelope(), SETTINGS, resolver())
+        assert results.dmarc.result == "none"
 
 
 @pytest.mark.parametrize(
