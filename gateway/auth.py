@@ -103,7 +103,7 @@ def _normalise_name(name: str) -> str:
 
 
 class StaticResolver:
-    """Fixed answers, for tests and for ``mugaika rules test --offline``: never the network.
+    """Fixed answers, for tests and offline tools: never the network.
 
     ``records`` maps ``(name, rdtype)`` to answers; ``temperror`` names fail as a timeout
     would. ``queries`` records every lookup so that tests can assert what was asked."""
@@ -386,12 +386,14 @@ def _value(untrusted: str) -> str:
     if _TOKEN.match(untrusted) and len(untrusted) <= 255:
         return untrusted
     cleaned = "".join(c for c in untrusted[:255] if c.isprintable() and c.isascii())
+    cleaned = cleaned.replace(";", ",")  # the header is folded at each ";"
     return '"' + cleaned.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _comment(untrusted: str) -> str:
     cleaned = "".join(c for c in untrusted[:200] if c.isprintable() and c.isascii())
-    return cleaned.replace("\\", "").replace("(", "[").replace(")", "]")
+    # No nesting, no escapes, no ";" (the header is folded at each ";").
+    return cleaned.replace("\\", "").replace("(", "[").replace(")", "]").replace(";", ",")
 
 
 # --------------------------------------------------------------------------------------------
