@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import threading
 import unicodedata
 from collections.abc import Iterable
@@ -120,6 +121,7 @@ def to_unicode(domain: str) -> str:
     return ".".join(labels)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; protected domains recur on every message
 def skeleton(domain: str) -> str:
     """The confusable skeleton of a domain: equal skeletons look alike."""
     text = unicodedata.normalize("NFKC", to_unicode(domain))
