@@ -137,6 +137,60 @@ class PolicyConfig(_Model):
     dir: Path | None = None  # extra policy files; overrides shipped ones of the same name
 
 
+# --- auth: section (issue 7; owned by gateway/auth.py) ---------------------------------------
+def _check_selector(value: str) -> str:
+    # RFC 6376 section 3.1: a selector is one or more dot-separated sub-domain labels.
+    if not value or not all(
+        part and part.replace("-", "").isalnum() and part.isascii() for part in value.split(".")
+    ):
+        raise ValueError("expected a DKIM selector such as mugaika2025")
+    return value
+
+
+def _check_ip(value: str) -> str:
+    ipaddress.ip_address(value)  # ValueError names the problem
+    return value
+
+
+def _check_key_file(value: Path) -> Path:
+    try:
+        data = value.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read: {exc.strerror}") from None
+    if b"PRIVATE KEY-----" not in data:
+        raise ValueError("not a PEM private key")
+    return value
+
+
+class SigningKeyConfig(_Model):
+    """A private key and the ``d=`` domain and ``s=`` selector it signs for."""
+
+    domain: Domain
+    selector: Annotated[str, Strict(), AfterValidator(_check_selector)]
+    key_file: Annotated[Path, AfterValidator(_check_key_file)]  # PEM, RSA >= 1024 bits
+
+
+class AuthConfig(_Model):
+    """Sender authentication (SPF, DKIM, DMARC, ARC) and signing."""
+
+    enabled: StrictBool = True
+    # RFC 8601 authserv-id of our Authentication-Results; default: smtp.hostname.
+    authserv_id: Domain | None = None
+    dns_timeout: StrictFloat = Field(5.0, gt=0, le=60)  # seconds per DNS lookup
+    spf_lifetime: StrictFloat = Field(20.0, gt=0, le=120)  # RFC 7208 4.6.4: whole SPF check
+    dns_cache_size: StrictInt = Field(1024, ge=0)  # answers kept per worker (TTL-bounded)
+    # DNS servers to ask (IP addresses); empty: those of /etc/resolv.conf.
+    nameservers: list[Annotated[str, Strict(), AfterValidator(_check_ip)]] = Field(
+        default_factory=list
+    )
+    arc_seal: SigningKeyConfig | None = None  # ARC-seal delivered mail (RFC 8617); null: off
+    # Outbound (LGWAN -> internet) DKIM signing keys, chosen by From: domain.
+    dkim_sign: list[SigningKeyConfig] = Field(default_factory=list)
+
+
+# --- end of auth: section ---------------------------------------------------------------------
+
+
 class QuarantineConfig(_Model):
     url: str | None = None  # SQLAlchemy URL; default sqlite under data_dir
     retain_originals: StrictBool = True  # keep originals of sanitized-and-delivered mail
@@ -178,6 +232,7 @@ class Config(_Model):
     delivery: DeliveryConfig = DeliveryConfig()
     workers: WorkersConfig = WorkersConfig()
     policy: PolicyConfig = PolicyConfig()
+    auth: AuthConfig = AuthConfig()
     quarantine: QuarantineConfig = QuarantineConfig()
     admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
