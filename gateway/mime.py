@@ -40,7 +40,7 @@ class MimeLimits:
 
 
 class MimeLimitExceeded(Exception):
-    """The message exceeds a structural limit; ``code`` is the finding (MIME_TOO_DEEP...)."""
+    """The message exceeds a structural limit; ``code`` is the finding (LIMIT_DEPTH, LIMIT_PARTS, LIMIT_DECODED_SIZE)."""
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
@@ -197,16 +197,16 @@ class _Walker:
         self.decoded += size
         if self.parts > self.limits.max_parts:
             raise MimeLimitExceeded(
-                "MIME_TOO_MANY_PARTS", f"more than {self.limits.max_parts} parts"
+                "LIMIT_PARTS", f"more than {self.limits.max_parts} parts"
             )
         if self.decoded > self.limits.max_decoded_size:
             raise MimeLimitExceeded(
-                "MIME_TOO_LARGE", f"decoded size over {self.limits.max_decoded_size} bytes"
+                "LIMIT_DECODED_SIZE", f"decoded size over {self.limits.max_decoded_size} bytes"
             )
 
     def part(self, msg: email.message.Message, part_id: str, depth: int) -> Part:
         if depth > self.limits.max_depth:
-            raise MimeLimitExceeded("MIME_TOO_DEEP", f"nesting deeper than {self.limits.max_depth}")
+            raise MimeLimitExceeded("LIMIT_DEPTH", f"nesting deeper than {self.limits.max_depth}")
         declared = (msg.get_content_type() or "text/plain").lower()
         defects = tuple(type(d).__name__ for d in msg.defects)
         filename = _safe(decode_filename, msg)
