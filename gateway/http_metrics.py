@@ -197,8 +197,24 @@ class Readiness:
         self._pending.clear()
 
 
+class CheckFailed(Exception):
+    """Raised by a probe to say why it is not ready; /readyz shows the message as is."""
+
+
+def explained(probe: Probe, why: str) -> Probe:
+    """A probe that raises ``CheckFailed(why)`` instead of answering False."""
+
+    async def check() -> bool:
+        if not await probe():
+            raise CheckFailed(why)
+        return True
+
+    return check
+
+
 def _describe(exc: BaseException) -> str:
-    return replace_control_chars(f"{type(exc).__name__}: {exc}")[:300]
+    text = str(exc) if isinstance(exc, CheckFailed) else f"{type(exc).__name__}: {exc}"
+    return replace_control_chars(text)[:300]
 
 
 class BacklogPoller:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+from prometheus_client.core import CounterMetricFamily
 
 from gateway import __version__
 from gateway.report import Report, Verdict
@@ -115,7 +116,30 @@ class PoolLike(Protocol):
     @property
     def busy(self) -> int: ...
 
+    @property
+    def busy_seconds(self) -> float: ...
+
     count: int
+
+
+class _PoolBusySeconds:
+    """Collector for ``mugaika_worker_busy_seconds_total``, read from the pool at scrape time.
+
+    A counter of worker-seconds spent on jobs. ``rate()`` of it divided by
+    ``mugaika_workers`` is the true average utilisation; the ``mugaika_workers_busy`` gauge
+    only samples the scrape instant and misses jobs shorter than the scrape interval.
+    """
+
+    def __init__(self) -> None:
+        self.pool: PoolLike | None = None
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "mugaika_worker_busy_seconds",
+            "Worker-seconds spent processing messages (rate / mugaika_workers = utilisation)",
+        )
+        family.add_metric([], self.pool.busy_seconds if self.pool is not None else 0.0)
+        yield family
 
 
 class Metrics:
@@ -198,8 +222,9 @@ class Metrics:
             ["kind"],
             registry=r,
         )
-        # Utilisation is mugaika_workers_busy / mugaika_workers (both read from the pool at
-        # scrape time by observe_pool); messages waiting for a free worker are the difference
+        # Read from the pool at scrape time (observe_pool). Utilisation over time is
+        # rate(mugaika_worker_busy_seconds_total) / mugaika_workers; at the scrape instant it
+        # is mugaika_workers_busy / mugaika_workers. Messages waiting for a free worker are
         # mugaika_messages_in_pipeline - mugaika_workers_busy.
         self.workers_busy = Gauge(
             "mugaika_workers_busy", "Worker processes processing a message now", registry=r
@@ -210,6 +235,8 @@ class Metrics:
             "Messages handed to the worker pool and not yet answered (waiting or running)",
             registry=r,
         )
+        self._pool_busy_seconds = _PoolBusySeconds()
+        r.register(self._pool_busy_seconds)
         self.worker_restarts = Counter(
             "mugaika_worker_restarts_total",
             "Worker processes replaced, by reason",
@@ -299,9 +326,10 @@ class Metrics:
         self._initialise_tenants()
 
     def observe_pool(self, pool: PoolLike) -> None:
-        """Read busy and configured workers from ``pool`` whenever the registry is collected."""
+        """Read busy, configured workers and busy seconds from ``pool`` at each collection."""
         self.workers_busy.set_function(lambda: pool.busy)
         self.workers_total.set_function(lambda: pool.count)
+        self._pool_busy_seconds.pool = pool
 
     def set_readiness(self, results: dict[str, bool]) -> None:
         """Record the outcome of readiness checks (names from ``READINESS_CHECKS``)."""

@@ -25,7 +25,7 @@ from gateway import replies
 from gateway.config import Config, load_config, parse_host_port
 from gateway.delivery import Downstream, make_downstream
 from gateway.errors import ConfigError
-from gateway.http_metrics import MetricsEndpoint, Probe, in_thread
+from gateway.http_metrics import MetricsEndpoint, Probe, explained, in_thread
 from gateway.logs import log_fields, smtp_log
 from gateway.metrics import BacklogSource, Metrics
 from gateway.relay import Relay
@@ -158,11 +158,19 @@ class GatewayServer:
         """What ``/readyz`` asks (see gateway/http_metrics.py): the SMTP listener is open and
         not draining, the downstream answers, and the quarantine store answers if there is one.
         """
-        checks: dict[str, Probe] = {"smtp-listener": self._listening}
+        checks: dict[str, Probe] = {
+            "smtp-listener": explained(self._listening, "not listening, or draining for shutdown")
+        }
         downstream = self.downstream
-        checks["downstream"] = downstream.probe if downstream is not None else _not_started
+        checks["downstream"] = (
+            explained(downstream.probe, f"no answer from {downstream.description}")
+            if downstream is not None
+            else explained(_not_started, "not started")
+        )
         if self.store is not None:
-            checks["quarantine-store"] = in_thread(self.store.ping, "store-ping")
+            checks["quarantine-store"] = explained(
+                in_thread(self.store.ping, "store-ping"), "the quarantine store did not answer"
+            )
         return checks
 
     async def _listening(self) -> bool:

@@ -180,6 +180,7 @@ def test_every_metric_of_issue_8_is_exported(running: EndpointThread) -> None:
         "mugaika_message_size_bytes",
         "mugaika_workers_busy",
         "mugaika_workers",
+        "mugaika_worker_busy_seconds",
         "mugaika_worker_restarts",
         "mugaika_quarantine_items",
         "mugaika_quarantine_oldest_age_seconds",

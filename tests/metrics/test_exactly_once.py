@@ -98,6 +98,11 @@ def test_worker_counts_appear_exactly_once(tmp_path: Path) -> None:
     assert value("mugaika_worker_restarts_total", {"reason": "recycled"}) == MESSAGES
     assert value("mugaika_worker_restarts_total", {"reason": "crash"}) == 0
     assert value("mugaika_messages_in_pipeline") == 0
+    # Busy time was read from the pool: positive, and never more than the wall-clock time
+    # of the whole pipeline (which also includes waiting for a worker and delivery).
+    busy = value("mugaika_worker_busy_seconds_total")
+    assert busy is not None
+    assert 0 < busy <= value("mugaika_message_processing_seconds_sum")
     # Each message is in the Maildir once: the counts match what was really delivered.
     delivered = list((tmp_path / "maildir" / "user@a.lg.jp" / "new").iterdir())
     assert len(delivered) == MESSAGES

@@ -98,6 +98,9 @@ def test_delivered_to_maildir_counted_exactly(tmp_path: Path) -> None:
     assert value("mugaika_workers") == 1
     assert value("mugaika_workers_busy") == 0
     assert value("mugaika_messages_in_pipeline") == 0
+    busy = value("mugaika_worker_busy_seconds_total")
+    assert busy is not None
+    assert 0 < busy <= value("mugaika_message_processing_seconds_sum")
     assert value("mugaika_worker_restarts_total", reason="crash") == 0
     assert value("mugaika_readiness_up", check="downstream") == 1
     assert value("mugaika_readiness_up", check="smtp-listener") == 1
@@ -190,6 +193,7 @@ def test_downstream_down_tempfails_and_readyz_says_why(tmp_path: Path) -> None:
     assert body["status"] == "unready"
     assert body["failed"] == ["downstream"]
     assert body["checks"]["downstream"]["ok"] is False
+    assert body["checks"]["downstream"]["error"] == f"no answer from smtp://{config.downstream}"
     assert body["checks"]["smtp-listener"]["ok"] is True
     # Liveness does not depend on the downstream: a supervisor must not restart the gateway.
     assert health.status == 200
@@ -239,4 +243,7 @@ def test_readyz_unready_while_draining(tmp_path: Path) -> None:
         assert wait_until(lambda: http_get(gw.metrics_url, "/readyz").status == 503)
         body = http_get(gw.metrics_url, "/readyz").body
         gw.server.handler.closing = False
-    assert b'"failed": [\n  "smtp-listener"\n ]' in body
+    assert json.loads(body)["failed"] == ["smtp-listener"]
+    assert json.loads(body)["checks"]["smtp-listener"]["error"] == (
+        "not listening, or draining for shutdown"
+    )
