@@ -9,14 +9,25 @@ Counting happens only in the main process, from the ``Report`` a worker returns:
 findings therefore appear exactly once, and no multiprocess collector directory is needed.
 Each ``Metrics`` owns its ``CollectorRegistry``, so tests read a fresh one with
 ``registry.get_sample_value``.
+
+Gauges that describe something outside this module are filled in from where that thing lives:
+``observe_pool`` reads the worker pool at scrape time; ``set_readiness`` and
+``set_quarantine_backlog`` are fed by ``gateway.http_metrics`` (readiness checks, and the
+quarantine store's ``backlog()`` polled at scrape time). The HTTP endpoint itself is not here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import re
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
+from prometheus_client.core import CounterMetricFamily
 
 from gateway import __version__
 from gateway.report import Report, Verdict
@@ -47,6 +58,16 @@ KNOWN_FINDINGS = (
     "SANITIZE_FAILED",
 )
 
+# RFC 8601 section 2.7 result values (the union over SPF, DKIM, DMARC and ARC); anything a
+# verifier reports outside this set is counted as "other", so the label set stays bounded.
+AUTH_METHODS = ("spf", "dkim", "dmarc", "arc")
+AUTH_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy")
+# The checks /readyz runs (gateway.http_metrics); each is a label value of mugaika_readiness_up.
+READINESS_CHECKS = ("smtp-listener", "downstream", "quarantine-store")
+WORKER_RESTART_REASONS = ("crash", "timeout", "memory", "recycled", "reloaded", "cancelled")
+# Attachment actions are kebab-case words chosen by sanitizers; anything else is "other".
+_ACTION_LABEL = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 SIZE_BUCKETS = tuple(float(2**k) for k in range(10, 28, 2))  # 1 KiB .. 128 MiB
 
@@ -63,6 +84,62 @@ def verdict_label(verdict: Verdict) -> str:
 
 def reply_class(code: int) -> str:
     return f"{code // 100}xx" if 200 <= code < 600 else "5xx"
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineBacklog:
+    """One row of what a quarantine store reports: items held for one tenant domain.
+
+    ``oldest_held_at`` is the UNIX time the oldest still-held item was received (None when
+    ``items`` is 0). The age is computed at scrape time, so a store need not know the clock.
+    """
+
+    tenant: str
+    items: int
+    oldest_held_at: float | None = None
+
+
+@runtime_checkable
+class BacklogSource(Protocol):
+    """A quarantine store that can report its backlog (``quarantine.sql`` implements it).
+
+    ``backlog()`` is a blocking call (one ``GROUP BY`` query); it is polled in its own thread
+    at scrape time, at most every few seconds, never on the event loop.
+    """
+
+    def backlog(self) -> Iterable[QuarantineBacklog]: ...
+
+
+class PoolLike(Protocol):
+    """What ``Metrics.observe_pool`` reads from ``gateway.workers.WorkerPool``."""
+
+    @property
+    def busy(self) -> int: ...
+
+    @property
+    def busy_seconds(self) -> float: ...
+
+    count: int
+
+
+class _PoolBusySeconds:
+    """Collector for ``mugaika_worker_busy_seconds_total``, read from the pool at scrape time.
+
+    A counter of worker-seconds spent on jobs. ``rate()`` of it divided by
+    ``mugaika_workers`` is the true average utilisation; the ``mugaika_workers_busy`` gauge
+    only samples the scrape instant and misses jobs shorter than the scrape interval.
+    """
+
+    def __init__(self) -> None:
+        self.pool: PoolLike | None = None
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "mugaika_worker_busy_seconds",
+            "Worker-seconds spent processing messages (rate / mugaika_workers = utilisation)",
+        )
+        family.add_metric([], self.pool.busy_seconds if self.pool is not None else 0.0)
+        yield family
 
 
 class Metrics:
@@ -145,10 +222,21 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # Read from the pool at scrape time (observe_pool). Utilisation over time is
+        # rate(mugaika_worker_busy_seconds_total) / mugaika_workers; at the scrape instant it
+        # is mugaika_workers_busy / mugaika_workers. Messages waiting for a free worker are
+        # mugaika_messages_in_pipeline - mugaika_workers_busy.
         self.workers_busy = Gauge(
             "mugaika_workers_busy", "Worker processes processing a message now", registry=r
         )
         self.workers_total = Gauge("mugaika_workers", "Worker processes configured", registry=r)
+        self.messages_in_pipeline = Gauge(
+            "mugaika_messages_in_pipeline",
+            "Messages handed to the worker pool and not yet answered (waiting or running)",
+            registry=r,
+        )
+        self._pool_busy_seconds = _PoolBusySeconds()
+        r.register(self._pool_busy_seconds)
         self.worker_restarts = Counter(
             "mugaika_worker_restarts_total",
             "Worker processes replaced, by reason",
@@ -165,6 +253,11 @@ class Metrics:
             "mugaika_quarantine_oldest_age_seconds",
             "Age of the oldest held item, by tenant",
             ["tenant"],
+            registry=r,
+        )
+        self.quarantine_backlog_failures = Counter(
+            "mugaika_quarantine_backlog_poll_failures_total",
+            "Scrape-time polls of the quarantine backlog that failed or timed out",
             registry=r,
         )
         self.releases = Counter(
@@ -184,25 +277,86 @@ class Metrics:
             "1 if the last reload succeeded, 0 if it failed (the old config stays in force)",
             registry=r,
         )
+        self.readiness = Gauge(
+            "mugaika_readiness_up",
+            "1 if the readiness check passed when last run (at /readyz and at each scrape)",
+            ["check"],
+            registry=r,
+        )
+        # process_* (CPU, memory, open fds, start time) of the gateway's main process.
+        self.process = ProcessCollector(registry=r)
         self._initialise()
 
-    def _initialise(self) -> None:
+    def _initialise_tenants(self) -> None:
         for tenant in (*self.tenants, OTHER_TENANT):
             for verdict in VERDICT_LABELS:
                 self.messages.labels(verdict, tenant)
             self.quarantine_items.labels(tenant)
             self.quarantine_oldest_seconds.labels(tenant)
+
+    def _initialise(self) -> None:
+        self._initialise_tenants()
         for code in KNOWN_FINDINGS:
             self.findings.labels(code)
         for kind in ("unavailable", "tempfail", "permfail"):
             self.downstream_failures.labels(kind)
-        for reason in ("crash", "timeout", "memory", "recycled", "reloaded", "cancelled"):
+        for reason in WORKER_RESTART_REASONS:
             self.worker_restarts.labels(reason)
+        for method in AUTH_METHODS:
+            for result in (*AUTH_RESULTS, "other"):
+                self.auth_results.labels(method, result)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
         for action in ("released", "approved", "refused", "deleted", "requested"):
             self.releases.labels(action)
         self.config_last_reload_success.set(1)
+
+    def set_tenants(self, tenants: Iterable[str]) -> None:
+        """Bound the tenant label to ``tenants`` (the configured domains; also on reload).
+
+        Series of new tenants start at 0; the quarantine gauges of tenants no longer configured
+        are removed (their counters stay: a counter's history is still true).
+        """
+        new = frozenset(t.lower() for t in tenants)
+        for gone in self.tenants - new:
+            for gauge in (self.quarantine_items, self.quarantine_oldest_seconds):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(gone)
+        self.tenants = new
+        self._initialise_tenants()
+
+    def observe_pool(self, pool: PoolLike) -> None:
+        """Read busy, configured workers and busy seconds from ``pool`` at each collection."""
+        self.workers_busy.set_function(lambda: pool.busy)
+        self.workers_total.set_function(lambda: pool.count)
+        self._pool_busy_seconds.pool = pool
+
+    def set_readiness(self, results: dict[str, bool]) -> None:
+        """Record the outcome of readiness checks (names from ``READINESS_CHECKS``)."""
+        for name, ok in results.items():
+            if name in READINESS_CHECKS:
+                self.readiness.labels(name).set(1 if ok else 0)
+
+    def set_quarantine_backlog(
+        self, rows: Iterable[QuarantineBacklog], now: float | None = None
+    ) -> None:
+        """Replace the quarantine gauges with what the store reported.
+
+        Tenants outside the configured list are summed into ``other``; known tenants missing
+        from ``rows`` are set to 0 items, so a cleared backlog shows as 0, not as a stale value.
+        """
+        now = time.time() if now is None else now
+        items: dict[str, int] = dict.fromkeys((*self.tenants, OTHER_TENANT), 0)
+        oldest: dict[str, float] = {}
+        for row in rows:
+            tenant = self.tenant(row.tenant)
+            items[tenant] += max(0, int(row.items))
+            if row.items > 0 and row.oldest_held_at is not None:
+                oldest[tenant] = min(oldest.get(tenant, row.oldest_held_at), row.oldest_held_at)
+        for tenant, count in items.items():
+            self.quarantine_items.labels(tenant).set(count)
+            age = now - oldest[tenant] if tenant in oldest else 0.0
+            self.quarantine_oldest_seconds.labels(tenant).set(max(0.0, age))
 
     def tenant(self, domain: str) -> str:
         domain = domain.lower()
@@ -220,9 +374,10 @@ class Metrics:
             code = finding.code if finding.code in KNOWN_FINDINGS else "other"
             self.findings.labels(code).inc()
         for record in report.attachments:
-            self.attachments.labels(
-                _bounded_type(record.detected_type), record.action or "none"
-            ).inc()
+            action = record.action or "none"
+            if _ACTION_LABEL.fullmatch(action) is None:
+                action = "other"
+            self.attachments.labels(_bounded_type(record.detected_type), action).inc()
         urls = report.count_actions("urls-defanged")
         if urls:
             self.urls_defanged.inc(urls)
@@ -230,7 +385,10 @@ class Metrics:
         if html:
             self.html_converted.inc(html)
         for method, result in report.auth.items():
-            self.auth_results.labels(method, result).inc()
+            method, result = method.lower(), result.lower()
+            if method not in AUTH_METHODS:
+                continue  # a method we do not verify has no series (bounded labels)
+            self.auth_results.labels(method, result if result in AUTH_RESULTS else "other").inc()
 
 
 # Detected MIME types are bounded by libmagic's vocabulary, but keep the label set small.

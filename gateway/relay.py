@@ -90,7 +90,7 @@ class Relay:
         return reply
 
     async def _run_pipeline(self, job: Job) -> Outcome:
-        self.metrics.workers_busy.inc()
+        self.metrics.messages_in_pipeline.inc()
         try:
             return await self.pool.run(job)
         except (WorkerCrashed, WorkerTimeout, MugaikaError) as exc:
@@ -104,7 +104,7 @@ class Relay:
             report.raise_verdict(verdict, exc.code)
             return Outcome(verdict, report, None, exc.reply)
         finally:
-            self.metrics.workers_busy.dec()
+            self.metrics.messages_in_pipeline.dec()
 
     async def _route(
         self, envelope: Envelope, raw: bytes, outcome: Outcome, transaction: Transaction | None

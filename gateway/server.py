@@ -25,8 +25,9 @@ from gateway import replies
 from gateway.config import Config, load_config, parse_host_port
 from gateway.delivery import Downstream, make_downstream
 from gateway.errors import ConfigError
+from gateway.http_metrics import MetricsEndpoint, Probe, explained, in_thread
 from gateway.logs import log_fields, smtp_log
-from gateway.metrics import Metrics
+from gateway.metrics import BacklogSource, Metrics
 from gateway.relay import Relay
 from gateway.smtp import GatewayHandler, GatewaySMTP, make_tls_context
 from gateway.workers import WorkerLimits, WorkerPool
@@ -101,6 +102,17 @@ class GatewayServer:
             max_reuse=config.delivery.max_reuse,
             starttls=config.delivery.starttls,
         )
+        # -- monitoring (gateway/http_metrics.py) --------------------------------------------
+        self.metrics.set_tenants(config.tenants)
+        self.metrics.observe_pool(self.pool)
+        if config.metrics.listen is not None and not any(
+            isinstance(s, MetricsEndpoint) for s in self.services
+        ):
+            backlog = self.store.backlog if isinstance(self.store, BacklogSource) else None
+            self.services.append(
+                MetricsEndpoint(self.metrics, config.metrics.listen, self.readiness_checks, backlog)
+            )
+        # -- end monitoring ------------------------------------------------------------------
         for service in self.services:
             await service.start()
         relay = Relay(config, self.pool, self.store, self.metrics)
@@ -144,6 +156,29 @@ class GatewayServer:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    def readiness_checks(self) -> dict[str, Probe]:
+        """What ``/readyz`` asks (see gateway/http_metrics.py): the SMTP listener is open and
+        not draining, the downstream answers, and the quarantine store answers if there is one.
+        """
+        checks: dict[str, Probe] = {
+            "smtp-listener": explained(self._listening, "not listening, or draining for shutdown")
+        }
+        downstream = self.downstream
+        checks["downstream"] = (
+            explained(downstream.probe, f"no answer from {downstream.description}")
+            if downstream is not None
+            else explained(_not_started, "not started")
+        )
+        if self.store is not None:
+            checks["quarantine-store"] = explained(
+                in_thread(self.store.ping, "store-ping"), "the quarantine store did not answer"
+            )
+        return checks
+
+    async def _listening(self) -> bool:
+        closing = self.handler is None or self.handler.closing
+        return self.smtp_server is not None and self.smtp_server.is_serving() and not closing
+
     async def reload(self) -> bool:
         """Re-read the configuration; keep the running one if the new one is invalid."""
         try:
@@ -158,6 +193,7 @@ class GatewayServer:
         if new.listen != self.config.listen:
             smtp_log.warning("listen address changed; it takes effect after a restart")
         self.config = new
+        self.metrics.set_tenants(new.tenants)
         if self.handler is not None:
             self.handler.config = new
             self.handler.relay.config = new
@@ -203,6 +239,10 @@ class GatewayServer:
             await self.downstream.close()
         smtp_log.info("stopped")
         self._stopped.set()
+
+
+async def _not_started() -> bool:
+    return False
 
 
 async def serve(config: Config, config_path: Path | None, overrides: dict[str, Any]) -> None:

@@ -193,6 +193,7 @@ class WorkerPool:
         self._generation = 0
         self._closing = False
         self._busy = 0
+        self._busy_seconds = 0.0
         self._quiet = asyncio.Event()  # set whenever no job is running
         self._quiet.set()
         self._on_restart = on_restart or (lambda reason: None)
@@ -202,6 +203,11 @@ class WorkerPool:
     @property
     def busy(self) -> int:
         return self._busy
+
+    @property
+    def busy_seconds(self) -> float:
+        """Worker-seconds spent on jobs since start (a counter: utilisation is its rate)."""
+        return self._busy_seconds
 
     def _spawn_sync(self) -> _Worker:
         parent_conn, child_conn = self._context.Pipe(duplex=True)
@@ -248,6 +254,7 @@ class WorkerPool:
         worker = await self._idle.get()
         loop = asyncio.get_running_loop()
         self._busy += 1
+        acquired = time.monotonic()
         self._quiet.clear()
         try:
             try:
@@ -281,6 +288,7 @@ class WorkerPool:
             return result
         finally:
             self._busy -= 1
+            self._busy_seconds += time.monotonic() - acquired
             if not self._busy:
                 self._quiet.set()
 
