@@ -104,3 +104,68 @@ def hold_request(
         report,
         sanitized,  # type: ignore[arg-type]
     )
+
+
+class RunningAdmin:
+    """The admin app served by the real AdminService (uvicorn) on a loopback port."""
+
+    def __init__(self, config: Config, store: SqlStore, sink_address: tuple[str, int]) -> None:
+        import asyncio
+        import threading
+
+        from gateway.delivery import SmtpDownstream
+        from quarantine.web.service import AdminService
+
+        self.config = config
+        self.store = store
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        downstream = SmtpDownstream(*sink_address, "gateway.test", starttls="off", pool_size=0)
+        self.service = AdminService(config, store, downstream)
+        asyncio.run_coroutine_threadsafe(self.service.start(), self.loop).result(20)
+        assert self.service.bound is not None
+        self.url = f"http://127.0.0.1:{self.service.bound[1]}"
+        assert self.service.server is not None
+        self.app = self.service.server.config.app
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def sink():  # type: ignore[no-untyped-def]
+    from tests.helpers.smtp_sink import SmtpSink
+
+    with SmtpSink() as running:
+        yield running
+
+
+@pytest.fixture
+def admin_factory(tmp_path: Path, backend_url: str, sink):  # type: ignore[no-untyped-def]
+    engine = db.make_engine(backend_url)
+    db.upgrade(engine)
+    engine.dispose()
+    running: list[RunningAdmin] = []
+
+    def factory(**extra: Any) -> RunningAdmin:
+        extra.setdefault("admin", {})
+        extra["admin"] = {"listen": "127.0.0.1:0", **extra["admin"]}
+        config = make_config(tmp_path / "data", backend_url, **extra)
+        admin = RunningAdmin(config, open_store(config), (sink.host, sink.port))
+        running.append(admin)
+        return admin
+
+    yield factory
+    for admin in running:
+        admin.close()
+        admin.store.engine.dispose()
+
+
+@pytest.fixture
+def admin(admin_factory) -> RunningAdmin:  # type: ignore[no-untyped-def]
+    return admin_factory()
