@@ -110,6 +110,18 @@ class FileBlobs:
             raise BlobCorrupt(f"blob {digest} does not match its sha256")
         return data
 
+    def digests(self) -> Iterator[str]:
+        """Every stored digest (temporary files of interrupted writes are skipped)."""
+        if not self.root.is_dir():
+            return
+        for sub in self.root.iterdir():
+            if len(sub.name) != 2 or not sub.is_dir():
+                continue
+            for path in sub.iterdir():
+                digest = sub.name + path.name
+                if len(digest) == 64 and set(digest) <= _HEX:
+                    yield digest
+
     def delete(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(digest).unlink()

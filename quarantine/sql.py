@@ -336,7 +336,7 @@ class SqlStore:
     def _put_blob(self, conn: Connection, data: bytes, now: datetime.datetime) -> str:
         digest = sha256_hex(data)
         if self.blob_files is not None:
-            self.blob_files.put(data)
+            # The file itself was written and fsynced before the transaction began (``_hold``).
             values: dict[str, Any] = {"sha256": digest, "size": len(data), "data": None}
         else:
             values = {"sha256": digest, "size": len(data), "data": data}
@@ -412,6 +412,35 @@ class SqlStore:
         )
         domains = sorted({_domain(r.address) for r in envelope.recipients if r.address})
         tenant = _domain(envelope.recipients[0].address) if envelope.recipients else ""
+        with self._writing():
+            if self.blob_files is not None:
+                # Bytes first, fsynced, outside the write lock of the database: SQLite has one
+                # writer at a time, and it should not wait for our disk flushes.
+                self.blob_files.put(request.original)
+                if request.sanitized is not None:
+                    self.blob_files.put(request.sanitized)
+            self._hold_metadata(request, envelope, summary, now, received, domains, tenant)
+        log_fields(
+            quarantine_log,
+            20,
+            "held",
+            ref=request.reference_id,
+            kind=request.kind,
+            size=len(request.original),
+            tenant=tenant,
+        )
+        return request.reference_id
+
+    def _hold_metadata(
+        self,
+        request: HoldRequest,
+        envelope: Any,
+        summary: Any,
+        now: datetime.datetime,
+        received: datetime.datetime,
+        domains: builtins.list[str],
+        tenant: str,
+    ) -> None:
         report: Report = request.report
         recipients = [
             {"address": clean_text(r.address), "options": list(r.options)}
@@ -427,7 +456,7 @@ class SqlStore:
                 summary.message_id,
             ]
         ).lower()
-        with self._writing(), db.write_transaction(self.engine) as conn:
+        with db.write_transaction(self.engine) as conn:
             if self.backend == "postgresql":
                 # The 250 depends on this commit being durable even if a DBA relaxed it.
                 conn.execute(text("SET LOCAL synchronous_commit = on"))
@@ -475,16 +504,6 @@ class SqlStore:
                     [{"item_id": request.reference_id, "domain": d} for d in domains],
                 )
             self._history(conn, request.reference_id, None, HELD, "gateway", request.kind, now)
-        log_fields(
-            quarantine_log,
-            20,
-            "held",
-            ref=request.reference_id,
-            kind=request.kind,
-            size=len(request.original),
-            tenant=tenant,
-        )
-        return request.reference_id
 
     def discard(self, reference_id: str, reason: str) -> None:
         """See QuarantineStore. The item was never accepted, so no trace of it is kept."""
@@ -809,6 +828,14 @@ class SqlStore:
             if self.blob_files is not None:
                 for digest in digests:
                     self.blob_files.delete(digest)
+                # Files without a row: a hold that died between its fsync and its commit
+                # (the sender got no 250 and will retry). Safe under the exclusive lock.
+                with self.engine.connect() as conn:
+                    known = set(conn.execute(select(blobs.c.sha256)).scalars())
+                orphans = [d for d in self.blob_files.digests() if d not in known]
+                for digest in orphans:
+                    self.blob_files.delete(digest)
+                digests += orphans
         return len(digests)
 
     # -- audit log (append-only) -----------------------------------------------------------
