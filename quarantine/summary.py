@@ -160,6 +160,7 @@ def preview(raw: bytes) -> list[PreviewPart]:
             except Exception:
                 text, note = None, "undecodable"
             if text is not None:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
                 if len(text) > budget:
                     text, note = text[:budget], "truncated"
                 budget -= len(text)

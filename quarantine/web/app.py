@@ -82,6 +82,19 @@ def _size(value: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def _details(value: dict[str, Any]) -> str:
+    """Audit details as ``key: value`` pairs, Japanese kept readable (no \\u escapes)."""
+    import json
+
+    parts = []
+    for key, item in value.items():
+        if item in (None, [], {}, False, ""):
+            continue
+        text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+        parts.append(f"{key}: {text}")
+    return " · ".join(parts)
+
+
 def _when(value: datetime.datetime | None) -> str:
     if value is None:
         return ""
@@ -109,6 +122,7 @@ class AdminApp:
         self.env.filters["display"] = _display
         self.env.filters["size"] = _size
         self.env.filters["when"] = _when
+        self.env.filters["details"] = _details
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 - Every response carries a strict CSP without inline script or style (the UI has no
   JavaScript at all; forms and links do everything), ``frame-ancestors 'none'`` and
-  ``X-Frame-Options: DENY`` (clickjacking), ``nosniff``, ``Referrer-Policy: no-referrer``
-  (item ids must not leak in Referer), ``Cache-Control: no-store`` (mail content must not
+  ``X-Frame-Options: DENY`` (clickjacking), ``nosniff``, ``Referrer-Policy: same-origin``
+  (item ids never leak to other sites; not ``no-referrer``, under which browsers send
+  ``Origin: null`` with every form POST, per the Fetch standard, defeating the Origin check),
+  ``Cache-Control: no-store`` (mail content must not
   stay in shared caches), and a restrictive ``Permissions-Policy``.
 - Session cookies are HttpOnly, ``SameSite=Strict`` and Secure; the ``__Host-`` prefix pins
   them to this host and path. ``cookie_secure: auto`` drops Secure only for plain http to a
@@ -34,7 +36,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",

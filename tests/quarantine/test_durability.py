@@ -34,8 +34,11 @@ MESSAGE = (
 
 
 class Gateway:
-    def __init__(self, tmp: Path, url: str | None, admin: bool = False) -> None:
+    def __init__(
+        self, tmp: Path, url: str | None, admin: bool = False, downstream: str | None = None
+    ) -> None:
         config = {
+            "downstream": downstream,
             "listen": "127.0.0.1:0",
             "data_dir": str(tmp / "data"),
             "workers": {"count": 1},

@@ -175,7 +175,7 @@ def test_login_logout_and_strict_headers(admin: RunningAdmin) -> None:
     assert "frame-ancestors 'none'" in csp
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"
     assert "<script" not in page.text
     assert " style=" not in page.text  # CSP forbids inline styles too
     out = session.post(
