@@ -563,7 +563,12 @@ class SqlStore:
                 .limit(limit)
                 .offset(max(0, query.offset))
             ).all()
-            total = conn.execute(select(func.count()).select_from(items).where(where)).scalar_one()
+            if query.offset <= 0 and len(rows) < limit:
+                total = len(rows)  # the whole result is on this page: no second scan
+            else:
+                total = conn.execute(
+                    select(func.count()).select_from(items).where(where)
+                ).scalar_one()
         return Page([_summary(r) for r in rows], int(total), query.offset, limit)
 
     def get(self, item_id: str, scope: Scope = None) -> Item:
