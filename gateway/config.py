@@ -191,14 +191,52 @@ class AuthConfig(_Model):
 # --- end of auth: section ---------------------------------------------------------------------
 
 
+class ReleaseConfig(_Model):
+    """How held items leave the quarantine (``quarantine/release.py``)."""
+
+    # single: an admin allowed to release may release an original alone; two_person: one admin
+    # requests with a reason and a different approver approves (sanitized copies: always single).
+    originals: Literal["single", "two_person"] = "single"
+    # A release claimed longer ago than this and never finished (the node died between claim
+    # and send) is marked interrupted and returned to "held"; re-releasing it needs --force.
+    stale_claim_minutes: StrictInt = Field(15, ge=1)
+
+
 class QuarantineConfig(_Model):
-    url: str | None = None  # SQLAlchemy URL; default sqlite under data_dir
+    # SQLAlchemy URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB; default sqlite under
+    # data_dir (created and migrated on first start); any other needs `mugaika db upgrade`.
+    url: str | None = None
     retain_originals: StrictBool = True  # keep originals of sanitized-and-delivered mail
-    retention_days: StrictInt = Field(30, ge=1)
+    retention_days: StrictInt = Field(30, ge=1)  # default; tenants.<domain>.retention_days wins
+    # Where message bytes live. auto: files under data_dir/blobs for SQLite, the database's
+    # blobs table for PostgreSQL (every node of a cluster must read every blob).
+    blobs: Literal["auto", "files", "database"] = "auto"
+    purge_interval: StrictFloat = Field(3600.0, ge=1)  # seconds between purges inside `serve`
+    release: ReleaseConfig = ReleaseConfig()
+
+
+class HeaderAuthConfig(_Model):
+    """Single sign-on by a reverse proxy that authenticates and names the user in a header."""
+
+    header: str | None = None  # e.g. X-Remote-User; null: off (password login only)
+    # Only requests from these addresses may assert the header; others are ignored and logged.
+    trusted_proxies: list[Network] = Field(default_factory=lambda: list(LOOPBACK))
 
 
 class AdminConfig(_Model):
+    """The admin web UI and the JSON API (``quarantine/web``)."""
+
     listen: HostPort | None = "127.0.0.1:8025"  # null: no admin UI in `serve`
+    language: Literal["ja", "en"] = "ja"  # default UI language (user setting and browser win)
+    page_size: StrictInt = Field(50, ge=10, le=500)  # list rows per page
+    session_idle_minutes: StrictInt = Field(60, ge=5)  # a session unused this long ends
+    session_max_hours: StrictInt = Field(12, ge=1)  # and every session ends after this
+    # auto: Secure cookies except over plain http to a loopback address (local testing);
+    # always: Secure cookies everywhere (put TLS or a TLS proxy in front).
+    cookie_secure: Literal["auto", "always"] = "auto"
+    login_attempts: StrictInt = Field(5, ge=1)  # failed logins per user or client address ...
+    login_window_seconds: StrictInt = Field(300, ge=10)  # ... within this window, then 429
+    header_auth: HeaderAuthConfig = HeaderAuthConfig()
 
 
 class MetricsConfig(_Model):

@@ -1,7 +1,15 @@
 """The gateway process: start, serve, reload on SIGHUP, stop gracefully on SIGTERM.
 
-Start-up order: data directory, metrics, worker pool, downstream, quarantine store, then the
-SMTP listener last, so that no session is accepted before everything it needs is up.
+Start-up order: data directory, quarantine store, metrics, worker pool, downstream, side
+services (admin UI, quarantine housekeeping), then the SMTP listener last, so that no session
+is accepted before everything it needs is up.
+
+The quarantine store is opened from ``quarantine.url``. The embedded default (SQLite under
+``data_dir``, no ``quarantine.url``) is created and migrated on first start, so that
+``./mugaika serve`` works on a fresh machine; it is single-node and nobody else shares it. A
+configured URL (PostgreSQL shared by several nodes) is never migrated implicitly: a schema that
+is not at the current revision stops the start with one line and exit code 2, telling the
+operator to run ``mugaika db upgrade`` (migrations are a deliberate, backed-up step).
 
 Shutdown (SIGTERM/SIGINT): stop listening; new sessions get 421; sessions in the middle of
 DATA finish (their reply is sent) for up to ``grace`` seconds; idle sessions are told 421 and
@@ -55,6 +63,9 @@ def worker_limits(config: Config) -> WorkerLimits:
 class GatewayServer:
     """Everything `mugaika serve` runs, wired together."""
 
+    # The worker entry point; tests substitute a pipeline with a fixed verdict.
+    pipeline_target = "gateway.pipeline:init_worker"
+
     def __init__(
         self,
         config: Config,
@@ -82,6 +93,11 @@ class GatewayServer:
     async def start(self) -> None:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.store is None:
+            from quarantine.sql import open_store
+
+            # Raises SchemaNotCurrent (a ConfigError: exit 2) before any worker starts.
+            self.store = open_store(config, create=config.quarantine.url is None)
         self.metrics.workers_total.set(config.worker_count)
         self.pool = WorkerPool(
             self.pipeline_target,
@@ -102,6 +118,7 @@ class GatewayServer:
             max_reuse=config.delivery.max_reuse,
             starttls=config.delivery.starttls,
         )
+        self._add_quarantine_services()
         # -- monitoring (gateway/http_metrics.py) --------------------------------------------
         self.metrics.set_tenants(config.tenants)
         self.metrics.observe_pool(self.pool)
@@ -146,6 +163,18 @@ class GatewayServer:
             downstream=self.downstream.description,
             workers=config.worker_count,
         )
+
+    def _add_quarantine_services(self) -> None:
+        from quarantine.sql import SqlStore
+        from quarantine.web.service import AdminService, MaintenanceService
+
+        if not isinstance(self.store, SqlStore) or self.downstream is None:
+            return
+        if any(isinstance(s, MaintenanceService) for s in self.services):
+            return
+        self.services.append(MaintenanceService(self.config, self.store))
+        if self.config.admin.listen is not None:
+            self.services.append(AdminService(self.config, self.store, self.downstream))
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()

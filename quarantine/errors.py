@@ -1,0 +1,63 @@
+"""Errors of the quarantine package, each with a stable SHOUTED code (see gateway.errors).
+
+The CLI turns them into one line and an exit code, the web UI into a page and an HTTP status,
+the API into ``{"error": code, "detail": text}``. None of them carries a traceback to a user.
+"""
+
+from __future__ import annotations
+
+from gateway.errors import ConfigError, MugaikaError
+
+
+class QuarantineError(MugaikaError):
+    """Base class. ``http_status`` is what the web UI and API answer."""
+
+    code = "QUARANTINE_ERROR"
+    http_status = 400
+
+
+class ItemNotFound(QuarantineError):
+    """No such item, or not visible to this user (the two are deliberately indistinguishable)."""
+
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class PermissionDenied(QuarantineError):
+    """The user may see the item but not do this to it (e.g. an auditor releasing)."""
+
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class ReleaseRefused(QuarantineError):
+    """A release that must not happen now: already released, claimed elsewhere, deleted."""
+
+    code = "RELEASE_REFUSED"
+    http_status = 409
+
+
+class ReleaseFailed(QuarantineError):
+    """The downstream refused or could not be reached; the item is back in ``held``."""
+
+    code = "RELEASE_FAILED"
+    http_status = 502
+
+
+class BlobCorrupt(QuarantineError):
+    """Stored bytes are missing or do not match their sha256: never hand them out."""
+
+    code = "BLOB_CORRUPT"
+    http_status = 500
+
+
+class UserError(QuarantineError):
+    """A user-management request that cannot be done (unknown user, bad role, short password)."""
+
+    code = "USER_ERROR"
+
+
+class SchemaNotCurrent(ConfigError):
+    """The database schema is not at the version this code needs: run ``mugaika db upgrade``."""
+
+    code = "SCHEMA_NOT_CURRENT"

@@ -1,0 +1,299 @@
+"""Release: send a held item through the normal downstream, exactly once.
+
+Sequence, each step its own transaction:
+
+1. check: the item is visible to the actor (else ItemNotFound, as if it did not exist), the
+   actor's role allows this release, a reason is given;
+2. **claim**: ``UPDATE items SET status='releasing' … WHERE id=? AND status='held'``. Of two
+   admins or two nodes releasing at once, the database lets exactly one UPDATE match; the other
+   gets ReleaseRefused. A released item is claimed again only with ``force``;
+3. send with ``gateway.delivery.deliver`` (the same downstream as the gateway's, so the same
+   TLS, XFORWARD and pool settings), with ``X-Mugaika-Released-By/-At/-Reason`` prepended;
+4. **finish** (``released``) after the downstream's 250, or **undo** (back to the previous
+   status) when it refused or was unreachable, so the admin can try again.
+
+Crash between claim and finish (the process dies, the node loses power): the item stays
+``releasing``. ``SqlStore.recover_stale_claims`` (run by the periodic task in ``serve`` and by
+``mugaika quarantine purge``) returns claims older than ``quarantine.release.stale_claim_minutes``
+to their previous status and marks them *interrupted*. Whether the downstream got the message
+before the crash cannot be known from here, so an interrupted item is never re-sent
+automatically: releasing it needs ``--force`` after checking the downstream's log for its
+Message-ID. Never lost, never sent twice without a human deciding so.
+
+Originals and the two-person rule (``quarantine.release.originals``): with ``two_person``, an
+original can only leave through an approved request (``request_release`` by one person,
+``approve_request`` by a different person with the ``approve`` permission). Sanitized copies
+need no approval.
+
+Headers from the message that imitate ours (``X-Mugaika-Released-*``) are removed before ours
+are added, so a recipient can trust what they read there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import re
+from dataclasses import dataclass, field
+from email.header import Header
+from typing import Any
+
+from gateway.delivery import Downstream, deliver
+from gateway.errors import DownstreamRefused, DownstreamUnavailable
+from gateway.logs import log_fields, quarantine_log, replace_control_chars
+from gateway.message import Recipient
+from quarantine.errors import BlobCorrupt, PermissionDenied, ReleaseFailed, UserError
+from quarantine.sql import Item, SqlStore
+from quarantine.users import Actor, utcnow
+
+MAX_REASON = 1000
+_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]{1,253}$")
+_OUR_HEADER = re.compile(rb"^x-mugaika-released-[a-z-]*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    item_id: str
+    target: str  # original | sanitized
+    recipients: list[str]
+    refused: dict[str, str] = field(default_factory=dict)
+    reply: str = ""
+    queue_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.item_id,
+            "target": self.target,
+            "recipients": self.recipients,
+            "refused": self.refused,
+            "reply": self.reply,
+            "queue_id": self.queue_id,
+        }
+
+
+def check_reason(reason: str) -> str:
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise UserError("a reason is required")
+    return reason[:MAX_REASON]
+
+
+def check_addresses(addresses: list[str]) -> list[str]:
+    out = []
+    for untrusted_address in addresses:
+        address = untrusted_address.strip()
+        if not _ADDRESS.match(address):
+            raise UserError(f"not an e-mail address: {replace_control_chars(address)[:100]!r}")
+        out.append(address)
+    if not out:
+        raise UserError("no recipient address given")
+    return out
+
+
+def _drop_our_headers(data: bytes) -> bytes:
+    end = data.find(b"\r\n\r\n")
+    newline = b"\r\n"
+    if end < 0 or (0 <= data.find(b"\n\n") < end):
+        end, newline = data.find(b"\n\n"), b"\n"
+    if end < 0:
+        return data
+    head, body = data[:end], data[end:]
+    kept: list[bytes] = []
+    dropping = False
+    for line in head.split(newline):
+        if line[:1] in (b" ", b"\t") and kept is not None:
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = bool(_OUR_HEADER.match(line))
+        if not dropping:
+            kept.append(line)
+    return newline.join(kept) + body
+
+
+def release_headers(actor: Actor, reason: str, when: datetime.datetime) -> bytes:
+    """The three trace headers (RFC 5322 folded; RFC 2047 for a non-ASCII reason or name)."""
+
+    def encoded(name: str, value: str) -> str:
+        value = replace_control_chars(value)
+        header = Header(value, "utf-8", header_name=name) if not value.isascii() else None
+        text = header.encode(linesep="\r\n") if header else value
+        return f"{name}: {text}\r\n"
+
+    return (
+        encoded("X-Mugaika-Released-By", actor.name)
+        + encoded("X-Mugaika-Released-At", email.utils.format_datetime(when))
+        + encoded("X-Mugaika-Released-Reason", reason)
+    ).encode("ascii")
+
+
+def _recipients(item: Item, actor: Actor, to: list[str] | None) -> list[Recipient]:
+    if to:
+        return [Recipient(address) for address in check_addresses(to)]
+    scope = actor.scope
+    chosen = [
+        Recipient(r["address"], tuple(r.get("options", ())))
+        for r in item.recipient_options
+        if scope is None or r["address"].rpartition("@")[2].lower() in scope
+    ]
+    if not chosen:
+        raise UserError("none of the original recipients is in your domains; give --to")
+    return chosen
+
+
+async def release(
+    store: SqlStore,
+    downstream: Downstream,
+    item_id: str,
+    actor: Actor,
+    reason: str,
+    *,
+    to: list[str] | None = None,
+    sanitized: bool = False,
+    force: bool = False,
+    policy: str = "single",
+    approved_request: int | None = None,
+) -> ReleaseResult:
+    """Release ``item_id`` once; see the module docstring for every refusal and failure."""
+    reason = check_reason(reason)
+    item = await asyncio.to_thread(store.get, item_id, actor.scope)
+    target = "sanitized" if sanitized else "original"
+    if approved_request is not None:
+        if not actor.can("approve"):
+            raise PermissionDenied("only an approver can carry out an approved request")
+    elif sanitized:
+        if not actor.can("release-sanitized"):
+            raise PermissionDenied("your role may not release messages")
+    else:
+        if not actor.can("release-original"):
+            raise PermissionDenied("your role may not release originals")
+        if policy == "two_person":
+            raise PermissionDenied(
+                "releasing an original needs a second person (release.originals: two_person): "
+                "request it, and an approver approves"
+            )
+    if sanitized and not item.sanitized_available:
+        raise UserError(f"{item_id} has no sanitized copy")
+    recipients = _recipients(item, actor, to)
+    claim = await asyncio.to_thread(store.claim, item_id, actor, force)
+    try:
+        data = await asyncio.to_thread(store.sanitized if sanitized else store.original, item_id)
+        now = utcnow()
+        message = release_headers(actor, reason, now) + _drop_our_headers(data)
+        mail_options = [o for o in item.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
+        result, refused = await deliver(
+            downstream,
+            item.summary.envelope_from,
+            recipients,
+            message,
+            mail_options=mail_options,
+            smtputf8=any(o.upper() == "SMTPUTF8" for o in mail_options),
+        )
+    except (DownstreamUnavailable, DownstreamRefused, BlobCorrupt) as exc:
+        await asyncio.to_thread(store.undo_claim, claim, actor, f"release failed: {exc}")
+        await asyncio.to_thread(
+            store.audit,
+            actor,
+            "release-failed",
+            item_id,
+            item.summary.tenant,
+            target=target,
+            reason=reason,
+            error=f"{exc.code}: {exc}",
+        )
+        raise ReleaseFailed(f"{exc.code}: {exc}") from None
+    except BaseException:
+        # Anything else before the downstream's 250: nothing was accepted; give the item back.
+        await asyncio.shield(asyncio.to_thread(store.undo_claim, claim, actor, "release aborted"))
+        raise
+    await asyncio.to_thread(store.finish_release, claim, actor, reason)
+    outcome = ReleaseResult(
+        item_id=item_id,
+        target=target,
+        recipients=[r.address for r in recipients if r.address not in refused],
+        refused={address: str(reply) for address, reply in refused.items()},
+        reply=str(result.reply),
+        queue_id=result.queue_id,
+    )
+    await asyncio.to_thread(
+        store.audit,
+        actor,
+        "released",
+        item_id,
+        item.summary.tenant,
+        target=target,
+        reason=reason,
+        force=force,
+        request=approved_request,
+        **{"to": outcome.recipients, "refused": outcome.refused, "queue_id": result.queue_id},
+    )
+    log_fields(
+        quarantine_log,
+        20,
+        "released",
+        ref=item_id,
+        by=actor.name,
+        target=target,
+        rcpt=",".join(outcome.recipients),
+        downstream_id=result.queue_id,
+    )
+    return outcome
+
+
+def request_release(
+    store: SqlStore,
+    item_id: str,
+    actor: Actor,
+    reason: str,
+    to: list[str] | None = None,
+    sanitized: bool = False,
+) -> int:
+    """Record a request to release (normally an original) for an approver to decide."""
+    reason = check_reason(reason)
+    if to:
+        to = check_addresses(to)
+    return store.create_request(
+        item_id,
+        actor,
+        reason,
+        target="sanitized" if sanitized else "original",
+        to_addresses=to,
+        scope=actor.scope,
+    )
+
+
+async def decide_request(
+    store: SqlStore,
+    downstream: Downstream,
+    request_id: int,
+    actor: Actor,
+    approve: bool,
+    reason: str,
+) -> ReleaseResult | None:
+    """Approve (and carry out) or refuse a request. The approver must not be the requester."""
+    if not actor.can("approve"):
+        raise PermissionDenied("your role may not decide release requests")
+    reason = check_reason(reason)
+    request = await asyncio.to_thread(store.get_request, request_id, actor.scope)
+    if request.requested_by == actor.name:
+        raise PermissionDenied("a different person must decide on your own request")
+    await asyncio.to_thread(store.decide_request, request_id, actor, approve, reason, actor.scope)
+    if not approve:
+        return None
+    try:
+        result = await release(
+            store,
+            downstream,
+            request.item_id,
+            actor,
+            f"{request.reason} (requested by {request.requested_by}; approved: {reason})",
+            to=request.to_addresses,
+            sanitized=request.target == "sanitized",
+            approved_request=request_id,
+        )
+    except Exception:
+        await asyncio.to_thread(store.close_request, request_id, "failed")
+        raise
+    await asyncio.to_thread(store.close_request, request_id, "done")
+    return result

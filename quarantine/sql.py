@@ -1,0 +1,1123 @@
+"""The quarantine store on SQLAlchemy 2: one implementation for SQLite and PostgreSQL.
+
+Message bytes are content-addressed by sha256. Where they live (``quarantine.blobs``):
+
+- ``files`` (the default with SQLite): ``<data_dir>/blobs/ab/cdef…`` via ``FileBlobs``,
+  written and fsynced *before* the metadata commit that refers to them;
+- ``database`` (the default with PostgreSQL): the ``blobs`` table, in the same transaction as
+  the metadata. A cluster of gateway nodes shares one PostgreSQL; every node must be able to
+  read (release, preview) every item, and a shared directory would be a second thing to make
+  highly available, back up and keep consistent with the database. Bytes in the database are
+  backed up, replicated and restored together with the metadata that points at them.
+
+Either way every read re-hashes the bytes and refuses a mismatch (``BlobCorrupt``).
+
+Concurrency: ``hold`` is called from the relay's thread pool; every method opens its own
+connection and transaction, so the store is thread-safe. Release is claimed with a conditional
+UPDATE (``status='held' → 'releasing'``) in its own transaction; only the node whose UPDATE
+changed a row sends (``quarantine/release.py`` explains the crash recovery).
+
+The audit log is append-only: this module only ever INSERTs into ``audit_log`` and SELECTs
+from it; there is no code path that updates or deletes audit rows.
+
+Not done here: permissions beyond tenant scope (``Actor.can`` is checked by the callers that
+change things: release.py, the CLI and the web routes), and SMTP.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import datetime
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    union,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.config import Config
+from gateway.errors import StoreUnavailable
+from gateway.logs import audit_log as audit_logger
+from gateway.logs import log_fields, quarantine_log
+from gateway.report import Report
+from quarantine import db
+from quarantine.blobs import FileBlobs, sha256_hex
+from quarantine.errors import BlobCorrupt, ItemNotFound, ReleaseRefused
+from quarantine.schema import (
+    DELETED,
+    EXPIRED,
+    HELD,
+    RELEASED,
+    RELEASING,
+    audit_log,
+    blobs,
+    item_domains,
+    items,
+    release_requests,
+    status_history,
+)
+from quarantine.store import HoldRequest
+from quarantine.summary import clean_text, summarize
+from quarantine.users import Actor, utcnow
+
+Scope = frozenset[str] | None  # recipient domains visible; None = all
+
+
+def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
+    # SQLite gives naive datetimes back; everything we store is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=datetime.UTC)
+    return value
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    value = _aware(value)
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemSummary:
+    """One row of the list: what ``list --json`` prints and the list page shows."""
+
+    id: str
+    kind: str
+    status: str
+    tenant: str
+    received_at: datetime.datetime
+    message_id: str
+    envelope_from: str
+    recipients: list[str]
+    subject: str
+    header_from: str
+    size: int
+    verdict: str
+    reasons: list[str]
+    release_count: int
+    has_sanitized: bool
+    interrupted: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["received_at"] = self.received_at.isoformat()
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    at: datetime.datetime
+    from_status: str | None
+    to_status: str
+    actor: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "at": self.at.isoformat()}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """Everything stored about one item, except its bytes (``original()``/``sanitized()``)."""
+
+    summary: ItemSummary
+    queue_id: str
+    recipient_options: list[dict[str, Any]]
+    mail_options: list[str]
+    client: dict[str, Any]
+    headers: list[tuple[str, str]]
+    report: dict[str, Any]
+    original_sha256: str
+    sanitized_sha256: str | None
+    original_available: bool
+    sanitized_available: bool
+    released_at: datetime.datetime | None
+    released_by: str | None
+    claimed_by: str | None
+    domains: list[str]
+
+    @property
+    def id(self) -> str:
+        return self.summary.id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary.to_dict(),
+            "queue_id": self.queue_id,
+            "recipient_options": self.recipient_options,
+            "mail_options": self.mail_options,
+            "client": self.client,
+            "headers": [list(h) for h in self.headers],
+            "report": self.report,
+            "original_sha256": self.original_sha256,
+            "sanitized_sha256": self.sanitized_sha256,
+            "original_available": self.original_available,
+            "sanitized_available": self.sanitized_available,
+            "released_at": _iso(self.released_at),
+            "released_by": self.released_by,
+            "domains": self.domains,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ItemQuery:
+    """Filters of the list (CLI, UI, API). All optional; combined with AND."""
+
+    status: str | None = None
+    kind: str | None = None
+    tenant: str | None = None
+    since: datetime.datetime | None = None
+    until: datetime.datetime | None = None
+    search: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[ItemSummary]
+    total: int
+    offset: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime.datetime
+    actor: str
+    action: str
+    item_id: str | None
+    tenant: str | None
+    remote_addr: str
+    detail: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "at": self.at.isoformat()}
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    id: int
+    item_id: str
+    created_at: datetime.datetime
+    requested_by: str
+    reason: str
+    target: str
+    to_addresses: list[str] | None
+    status: str
+    decided_by: str | None
+    decided_at: datetime.datetime | None
+    decision_reason: str | None
+    tenant: str = ""
+    subject: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        data["decided_at"] = _iso(self.decided_at)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    expired: list[str] = field(default_factory=list)
+    blobs_removed: int = 0
+    interrupted: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A won release claim: only its holder may finish or undo it."""
+
+    item_id: str
+    token: str
+    previous_status: str
+
+
+def _summary(row: Any) -> ItemSummary:
+    recipients = json.loads(row.recipients)
+    return ItemSummary(
+        id=row.id,
+        kind=row.kind,
+        status=row.status,
+        tenant=row.tenant,
+        received_at=_aware(row.received_at),  # type: ignore[arg-type]
+        message_id=row.message_id,
+        envelope_from=row.envelope_from,
+        recipients=[r["address"] for r in recipients],
+        subject=row.subject,
+        header_from=row.header_from,
+        size=row.size,
+        verdict=row.verdict,
+        reasons=json.loads(row.reasons),
+        release_count=row.release_count,
+        has_sanitized=row.sanitized_sha256 is not None,
+        interrupted=row.interrupted_at is not None,
+    )
+
+
+_SUMMARY_COLUMNS = (
+    items.c.id,
+    items.c.kind,
+    items.c.status,
+    items.c.tenant,
+    items.c.received_at,
+    items.c.message_id,
+    items.c.envelope_from,
+    items.c.recipients,
+    items.c.subject,
+    items.c.header_from,
+    items.c.size,
+    items.c.verdict,
+    items.c.reasons,
+    items.c.release_count,
+    items.c.sanitized_sha256,
+    items.c.interrupted_at,
+)
+
+
+def _like_escape(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+class SqlStore:
+    """See module docstring. ``blob_files`` is None in database-blob mode."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        blob_files: FileBlobs | None,
+        retention_days: int = 30,
+        tenant_retention: Mapping[str, int] | None = None,
+        node: str = "",
+    ) -> None:
+        self.engine = engine
+        self.blob_files = blob_files
+        self.retention_days = retention_days
+        self.tenant_retention = dict(tenant_retention or {})
+        self.node = node or secrets.token_hex(4)
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _insert(self, table: Any) -> Any:
+        if self.backend == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        if self.blob_files is not None:
+            return self.blob_files.writing()
+        return contextlib.nullcontext()
+
+    def _put_blob(self, conn: Connection, data: bytes, now: datetime.datetime) -> str:
+        digest = sha256_hex(data)
+        if self.blob_files is not None:
+            # The file itself was written and fsynced before the transaction began (``_hold``).
+            values: dict[str, Any] = {"sha256": digest, "size": len(data), "data": None}
+        else:
+            values = {"sha256": digest, "size": len(data), "data": data}
+        conn.execute(
+            self._insert(blobs)
+            .values(created_at=now, **values)
+            .on_conflict_do_nothing(index_elements=["sha256"])
+        )
+        return digest
+
+    def _read_blob(self, digest: str) -> bytes:
+        if self.blob_files is not None:
+            return self.blob_files.get(digest)
+        with self.engine.connect() as conn:
+            data = conn.execute(select(blobs.c.data).where(blobs.c.sha256 == digest)).scalar()
+        if data is None:
+            raise BlobCorrupt(f"blob {digest} is missing")
+        data = bytes(data)
+        if sha256_hex(data) != digest:
+            raise BlobCorrupt(f"blob {digest} does not match its sha256")
+        return data
+
+    def _history(
+        self,
+        conn: Connection,
+        item_id: str,
+        from_status: str | None,
+        to_status: str,
+        actor: str,
+        reason: str,
+        now: datetime.datetime,
+    ) -> None:
+        conn.execute(
+            insert(status_history).values(
+                item_id=item_id,
+                at=now,
+                from_status=from_status,
+                to_status=to_status,
+                actor=actor,
+                reason=reason[:2000],
+            )
+        )
+
+    def _visible(self, scope: Scope) -> Any:
+        if scope is None:
+            return None
+        # IN (subquery) rather than EXISTS: the planner starts from the (domain, item_id)
+        # index instead of probing it once per row of the received_at index.
+        return items.c.id.in_(
+            select(item_domains.c.item_id).where(item_domains.c.domain.in_(sorted(scope)))
+        )
+
+    # -- QuarantineStore (what the relay calls) --------------------------------------------
+
+    def hold(self, request: HoldRequest) -> str:
+        """See QuarantineStore. Durable on return (fsynced files, committed transaction)."""
+        try:
+            return self._hold(request)
+        except StoreUnavailable:
+            raise
+        except (SQLAlchemyError, OSError, ValueError) as exc:
+            log_fields(
+                quarantine_log, 40, "hold failed", ref=request.reference_id, error=repr(exc)[:300]
+            )
+            raise StoreUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+    def _hold(self, request: HoldRequest) -> str:
+        envelope = request.envelope
+        summary = summarize(request.original)
+        now = utcnow()
+        received = (
+            datetime.datetime.fromtimestamp(envelope.received_at, tz=datetime.UTC)
+            if envelope.received_at
+            else now
+        )
+        domains = sorted({_domain(r.address) for r in envelope.recipients if r.address})
+        tenant = _domain(envelope.recipients[0].address) if envelope.recipients else ""
+        with self._writing():
+            if self.blob_files is not None:
+                # Bytes first, fsynced, outside the write lock of the database: SQLite has one
+                # writer at a time, and it should not wait for our disk flushes.
+                self.blob_files.put(request.original)
+                if request.sanitized is not None:
+                    self.blob_files.put(request.sanitized)
+            self._hold_metadata(request, envelope, summary, now, received, domains, tenant)
+        log_fields(
+            quarantine_log,
+            20,
+            "held",
+            ref=request.reference_id,
+            kind=request.kind,
+            size=len(request.original),
+            tenant=tenant,
+        )
+        return request.reference_id
+
+    def _hold_metadata(
+        self,
+        request: HoldRequest,
+        envelope: Any,
+        summary: Any,
+        now: datetime.datetime,
+        received: datetime.datetime,
+        domains: builtins.list[str],
+        tenant: str,
+    ) -> None:
+        report: Report = request.report
+        recipients = [
+            {"address": clean_text(r.address), "options": list(r.options)}
+            for r in envelope.recipients
+        ]
+        search = " ".join(
+            [
+                request.reference_id,
+                clean_text(envelope.mail_from),
+                *(r["address"] for r in recipients),
+                summary.subject,
+                summary.header_from,
+                summary.message_id,
+            ]
+        ).lower()
+        with db.write_transaction(self.engine) as conn:
+            if self.backend == "postgresql":
+                # The 250 depends on this commit being durable even if a DBA relaxed it.
+                conn.execute(text("SET LOCAL synchronous_commit = on"))
+            original = self._put_blob(conn, request.original, now)
+            sanitized = (
+                self._put_blob(conn, request.sanitized, now)
+                if request.sanitized is not None
+                else None
+            )
+            conn.execute(
+                insert(items).values(
+                    id=request.reference_id,
+                    kind=request.kind,
+                    status=HELD,
+                    tenant=tenant,
+                    received_at=received,
+                    queue_id=envelope.queue_id,
+                    message_id=summary.message_id,
+                    envelope_from=clean_text(envelope.mail_from),
+                    recipients=json.dumps(recipients, ensure_ascii=False),
+                    subject=summary.subject,
+                    header_from=summary.header_from,
+                    size=len(request.original),
+                    original_sha256=original,
+                    original_blob=original,
+                    sanitized_sha256=sanitized,
+                    sanitized_blob=sanitized,
+                    verdict=report.verdict.label,
+                    reasons=json.dumps([clean_text(r) for r in report.reasons], ensure_ascii=False),
+                    report=clean_text(report.to_json()),
+                    client=json.dumps(
+                        {k: clean_text(str(v)) for k, v in asdict(envelope.client).items()},
+                        ensure_ascii=False,
+                    ),
+                    headers=json.dumps(summary.headers, ensure_ascii=False),
+                    mail_options=json.dumps(list(envelope.mail_options)),
+                    search_text=search,
+                    release_count=0,
+                    updated_at=now,
+                )
+            )
+            if domains:
+                conn.execute(
+                    insert(item_domains),
+                    [{"item_id": request.reference_id, "domain": d} for d in domains],
+                )
+            self._history(conn, request.reference_id, None, HELD, "gateway", request.kind, now)
+
+    def discard(self, reference_id: str, reason: str) -> None:
+        """See QuarantineStore. The item was never accepted, so no trace of it is kept."""
+        with db.write_transaction(self.engine) as conn:
+            conn.execute(delete(status_history).where(status_history.c.item_id == reference_id))
+            conn.execute(delete(item_domains).where(item_domains.c.item_id == reference_id))
+            conn.execute(
+                delete(items).where(items.c.id == reference_id, items.c.kind == "retained")
+            )
+        log_fields(quarantine_log, 20, "discarded", ref=reference_id, reason=reason)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            if self.blob_files is not None:
+                self.blob_files.root.mkdir(parents=True, exist_ok=True)
+                probe = self.blob_files.root / ".ping"
+                probe.write_bytes(b"")
+                probe.unlink()
+        except (SQLAlchemyError, OSError):
+            return False
+        return True
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list(self, query: ItemQuery, scope: Scope = None) -> Page:
+        conditions = []
+        visible = self._visible(scope)
+        if visible is not None:
+            conditions.append(visible)
+        if query.status:
+            conditions.append(items.c.status == query.status)
+        if query.kind:
+            conditions.append(items.c.kind == query.kind)
+        if query.tenant:
+            conditions.append(
+                items.c.id.in_(
+                    select(item_domains.c.item_id).where(
+                        item_domains.c.domain == query.tenant.lower()
+                    )
+                )
+            )
+        if query.since:
+            conditions.append(items.c.received_at >= query.since)
+        if query.until:
+            conditions.append(items.c.received_at < query.until)
+        if query.search:
+            term = f"%{_like_escape(query.search.strip().lower())}%"
+            conditions.append(items.c.search_text.like(term, escape="\\"))
+        where = and_(True, *conditions)
+        limit = max(1, min(query.limit, 1000))
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*_SUMMARY_COLUMNS)
+                .where(where)
+                .order_by(*self._list_order(query))
+                .limit(limit)
+                .offset(max(0, query.offset))
+            ).all()
+            if query.offset <= 0 and len(rows) < limit:
+                total = len(rows)  # the whole result is on this page: no second scan
+            else:
+                total = conn.execute(
+                    select(func.count()).select_from(items).where(where)
+                ).scalar_one()
+        return Page([_summary(r) for r in rows], int(total), query.offset, limit)
+
+    def _list_order(self, query: ItemQuery) -> tuple[Any, ...]:
+        if self.backend == "sqlite" and query.search:
+            # A rare search term would make SQLite walk the whole received_at index and fetch
+            # every row by rowid; unary + (a no-op in SQLite) makes it scan the table once and
+            # sort only the matches (SQLite query planner docs, "Disqualifying WHERE Clause
+            # Terms Using Unary-+").
+            return (text("+items.received_at DESC"), items.c.id.desc())
+        return (items.c.received_at.desc(), items.c.id.desc())
+
+    def get(self, item_id: str, scope: Scope = None) -> Item:
+        """The item, or ItemNotFound when it does not exist or is outside ``scope``."""
+        condition = items.c.id == item_id
+        visible = self._visible(scope)
+        if visible is not None:
+            condition = and_(condition, visible)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(items).where(condition)).first()
+            if row is None:
+                raise ItemNotFound(f"no item {item_id}")
+            domains = list(
+                conn.execute(
+                    select(item_domains.c.domain)
+                    .where(item_domains.c.item_id == item_id)
+                    .order_by(item_domains.c.domain)
+                ).scalars()
+            )
+        return Item(
+            summary=_summary(row),
+            queue_id=row.queue_id,
+            recipient_options=json.loads(row.recipients),
+            mail_options=json.loads(row.mail_options),
+            client=json.loads(row.client),
+            headers=[tuple(h) for h in json.loads(row.headers)],
+            report=json.loads(row.report),
+            original_sha256=row.original_sha256,
+            sanitized_sha256=row.sanitized_sha256,
+            original_available=row.original_blob is not None,
+            sanitized_available=row.sanitized_blob is not None,
+            released_at=_aware(row.released_at),
+            released_by=row.released_by,
+            claimed_by=row.claimed_by,
+            domains=domains,
+        )
+
+    def original(self, item_id: str, scope: Scope = None) -> bytes:
+        item = self.get(item_id, scope)
+        if not item.original_available:
+            raise ItemNotFound(
+                f"the original of {item_id} is no longer kept ({item.summary.status})"
+            )
+        return self._read_blob(item.original_sha256)
+
+    def sanitized(self, item_id: str, scope: Scope = None) -> bytes:
+        item = self.get(item_id, scope)
+        if not item.sanitized_available or item.sanitized_sha256 is None:
+            raise ItemNotFound(f"{item_id} has no sanitized copy")
+        return self._read_blob(item.sanitized_sha256)
+
+    def history(self, item_id: str) -> builtins.list[StatusChange]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(status_history)
+                .where(status_history.c.item_id == item_id)
+                .order_by(status_history.c.id)
+            )
+            return [
+                StatusChange(_aware(r.at), r.from_status, r.to_status, r.actor, r.reason)  # type: ignore[arg-type]
+                for r in rows
+            ]
+
+    def status_counts(self, scope: Scope = None) -> dict[str, int]:
+        visible = self._visible(scope)
+        statement = select(items.c.status, func.count()).group_by(items.c.status)
+        if visible is not None:
+            statement = statement.where(visible)
+        with self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(statement)}
+
+    # -- release claims (see quarantine/release.py) -----------------------------------------
+
+    def claim(self, item_id: str, actor: Actor, force: bool = False) -> Claim:
+        """Win the right to send ``item_id`` once, or raise ReleaseRefused saying why.
+
+        The conditional UPDATE is the whole exclusion: of two nodes racing, the database lets
+        exactly one UPDATE match ``status='held'``. With ``force`` an already released (or
+        interrupted) item may be claimed again; still only one concurrent claim wins.
+        """
+        token = secrets.token_hex(16)
+        allowed = [HELD, RELEASED] if force else [HELD]
+        now = utcnow()
+        with db.write_transaction(self.engine) as conn:
+            row = conn.execute(
+                select(items.c.status, items.c.interrupted_at, items.c.original_blob).where(
+                    items.c.id == item_id
+                )
+            ).first()
+            if row is None:
+                raise ItemNotFound(f"no item {item_id}")
+            condition = [items.c.id == item_id, items.c.status.in_(allowed)]
+            if not force:
+                condition.append(items.c.interrupted_at.is_(None))
+            result = conn.execute(
+                update(items)
+                .where(*condition)
+                .values(
+                    status=RELEASING,
+                    claim_token=token,
+                    claimed_at=now,
+                    claimed_by=f"{actor.name}@{self.node}",
+                    claim_from=row.status,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                # Read again: under READ COMMITTED the row may have changed since the SELECT.
+                now_row = conn.execute(
+                    select(items.c.status, items.c.interrupted_at).where(items.c.id == item_id)
+                ).one()
+                raise ReleaseRefused(_refusal(now_row.status, now_row.interrupted_at is not None))
+            self._history(conn, item_id, row.status, RELEASING, actor.name, "release claimed", now)
+        return Claim(item_id, token, row.status)
+
+    def finish_release(self, claim: Claim, actor: Actor, reason: str) -> None:
+        now = utcnow()
+        with db.write_transaction(self.engine) as conn:
+            result = conn.execute(
+                update(items)
+                .where(items.c.id == claim.item_id, items.c.claim_token == claim.token)
+                .values(
+                    status=RELEASED,
+                    claim_token=None,
+                    claim_from=None,
+                    interrupted_at=None,
+                    released_at=now,
+                    released_by=actor.name,
+                    release_count=items.c.release_count + 1,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:  # pragma: no cover - only the claim holder gets here
+                raise ReleaseRefused(f"the release claim on {claim.item_id} was lost")
+            self._history(conn, claim.item_id, RELEASING, RELEASED, actor.name, reason, now)
+
+    def undo_claim(self, claim: Claim, actor: Actor, reason: str) -> None:
+        """The send failed before the downstream accepted: back to the previous status."""
+        now = utcnow()
+        with db.write_transaction(self.engine) as conn:
+            result = conn.execute(
+                update(items)
+                .where(items.c.id == claim.item_id, items.c.claim_token == claim.token)
+                .values(status=claim.previous_status, claim_token=None, updated_at=now)
+            )
+            if result.rowcount == 1:
+                self._history(
+                    conn, claim.item_id, RELEASING, claim.previous_status, actor.name, reason, now
+                )
+
+    def recover_stale_claims(self, older_than: datetime.timedelta) -> builtins.list[str]:
+        """Claims whose holder died: mark interrupted, return to the previous status.
+
+        The downstream may or may not have accepted the message before the crash, so the item
+        is *not* silently released again: it needs an explicit ``--force`` release by an admin
+        who has checked the downstream's log for the Message-ID (at most once, never lost).
+        """
+        cutoff = utcnow() - older_than
+        now = utcnow()
+        recovered = []
+        with db.write_transaction(self.engine) as conn:
+            rows = conn.execute(
+                select(items.c.id, items.c.claim_from, items.c.claimed_by).where(
+                    items.c.status == RELEASING, items.c.claimed_at < cutoff
+                )
+            ).all()
+            for row in rows:
+                previous = row.claim_from or HELD
+                conn.execute(
+                    update(items)
+                    .where(items.c.id == row.id, items.c.status == RELEASING)
+                    .values(status=previous, claim_token=None, interrupted_at=now, updated_at=now)
+                )
+                self._history(
+                    conn,
+                    row.id,
+                    RELEASING,
+                    previous,
+                    "system",
+                    f"release by {row.claimed_by} interrupted; may have been delivered",
+                    now,
+                )
+                recovered.append(row.id)
+        return recovered
+
+    # -- delete, purge, garbage ------------------------------------------------------------
+
+    def delete(self, item_id: str, actor: Actor, reason: str, scope: Scope = None) -> None:
+        """Drop the bytes of an item; its metadata, history and audit stay."""
+        self.get(item_id, scope)
+        now = utcnow()
+        with db.write_transaction(self.engine) as conn:
+            status = conn.execute(select(items.c.status).where(items.c.id == item_id)).scalar()
+            if status == RELEASING:
+                raise ReleaseRefused(f"{item_id} is being released right now")
+            if status in (DELETED, EXPIRED):
+                raise ReleaseRefused(f"{item_id} is already {status}")
+            conn.execute(
+                update(items)
+                .where(items.c.id == item_id)
+                .values(status=DELETED, original_blob=None, sanitized_blob=None, updated_at=now)
+            )
+            self._history(conn, item_id, status, DELETED, actor.name, reason, now)
+        self.collect_garbage()
+
+    def retention_for(self, tenant: str) -> int:
+        return self.tenant_retention.get(tenant, self.retention_days)
+
+    def purge(self, now: datetime.datetime | None = None, actor: str = "system") -> PurgeResult:
+        """Expire items past their tenant's retention; drop unreferenced bytes. Idempotent."""
+        now = now or utcnow()
+        expired: builtins.list[str] = []
+        groups: builtins.list[tuple[Any, int]] = [
+            (items.c.tenant == tenant, days) for tenant, days in self.tenant_retention.items()
+        ]
+        groups.append((items.c.tenant.not_in(sorted(self.tenant_retention)), self.retention_days))
+        with db.write_transaction(self.engine) as conn:
+            for condition, days in groups:
+                cutoff = now - datetime.timedelta(days=days)
+                rows = conn.execute(
+                    select(items.c.id, items.c.status).where(
+                        condition,
+                        items.c.received_at < cutoff,
+                        items.c.status.in_([HELD, RELEASED]),
+                    )
+                ).all()
+                for row in rows:
+                    conn.execute(
+                        update(items)
+                        .where(items.c.id == row.id)
+                        .values(
+                            status=EXPIRED, original_blob=None, sanitized_blob=None, updated_at=now
+                        )
+                    )
+                    self._history(
+                        conn, row.id, row.status, EXPIRED, actor, f"retention {days} days", now
+                    )
+                    expired.append(row.id)
+        removed = self.collect_garbage()
+        return PurgeResult(expired=expired, blobs_removed=removed)
+
+    def collect_garbage(self) -> int:
+        """Delete blobs no item refers to; return how many."""
+        referenced = union(
+            select(items.c.original_blob.label("sha")).where(items.c.original_blob.is_not(None)),
+            select(items.c.sanitized_blob.label("sha")).where(items.c.sanitized_blob.is_not(None)),
+        ).subquery()
+        with db.write_transaction(self.engine) as conn:
+            digests = list(
+                conn.execute(
+                    select(blobs.c.sha256).where(blobs.c.sha256.not_in(select(referenced.c.sha)))
+                ).scalars()
+            )
+            for start in range(0, len(digests), 500):
+                conn.execute(delete(blobs).where(blobs.c.sha256.in_(digests[start : start + 500])))
+        if self.blob_files is not None:
+            # Files go under the exclusive lock, which no writer holds between its fsync and
+            # its commit; only reads happen under it (WAL readers never wait for the write
+            # lock), so a busy database cannot make holds wait behind the collector.
+            with self.blob_files.collecting():
+                with self.engine.connect() as conn:
+                    known = set(conn.execute(select(blobs.c.sha256)).scalars())
+                # Rows deleted above whose content a hold has stored again since are kept;
+                # files without a row are holds that died between fsync and commit (the
+                # sender got no 250 and retries).
+                doomed = [d for d in self.blob_files.digests() if d not in known]
+                for digest in doomed:
+                    self.blob_files.delete(digest)
+            digests = sorted(set(digests) | set(doomed))
+        return len(digests)
+
+    # -- audit log (append-only) -----------------------------------------------------------
+
+    def audit(
+        self,
+        actor: Actor,
+        action: str,
+        item_id: str | None = None,
+        tenant: str | None = None,
+        **detail: Any,
+    ) -> None:
+        with db.write_transaction(self.engine) as conn:
+            self._audit(conn, actor, action, item_id, tenant, detail)
+        log_fields(
+            audit_logger,
+            20,
+            action,
+            actor=actor.name,
+            item=item_id or "",
+            remote=actor.remote,
+        )
+
+    def _audit(
+        self,
+        conn: Connection,
+        actor: Actor,
+        action: str,
+        item_id: str | None,
+        tenant: str | None,
+        detail: Mapping[str, Any],
+    ) -> None:
+        conn.execute(
+            insert(audit_log).values(
+                at=utcnow(),
+                actor=actor.name,
+                action=action,
+                item_id=item_id,
+                tenant=tenant,
+                remote_addr=(actor.remote or "")[:64],
+                detail=json.dumps(dict(detail), ensure_ascii=False, default=str),
+            )
+        )
+
+    def audit_entries(
+        self,
+        scope: Scope = None,
+        item_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[builtins.list[AuditEntry], int]:
+        conditions = []
+        if scope is not None:
+            conditions.append(audit_log.c.tenant.in_(sorted(scope)))
+        if item_id:
+            conditions.append(audit_log.c.item_id == item_id)
+        if actor:
+            conditions.append(audit_log.c.actor == actor)
+        if action:
+            conditions.append(audit_log.c.action == action)
+        where = and_(True, *conditions)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(audit_log)
+                .where(where)
+                .order_by(audit_log.c.id.desc())
+                .limit(max(1, min(limit, 1000)))
+                .offset(max(0, offset))
+            ).all()
+            total = conn.execute(
+                select(func.count()).select_from(audit_log).where(where)
+            ).scalar_one()
+        return [
+            AuditEntry(
+                r.id,
+                _aware(r.at),  # type: ignore[arg-type]
+                r.actor,
+                r.action,
+                r.item_id,
+                r.tenant,
+                r.remote_addr,
+                json.loads(r.detail),
+            )
+            for r in rows
+        ], int(total)
+
+    # -- release requests (two-person rule) ------------------------------------------------
+
+    def create_request(
+        self,
+        item_id: str,
+        actor: Actor,
+        reason: str,
+        target: str = "original",
+        to_addresses: builtins.list[str] | None = None,
+        scope: Scope = None,
+    ) -> int:
+        item = self.get(item_id, scope)
+        if item.summary.status in (DELETED, EXPIRED):
+            raise ReleaseRefused(f"{item_id} is {item.summary.status}")
+        with db.write_transaction(self.engine) as conn:
+            pending = conn.execute(
+                select(release_requests.c.id).where(
+                    release_requests.c.item_id == item_id,
+                    release_requests.c.status == "pending",
+                )
+            ).first()
+            if pending is not None:
+                raise ReleaseRefused(f"request {pending.id} for {item_id} is already pending")
+            result = conn.execute(
+                insert(release_requests).values(
+                    item_id=item_id,
+                    created_at=utcnow(),
+                    requested_by=actor.name,
+                    reason=reason,
+                    target=target,
+                    to_addresses=json.dumps(to_addresses) if to_addresses else None,
+                    status="pending",
+                )
+            )
+            request_id = int(result.inserted_primary_key[0])
+            self._audit(
+                conn,
+                actor,
+                "release-requested",
+                item_id,
+                item.summary.tenant,
+                {"request": request_id, "reason": reason, "target": target, "to": to_addresses},
+            )
+        return request_id
+
+    def requests(
+        self, scope: Scope = None, status: str | None = "pending", item_id: str | None = None
+    ) -> builtins.list[ReleaseRequest]:
+        statement = select(release_requests, items.c.tenant, items.c.subject).join(
+            items, items.c.id == release_requests.c.item_id
+        )
+        visible = self._visible(scope)
+        if visible is not None:
+            statement = statement.where(visible)
+        if status:
+            statement = statement.where(release_requests.c.status == status)
+        if item_id:
+            statement = statement.where(release_requests.c.item_id == item_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement.order_by(release_requests.c.id.desc()).limit(500))
+            return [_request(r) for r in rows]
+
+    def get_request(self, request_id: int, scope: Scope = None) -> ReleaseRequest:
+        statement = (
+            select(release_requests, items.c.tenant, items.c.subject)
+            .join(items, items.c.id == release_requests.c.item_id)
+            .where(release_requests.c.id == request_id)
+        )
+        visible = self._visible(scope)
+        if visible is not None:
+            statement = statement.where(visible)
+        with self.engine.connect() as conn:
+            row = conn.execute(statement).first()
+        if row is None:
+            raise ItemNotFound(f"no request {request_id}")
+        return _request(row)
+
+    def decide_request(
+        self, request_id: int, actor: Actor, approve: bool, reason: str, scope: Scope = None
+    ) -> ReleaseRequest:
+        """Mark a pending request approved or refused (the caller then releases)."""
+        request = self.get_request(request_id, scope)
+        with db.write_transaction(self.engine) as conn:
+            result = conn.execute(
+                update(release_requests)
+                .where(release_requests.c.id == request_id, release_requests.c.status == "pending")
+                .values(
+                    status="approved" if approve else "refused",
+                    decided_by=actor.name,
+                    decided_at=utcnow(),
+                    decision_reason=reason,
+                )
+            )
+            if result.rowcount != 1:
+                raise ReleaseRefused(f"request {request_id} is not pending")
+            self._audit(
+                conn,
+                actor,
+                "request-approved" if approve else "request-refused",
+                request.item_id,
+                request.tenant,
+                {"request": request_id, "reason": reason, "requested_by": request.requested_by},
+            )
+        return self.get_request(request_id, scope)
+
+    def close_request(self, request_id: int, status: str) -> None:
+        with db.write_transaction(self.engine) as conn:
+            conn.execute(
+                update(release_requests)
+                .where(release_requests.c.id == request_id)
+                .values(status=status)
+            )
+
+
+def _request(row: Any) -> ReleaseRequest:
+    return ReleaseRequest(
+        id=row.id,
+        item_id=row.item_id,
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        requested_by=row.requested_by,
+        reason=row.reason,
+        target=row.target,
+        to_addresses=json.loads(row.to_addresses) if row.to_addresses else None,
+        status=row.status,
+        decided_by=row.decided_by,
+        decided_at=_aware(row.decided_at),
+        decision_reason=row.decision_reason,
+        tenant=row.tenant,
+        subject=row.subject,
+    )
+
+
+def _refusal(status: str, interrupted: bool) -> str:
+    if status == RELEASED:
+        return "already released; release again only with force"
+    if status == RELEASING:
+        return "being released right now by another admin or node"
+    if interrupted:
+        return (
+            "a previous release was interrupted and may have been delivered; check the "
+            "downstream log for its Message-ID, then release with force"
+        )
+    return f"the item is {status}"
+
+
+def blob_mode(config: Config, engine: Engine) -> str:
+    if config.quarantine.blobs != "auto":
+        return config.quarantine.blobs
+    return "database" if engine.dialect.name == "postgresql" else "files"
+
+
+def open_store(config: Config, create: bool = False, check: bool = True) -> SqlStore:
+    """The store for ``config``. ``create``: migrate a brand-new database first.
+
+    Raises SchemaNotCurrent (a ConfigError: exit 2) when the schema is not at head.
+    """
+    engine = db.make_engine(config.quarantine_url)
+    if create and db.current_revision(engine) is None:
+        db.upgrade(engine)
+    if check:
+        db.check_current(engine)
+    mode = blob_mode(config, engine)
+    files = FileBlobs(Path(config.data_dir) / "blobs") if mode == "files" else None
+    return SqlStore(
+        engine,
+        files,
+        retention_days=config.quarantine.retention_days,
+        tenant_retention={
+            domain: tenant.retention_days
+            for domain, tenant in config.tenants.items()
+            if tenant.retention_days is not None
+        },
+    )
+
+
+__all__ = [
+    "Claim",
+    "Item",
+    "ItemQuery",
+    "ItemSummary",
+    "Page",
+    "SqlStore",
+    "open_store",
+]

@@ -1,0 +1,655 @@
+"""The admin web UI: server-rendered pages (Starlette + Jinja2), no JavaScript.
+
+Pages: login, the list (search, filters, pagination, bulk actions), the detail page (headers,
+reasons, findings, attachments with detected types, a safe text preview, history, release /
+request / delete forms), the approval queue and the audit log. Japanese by default, English
+by user setting, cookie or ``Accept-Language``.
+
+Rules every route keeps (``tests/quarantine/test_web.py`` enumerates the routes to check):
+
+- nothing but ``/login``, ``/healthz`` and ``/static/*`` answers without a session;
+- an item outside the user's tenant scope is 404, exactly like an item that does not exist;
+- every POST needs the session's CSRF token (and a same-origin ``Origin`` when sent);
+- untrusted text (headers, file names, body text) passes through ``replace_control_chars``
+  and Jinja's autoescape, and is never rendered as HTML; there are no links built from it;
+- database calls run in a thread, never on the event loop the SMTP gateway shares.
+
+Not here: the JSON API (``quarantine/web/api.py``), starting the server (``service.py``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway.config import Config
+from gateway.delivery import Downstream
+from gateway.logs import replace_control_chars
+from quarantine import summary as summary_module
+from quarantine.errors import ItemNotFound, PermissionDenied, QuarantineError
+from quarantine.release import decide_request, release, request_release
+from quarantine.sql import ItemQuery, SqlStore
+from quarantine.users import Actor, Session, UserStore
+from quarantine.web import i18n
+from quarantine.web.security import (
+    SECURITY_HEADERS,
+    LoginLimiter,
+    get_cookie,
+    is_loopback,
+    same_origin,
+    set_cookie,
+    tokens_match,
+)
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "mugaika_session"
+LOGIN_COOKIE = "mugaika_login"
+LANGUAGE_COOKIE = "mugaika_lang"
+STATUSES = ("held", "releasing", "released", "deleted", "expired")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+
+def _display(value: Any, keep_newlines: bool = False) -> str:
+    return replace_control_chars("" if value is None else str(value), keep_newlines)
+
+
+def _size(value: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024  # type: ignore[assignment]
+    return f"{value:.1f} GiB"
+
+
+def _details(value: dict[str, Any]) -> str:
+    """Audit details as ``key: value`` pairs, Japanese kept readable (no \\u escapes)."""
+    import json
+
+    parts = []
+    for key, item in value.items():
+        if item in (None, [], {}, False, ""):
+            continue
+        text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
+        parts.append(f"{key}: {text}")
+    return " · ".join(parts)
+
+
+def _when(value: datetime.datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+class AdminApp:
+    """State shared by the routes: configuration, store, users, templates, rate limits."""
+
+    def __init__(self, config: Config, store: SqlStore, downstream: Downstream) -> None:
+        self.config = config
+        self.store = store
+        self.downstream = downstream
+        self.users = UserStore(store.engine)
+        admin = config.admin
+        self.limiter = LoginLimiter(admin.login_attempts, admin.login_window_seconds)
+        self.idle = datetime.timedelta(minutes=admin.session_idle_minutes)
+        self.max_age = datetime.timedelta(hours=admin.session_max_hours)
+        self.env = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(["html"], default=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["display"] = _display
+        self.env.filters["size"] = _size
+        self.env.filters["when"] = _when
+        self.env.filters["details"] = _details
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def cookie_mode(self) -> str:
+        return self.config.admin.cookie_secure
+
+    def remote(self, request: Request) -> str:
+        return request.client.host if request.client else ""
+
+    def language(self, request: Request, session: Session | None = None) -> str:
+        if session is not None and session.user.language in i18n.LANGUAGES:
+            return str(session.user.language)
+        cookie = request.cookies.get(LANGUAGE_COOKIE)
+        if cookie in i18n.LANGUAGES:
+            return str(cookie)
+        return i18n.negotiate(request.headers.get("accept-language", "")) or (
+            self.config.admin.language
+        )
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        status_code: int = 200,
+        session: Session | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        language = self.language(request, session)
+        actor = session.user.actor(self.remote(request)) if session else None
+        html = self.env.get_template(template).render(
+            lang=language,
+            t=lambda key, **values: i18n.translate(language, key, **values),
+            actor=actor,
+            csrf=session.csrf if session else "",
+            path=request.url.path,
+            policy=self.config.quarantine.release.originals,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def error(
+        self, request: Request, status: int, message: str, session: Session | None = None
+    ) -> HTMLResponse:
+        return self.render(request, "error.html", status, session, status=status, message=message)
+
+    def trusted_proxy(self, request: Request) -> bool:
+        import ipaddress
+
+        host = self.remote(request)
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self.config.admin.header_auth.trusted_proxies)
+
+    async def session(self, request: Request) -> Session | None:
+        session_id = get_cookie(request, self.cookie_mode, SESSION_COOKIE)
+        session = None
+        if session_id:
+            session = await run_in_threadpool(
+                self.users.session, session_id, self.idle, self.max_age
+            )
+        header = self.config.admin.header_auth.header
+        if header:
+            untrusted_name = request.headers.get(header)
+            stale = session is None or session.user.username != untrusted_name
+            if untrusted_name and stale and self.trusted_proxy(request):
+                session = await self._header_login(request, untrusted_name)
+        return session
+
+    async def _header_login(self, request: Request, name: str) -> Session | None:
+        from quarantine.errors import UserError
+
+        try:
+            user = await run_in_threadpool(self.users.get, name)
+        except UserError:
+            return None
+        if user.disabled:
+            return None
+        session_id, csrf = await run_in_threadpool(
+            self.users.create_session, user, self.remote(request), "header"
+        )
+        request.state.new_session = session_id
+        await run_in_threadpool(
+            self.store.audit, user.actor(self.remote(request)), "login", None, None, via="header"
+        )
+        return Session(user=user, csrf=csrf, via="header")
+
+    def page(
+        self, handler: Callable[..., Awaitable[Response]], permission: str = "view"
+    ) -> Handler:
+        """Wrap a handler: session required, permission, CSRF on POST, errors as pages."""
+
+        async def endpoint(request: Request) -> Response:
+            session = await self.session(request)
+            if session is None:
+                target = urllib.parse.quote(request.url.path)
+                return RedirectResponse(f"/login?next={target}", status_code=303)
+            actor = session.user.actor(self.remote(request))
+            language = self.language(request, session)
+            form: Any = None
+            if request.method == "POST":
+                form = await request.form(max_files=0, max_fields=2000)
+                if not same_origin(request) or not tokens_match(session.csrf, form.get("csrf")):
+                    return self.error(request, 403, i18n.translate(language, "error.csrf"), session)
+            try:
+                if not actor.can(permission):
+                    raise PermissionDenied(i18n.translate(language, "error.403"))
+                response = await handler(request, session, actor, form)
+            except ItemNotFound:
+                response = self.error(request, 404, i18n.translate(language, "error.404"), session)
+            except QuarantineError as exc:
+                response = self.error(request, exc.http_status, str(exc), session)
+            new_session = getattr(request.state, "new_session", None)
+            if new_session:
+                set_cookie(response, request, self.cookie_mode, SESSION_COOKIE, new_session, None)
+            return response
+
+        return endpoint
+
+    # -- login -------------------------------------------------------------------------------
+
+    async def login_form(self, request: Request) -> Response:
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+        response = self.render(
+            request,
+            "login.html",
+            login_token=token,
+            next=self._next(request.query_params.get("next")),
+            insecure=request.url.scheme != "https" and not is_loopback(request.url.hostname),
+        )
+        set_cookie(response, request, self.cookie_mode, LOGIN_COOKIE, token, 600)
+        return response
+
+    @staticmethod
+    def _next(value: str | None) -> str:
+        # Only local paths: an open redirect after login would help phishing.
+        if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+            return value
+        return "/items"
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form(max_files=0, max_fields=10)
+        language = self.language(request)
+        cookie = get_cookie(request, self.cookie_mode, LOGIN_COOKIE)
+        if not same_origin(request) or not tokens_match(cookie, str(form.get("login_token", ""))):
+            return self.error(request, 403, i18n.translate(language, "error.csrf"))
+        username = str(form.get("username", ""))[:128]
+        password = str(form.get("password", ""))[:1024]
+        remote = self.remote(request)
+        keys = (f"user:{username.lower()}", f"addr:{remote}")
+        if self.limiter.blocked(*keys):
+            await run_in_threadpool(
+                self.store.audit,
+                Actor(username or "?", "none", remote=remote),
+                "login-throttled",
+                None,
+                None,
+            )
+            return self._login_again(request, "login.throttled", 429)
+        user = await run_in_threadpool(self.users.authenticate, username, password)
+        if user is None:
+            self.limiter.failed(*keys)
+            await run_in_threadpool(
+                self.store.audit,
+                Actor(username or "?", "none", remote=remote),
+                "login-failed",
+                None,
+                None,
+            )
+            return self._login_again(request, "login.failed", 401)
+        self.limiter.succeeded(*keys)
+        session_id, _csrf = await run_in_threadpool(
+            self.users.create_session, user, remote, "password"
+        )
+        await run_in_threadpool(self.store.audit, user.actor(remote), "login", None, None)
+        response = RedirectResponse(self._next(str(form.get("next", ""))), status_code=303)
+        set_cookie(response, request, self.cookie_mode, SESSION_COOKIE, session_id, None)
+        set_cookie(response, request, self.cookie_mode, LOGIN_COOKIE, "", 0)
+        return response
+
+    def _login_again(self, request: Request, message: str, status: int) -> Response:
+        import secrets
+
+        token = secrets.token_urlsafe(24)
+        response = self.render(
+            request, "login.html", status, login_token=token, next="/items", message=message
+        )
+        set_cookie(response, request, self.cookie_mode, LOGIN_COOKIE, token, 600)
+        return response
+
+    async def logout(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
+        session_id = get_cookie(request, self.cookie_mode, SESSION_COOKIE)
+        if session_id:
+            await run_in_threadpool(self.users.end_session, session_id)
+        await run_in_threadpool(self.store.audit, actor, "logout", None, None)
+        response = RedirectResponse("/login", status_code=303)
+        set_cookie(response, request, self.cookie_mode, SESSION_COOKIE, "", 0)
+        return response
+
+    async def set_language(
+        self, request: Request, session: Session, actor: Actor, form: Any
+    ) -> Response:
+        language = str(form.get("lang", ""))
+        if language not in i18n.LANGUAGES:
+            language = self.config.admin.language
+        await run_in_threadpool(self.users.set_language, session.user.username, language)
+        response = RedirectResponse(self._next(str(form.get("next", ""))), status_code=303)
+        set_cookie(response, request, self.cookie_mode, LANGUAGE_COOKIE, language, 365 * 86400)
+        return response
+
+    # -- pages -------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        ok = await run_in_threadpool(self.store.ping)
+        return JSONResponse({"status": "ok" if ok else "unavailable"}, 200 if ok else 503)
+
+    async def home(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
+        return RedirectResponse("/items", status_code=303)
+
+    def query_from(self, params: Any, page_size: int) -> tuple[ItemQuery, dict[str, str], int]:
+        status = params.get("status") or ""
+        status = status if status in STATUSES else ""
+        kind = params.get("kind") or ""
+        kind = kind if kind in ("quarantined", "retained") else ""
+        days = params.get("days") or ""
+        days = days if days in ("1", "7", "30") else ""
+        try:
+            page = max(1, min(int(params.get("page") or 1), 100_000))
+        except ValueError:
+            page = 1
+        search = (params.get("q") or "").strip()[:200]
+        tenant = (params.get("tenant") or "").strip().lower()[:255]
+        since = (
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=int(days))
+            if days
+            else None
+        )
+        query = ItemQuery(
+            status=status or None,
+            kind=kind or None,
+            tenant=tenant or None,
+            since=since,
+            search=search or None,
+            limit=page_size,
+            offset=(page - 1) * page_size,
+        )
+        filters = {"status": status, "kind": kind, "days": days, "q": search, "tenant": tenant}
+        return query, filters, page
+
+    async def items(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
+        size = self.config.admin.page_size
+        query, filters, page = self.query_from(request.query_params, size)
+        result = await run_in_threadpool(self.store.list, query, actor.scope)
+        base = {k: v for k, v in filters.items() if v}
+
+        def link(number: int) -> str:
+            return "/items?" + urllib.parse.urlencode({**base, "page": str(number)})
+
+        counts = await run_in_threadpool(self.store.status_counts, actor.scope)
+        pending = len(await run_in_threadpool(self.store.requests, actor.scope, "pending"))
+        return self.render(
+            request,
+            "list.html",
+            session=session,
+            page=result,
+            filters=filters,
+            statuses=STATUSES,
+            counts=counts,
+            pending=pending,
+            prev_link=link(page - 1) if page > 1 else None,
+            next_link=link(page + 1) if result.offset + len(result.items) < result.total else None,
+            tenants=sorted(actor.domains)
+            if actor.scope is not None
+            else sorted(self.config.tenants),
+            done=request.query_params.get("done"),
+        )
+
+    async def item(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
+        item_id = request.path_params["item_id"]
+        item = await run_in_threadpool(self.store.get, item_id, actor.scope)
+        history = await run_in_threadpool(self.store.history, item_id)
+        requests = await run_in_threadpool(self.store.requests, actor.scope, None, item_id)
+        parts: list[summary_module.PreviewPart] | None = None
+        if item.original_available:
+            raw = await run_in_threadpool(self.store.original, item_id, actor.scope)
+            parts = await run_in_threadpool(summary_module.preview, raw)
+        audit: list[Any] = []
+        if actor.can("audit"):
+            audit, _ = await run_in_threadpool(
+                lambda: self.store.audit_entries(actor.scope, item_id=item_id, limit=50)
+            )
+        await run_in_threadpool(self.store.audit, actor, "viewed", item_id, item.summary.tenant)
+        policy = self.config.quarantine.release.originals
+        return self.render(
+            request,
+            "detail.html",
+            session=session,
+            item=item,
+            s=item.summary,
+            history=history,
+            requests=requests,
+            parts=parts,
+            audit=audit,
+            can_release_original=actor.can("release-original") and policy == "single",
+            can_release_sanitized=actor.can("release-sanitized") and item.sanitized_available,
+            can_request=actor.can("request-original"),
+            can_delete=actor.can("delete"),
+            can_approve=actor.can("approve"),
+            done=request.query_params.get("done"),
+            done_to=request.query_params.get("to", ""),
+        )
+
+    async def release_item(
+        self, request: Request, session: Session, actor: Actor, form: Any
+    ) -> Response:
+        item_id = request.path_params["item_id"]
+        to = [a for a in str(form.get("to", "")).replace(",", " ").split() if a]
+        result = await release(
+            self.store,
+            self.downstream,
+            item_id,
+            actor,
+            str(form.get("reason", "")),
+            to=to or None,
+            sanitized=form.get("target") == "sanitized",
+            force=form.get("force") == "1",
+            policy=self.config.quarantine.release.originals,
+        )
+        query = urllib.parse.urlencode({"done": "released", "to": ",".join(result.recipients)})
+        return RedirectResponse(f"/items/{urllib.parse.quote(item_id)}?{query}", 303)
+
+    async def request_item(
+        self, request: Request, session: Session, actor: Actor, form: Any
+    ) -> Response:
+        item_id = request.path_params["item_id"]
+        to = [a for a in str(form.get("to", "")).replace(",", " ").split() if a]
+        await run_in_threadpool(
+            request_release,
+            self.store,
+            item_id,
+            actor,
+            str(form.get("reason", "")),
+            to or None,
+            form.get("target") == "sanitized",
+        )
+        return RedirectResponse(f"/items/{urllib.parse.quote(item_id)}?done=requested", 303)
+
+    async def delete_item(
+        self, request: Request, session: Session, actor: Actor, form: Any
+    ) -> Response:
+        from quarantine.release import check_reason
+
+        item_id = request.path_params["item_id"]
+        reason = check_reason(str(form.get("reason", "")))
+        item = await run_in_threadpool(self.store.get, item_id, actor.scope)
+        await run_in_threadpool(self.store.delete, item_id, actor, reason, actor.scope)
+        await run_in_threadpool(
+            self.store.audit, actor, "deleted", item_id, item.summary.tenant, reason=reason
+        )
+        return RedirectResponse(f"/items/{urllib.parse.quote(item_id)}?done=deleted", 303)
+
+    async def bulk(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
+        from quarantine.release import check_reason
+
+        ids = [str(i) for i in form.getlist("ids")][:500]
+        action = str(form.get("action", ""))
+        reason = check_reason(str(form.get("reason", "")))
+        done = failed = 0
+        for item_id in ids:
+            try:
+                if action == "delete":
+                    if not actor.can("delete"):
+                        raise PermissionDenied("delete")
+                    item = await run_in_threadpool(self.store.get, item_id, actor.scope)
+                    await run_in_threadpool(self.store.delete, item_id, actor, reason, actor.scope)
+                    await run_in_threadpool(
+                        self.store.audit,
+                        actor,
+                        "deleted",
+                        item_id,
+                        item.summary.tenant,
+                        reason=reason,
+                    )
+                elif action in ("release", "release-sanitized"):
+                    await release(
+                        self.store,
+                        self.downstream,
+                        item_id,
+                        actor,
+                        reason,
+                        sanitized=action == "release-sanitized",
+                        policy=self.config.quarantine.release.originals,
+                    )
+                elif action == "request":
+                    await run_in_threadpool(request_release, self.store, item_id, actor, reason)
+                else:
+                    raise PermissionDenied(f"unknown action {action!r}")
+                done += 1
+            except QuarantineError:
+                failed += 1
+        query = urllib.parse.urlencode({"done": "bulk", "ok": done, "failed": failed})
+        return RedirectResponse(f"/items?{query}", status_code=303)
+
+    async def requests_page(
+        self, request: Request, session: Session, actor: Actor, form: Any
+    ) -> Response:
+        pending = await run_in_threadpool(self.store.requests, actor.scope, "pending")
+        return self.render(
+            request,
+            "requests.html",
+            session=session,
+            requests=pending,
+            can_approve=actor.can("approve"),
+            done=request.query_params.get("done"),
+            done_id=request.query_params.get("id", ""),
+        )
+
+    async def decide(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
+        try:
+            request_id = int(request.path_params["request_id"])
+        except ValueError:
+            raise ItemNotFound("no such request") from None
+        approve = request.url.path.endswith("/approve")
+        await decide_request(
+            self.store, self.downstream, request_id, actor, approve, str(form.get("reason", ""))
+        )
+        done = "approved" if approve else "refused"
+        return RedirectResponse(f"/requests?done={done}&id={request_id}", status_code=303)
+
+    async def audit_page(
+        self, request: Request, session: Session, actor: Actor, form: Any
+    ) -> Response:
+        params = request.query_params
+        try:
+            page = max(1, min(int(params.get("page") or 1), 100_000))
+        except ValueError:
+            page = 1
+        size = self.config.admin.page_size
+        filters = {
+            "item": (params.get("item") or "").strip()[:40],
+            "actor": (params.get("actor") or "").strip()[:128],
+            "action": (params.get("action") or "").strip()[:64],
+        }
+        entries, total = await run_in_threadpool(
+            lambda: self.store.audit_entries(
+                actor.scope,
+                item_id=filters["item"] or None,
+                actor=filters["actor"] or None,
+                action=filters["action"] or None,
+                limit=size,
+                offset=(page - 1) * size,
+            )
+        )
+        base = {k: v for k, v in filters.items() if v}
+        return self.render(
+            request,
+            "audit.html",
+            session=session,
+            entries=entries,
+            total=total,
+            filters=filters,
+            prev_link=f"/audit?{urllib.parse.urlencode({**base, 'page': page - 1})}"
+            if page > 1
+            else None,
+            next_link=f"/audit?{urllib.parse.urlencode({**base, 'page': page + 1})}"
+            if page * size < total
+            else None,
+        )
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def routes(self) -> list[BaseRoute]:
+        page = self.page
+        return [
+            Route("/login", self.login_form, methods=["GET"], name="login"),
+            Route("/login", self.login, methods=["POST"]),
+            Route("/healthz", self.healthz, methods=["GET"], name="healthz"),
+            Route("/logout", page(self.logout), methods=["POST"]),
+            Route("/language", page(self.set_language), methods=["POST"]),
+            Route("/", page(self.home), methods=["GET"]),
+            Route("/items", page(self.items), methods=["GET"]),
+            Route("/items/bulk", page(self.bulk), methods=["POST"]),
+            Route("/items/{item_id}", page(self.item), methods=["GET"]),
+            Route("/items/{item_id}/release", page(self.release_item), methods=["POST"]),
+            Route(
+                "/items/{item_id}/request",
+                page(self.request_item, "request-original"),
+                methods=["POST"],
+            ),
+            Route("/items/{item_id}/delete", page(self.delete_item, "delete"), methods=["POST"]),
+            Route("/requests", page(self.requests_page), methods=["GET"]),
+            Route(
+                "/requests/{request_id}/approve",
+                page(self.decide, "approve"),
+                methods=["POST"],
+            ),
+            Route("/requests/{request_id}/refuse", page(self.decide, "approve"), methods=["POST"]),
+            Route("/audit", page(self.audit_page, "audit"), methods=["GET"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+
+
+def create_app(config: Config, store: SqlStore, downstream: Downstream) -> Starlette:
+    """The whole admin application: UI pages and ``/api/v1``."""
+    from quarantine.web.api import api_routes
+
+    admin = AdminApp(config, store, downstream)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "NOT_FOUND", "detail": "not found"}, 404)
+        return admin.error(request, 404, i18n.translate(admin.language(request), "error.404"))
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "METHOD_NOT_ALLOWED"}, 405)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": "INTERNAL_ERROR"}, 500)
+
+    app = Starlette(
+        routes=[*admin.routes(), *api_routes(admin)],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
+    )
+    app.state.admin = admin
+    return app

@@ -1,0 +1,122 @@
+"""The admin UI in real headless Chromium (Debian's, driven by Playwright).
+
+A real gateway process quarantines a message received over SMTP; an admin logs in, finds it,
+reads the detail page, releases it, and the message arrives at a real SMTP sink; the audit
+log shows the release. Screenshots of the main pages go to ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from quarantine.sql import ItemQuery, open_store
+from quarantine.users import UserStore
+from tests.helpers.smtp_sink import SmtpSink
+from tests.quarantine.conftest import make_config
+from tests.quarantine.test_durability import Gateway
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+PASSWORD = "correct horse battery"
+MESSAGE = (
+    "From: =?UTF-8?B?57eP5YuZ6Kqy?= <soumu@example.com>\r\n"
+    "To: tanaka@city.example.lg.jp\r\n"
+    "Subject: =?UTF-8?B?44CQ6KuL5rGC5pu444CR5LuK5pyI5YiG44Gu44GU6KuL5rGC?=\r\n"
+    "Message-ID: <browser-test@example.com>\r\n"
+    "MIME-Version: 1.0\r\n"
+    "Content-Type: text/html; charset=utf-8\r\n\r\n"
+    '<p>いつもお世話になっております。<a href="http://evil.example/">請求書</a></p>\r\n'
+).encode()
+
+pytestmark = [pytest.mark.chromium, pytest.mark.slow]
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium (Debian package chromium)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield instance
+        instance.close()
+
+
+def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with SmtpSink() as sink:
+        gateway = Gateway(tmp_path, None, admin=True, downstream=f"{sink.host}:{sink.port}")
+        try:
+            store = open_store(make_config(tmp_path / "data"))
+            UserStore(store.engine).add("admin", "superadmin", [], PASSWORD, "ja")
+            with smtplib.SMTP("127.0.0.1", gateway.port, timeout=30) as client:
+                refused = client.sendmail(
+                    "soumu@example.com", ["tanaka@city.example.lg.jp"], MESSAGE
+                )
+            assert refused == {}
+            [item] = store.list(ItemQuery()).items
+            assert sink.messages == []  # held, not delivered
+
+            base = f"http://127.0.0.1:{gateway.admin_port}"
+            page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="ja-JP")
+            page.goto(f"{base}/items")
+            assert page.url.startswith(f"{base}/login")
+            page.screenshot(path=str(ARTIFACTS / "login.png"))
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_load_state()
+            assert page.url == f"{base}/items", page.url
+            page.fill("input[name=q]", "請求")
+            page.click("form.filters button[type=submit]")
+            page.wait_for_load_state()
+            page.screenshot(path=str(ARTIFACTS / "list.png"), full_page=True)
+            link = page.locator("td.subject a").first
+            assert "今月分のご請求" in link.inner_text()
+            link.click()
+            page.wait_for_url(f"{base}/items/{item.id}")
+            # The HTML body is shown as text: its link is not a link.
+            assert page.locator("a[href^='http://evil']").count() == 0
+            assert "http://evil.example/" in page.locator("pre.preview").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "detail.png"), full_page=True)
+            page.fill("form[action$='/release'] input[name=reason]", "受信者に確認済み")
+            page.click("form[action$='/release'] button[type=submit]")
+            page.wait_for_selector("p.flash.ok")
+            assert "解放しました" in page.locator("p.flash.ok").inner_text()
+            [received] = sink.wait_for(1)
+            assert received.rcpt_tos == ["tanaka@city.example.lg.jp"]
+            assert b"X-Mugaika-Released-By: admin" in received.data
+            assert received.data.endswith(MESSAGE)
+            page.goto(f"{base}/audit")
+            released = page.locator("table.audit tbody tr", has_text="released")
+            assert released.count() == 1
+            assert item.id in released.inner_text()
+            assert "受信者に確認済み" in released.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "audit.png"), full_page=True)
+            # Language switch to English, kept for the user.
+            page.click("header form[action='/language'] button")
+            page.wait_for_load_state()
+            assert "Audit log" in page.content()
+        finally:
+            gateway.stop()
+    # The README's screenshots: refreshed only on request, so test runs leave the tree clean.
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    if os.environ.get("MUGAIKA_UPDATE_SCREENSHOTS") == "1" and docs.is_dir():
+        for name in ("list.png", "detail.png"):
+            shutil.copyfile(ARTIFACTS / name, docs / f"admin-{name}")
