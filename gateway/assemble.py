@@ -58,9 +58,9 @@ def keep_header(field: HeaderField) -> bool:
 def _text_part(text: str, subtype: str, charset: str) -> EmailMessage:
     part = EmailMessage(policy=OUTPUT_POLICY)
     data, used = encode_body(text, charset)
-    if used.lower() == "iso-2022-jp":
-        cte = "7bit"
-    elif data.isascii() and all(len(line) <= 998 for line in data.split(b"\n")):
+    if used.lower() == "iso-2022-jp" or (
+        data.isascii() and all(len(line) <= 998 for line in data.split(b"\n"))
+    ):
         cte = "7bit"
     else:
         cte = "base64"
@@ -81,8 +81,14 @@ def _file_part(data: bytes, filename: str, content_type: str, inline_id: str = "
     if not subtype or not re.fullmatch(r"[A-Za-z0-9.+-]+", maintype + subtype):
         maintype, subtype = "application", "octet-stream"
     part = EmailMessage(policy=OUTPUT_POLICY)
-    part.set_content(data, maintype=maintype, subtype=subtype, cte="base64",
-                     disposition="attachment", filename=filename)
+    part.set_content(
+        data,
+        maintype=maintype,
+        subtype=subtype,
+        cte="base64",
+        disposition="attachment",
+        filename=filename,
+    )
     # filename*= (RFC 2231) is set above; name= in RFC 2047 form for older mailers.
     part.set_param("name", _encoded_name(filename))
     return part
@@ -154,8 +160,13 @@ class Assembler:
         inner = Assembler(self.charset, "", self.skip_classes)
         return _message_part(inner.message(node.inner, report, with_notice=False))
 
-    def message(self, plan: Plan, report: Report, with_notice: bool = True,
-                extra_headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    def message(
+        self,
+        plan: Plan,
+        report: Report,
+        with_notice: bool = True,
+        extra_headers: Sequence[tuple[str, str]] = (),
+    ) -> bytes:
         """The whole message: kept original fields, ``extra_headers`` on top, new body."""
         parts = self.body_parts(plan, report, with_notice)
         if len(parts) == 1 and parts[0].get_content_maintype() == "text":

@@ -128,8 +128,9 @@ class WorkersConfig(_Model):
     document_timeout: StrictFloat = Field(30.0, gt=0)  # per attachment sanitizer run
     document_memory_limit_mb: StrictInt = Field(1024, ge=64)
     max_jobs: StrictInt = Field(500, ge=1)  # a worker is replaced after this many messages
-    # A worker that crashes or times out: tempfail (451, sender retries) or quarantine.
-    on_failure: Literal["tempfail", "quarantine"] = "tempfail"
+    # A message whose worker crashed, hung or ran out of memory: quarantine (the original is
+    # held, 250: a message that kills workers is not retried for days) or tempfail (451).
+    on_failure: Literal["tempfail", "quarantine"] = "quarantine"
 
 
 class PolicyConfig(_Model):

@@ -112,8 +112,9 @@ Runner = Callable[..., Any]
 
 def url_policy(settings: Any) -> UrlPolicy:
     urls = settings.urls
-    return UrlPolicy(mode=urls.mode, allow_domains=frozenset(urls.allow_domains),
-                     mailto=urls.mailto)
+    return UrlPolicy(
+        mode=urls.mode, allow_domains=frozenset(urls.allow_domains), mailto=urls.mailto
+    )
 
 
 class Inspector:
@@ -186,8 +187,9 @@ class Inspector:
             if self.settings.signed == "quarantine":
                 self.report.add_finding("SIGNED_MESSAGE", part.part_id, "multipart/signed")
                 self.report.raise_verdict(Verdict.QUARANTINE, "signed mail held by policy")
-            self.report.add_action("signature-removed", part.part_id,
-                                   "the signature cannot verify after sanitizing")
+            self.report.add_action(
+                "signature-removed", part.part_id, "the signature cannot verify after sanitizing"
+            )
             self._visit(children[0], plan, in_alternative=False)
             return
         if subtype == "encrypted":
@@ -233,8 +235,9 @@ class Inspector:
             plan.nodes.append(chosen)
         dropped = len(children) - len(files) - (1 if chosen is not None else 0)
         if dropped > 0:
-            self.report.add_action("alternative-collapsed", part.part_id,
-                                   "one alternative delivered", count=dropped)
+            self.report.add_action(
+                "alternative-collapsed", part.part_id, "one alternative delivered", count=dropped
+            )
         for child in files:
             self._file(child, plan)
 
@@ -334,8 +337,13 @@ class Inspector:
             return
         try:
             result = self.runner(
-                sanitizer.sanitize, plan.original, plan.original_name, part.part_id, options,
-                timeout=timeout, memory_limit_mb=self.limits.document_memory_mb,
+                sanitizer.sanitize,
+                plan.original,
+                plan.original_name,
+                part.part_id,
+                options,
+                timeout=timeout,
+                memory_limit_mb=self.limits.document_memory_mb,
             )
         except CannotSanitize as exc:
             self._failed(plan, exc.code, str(exc))

@@ -40,7 +40,10 @@ class MimeLimits:
 
 
 class MimeLimitExceeded(Exception):
-    """The message exceeds a structural limit; ``code`` is the finding (LIMIT_DEPTH, LIMIT_PARTS, LIMIT_DECODED_SIZE)."""
+    """The message exceeds a structural limit.
+
+    ``code`` is the finding: LIMIT_DEPTH, LIMIT_PARTS or LIMIT_DECODED_SIZE.
+    """
 
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
@@ -85,7 +88,7 @@ class Part:
     def param(self, name: str) -> str:
         return next((v for k, v in self.params if k == name), "")
 
-    def walk(self):  # noqa: ANN201 - a generator of Part
+    def walk(self):
         yield self
         for child in self.children:
             yield from child.walk()
@@ -196,9 +199,7 @@ class _Walker:
         self.parts += 1
         self.decoded += size
         if self.parts > self.limits.max_parts:
-            raise MimeLimitExceeded(
-                "LIMIT_PARTS", f"more than {self.limits.max_parts} parts"
-            )
+            raise MimeLimitExceeded("LIMIT_PARTS", f"more than {self.limits.max_parts} parts")
         if self.decoded > self.limits.max_decoded_size:
             raise MimeLimitExceeded(
                 "LIMIT_DECODED_SIZE", f"decoded size over {self.limits.max_decoded_size} bytes"
@@ -224,18 +225,48 @@ class _Walker:
                 for index, child in enumerate(payload if isinstance(payload, list) else [], 1)
                 if isinstance(child, email.message.Message)
             )
-            return Part(part_id, declared, filename, charset, disposition, content_id, b"",
-                        children, defects, params=params)
+            return Part(
+                part_id,
+                declared,
+                filename,
+                charset,
+                disposition,
+                content_id,
+                b"",
+                children,
+                defects,
+                params=params,
+            )
         if declared == "message/rfc822" or msg.is_multipart():
             inner = msg.get_payload()
             data = _message_bytes(inner)
             self._count(len(data))
-            return Part(part_id, "message/rfc822", filename, None, disposition, content_id,
-                        data, (), defects, params=params)
+            return Part(
+                part_id,
+                "message/rfc822",
+                filename,
+                None,
+                disposition,
+                content_id,
+                data,
+                (),
+                defects,
+                params=params,
+            )
         data = _leaf_payload(msg)
         self._count(len(data))
-        leaf = Part(part_id, declared, filename, charset, disposition, content_id, data, (),
-                    defects, params=params)
+        leaf = Part(
+            part_id,
+            declared,
+            filename,
+            charset,
+            disposition,
+            content_id,
+            data,
+            (),
+            defects,
+            params=params,
+        )
         if declared in ("application/ms-tnef", "application/vnd.ms-tnef") or (
             filename.lower() == "winmail.dat"
         ):
@@ -254,14 +285,30 @@ class _Walker:
             name = match.group(2).strip().decode("utf-8", "replace")
             self._count(len(decoded))
             files.append(
-                Part(f"{leaf.part_id}.uu{index}", "application/octet-stream", name,
-                     disposition="attachment", payload=decoded, origin="uuencode")
+                Part(
+                    f"{leaf.part_id}.uu{index}",
+                    "application/octet-stream",
+                    name,
+                    disposition="attachment",
+                    payload=decoded,
+                    origin="uuencode",
+                )
             )
             text = text.replace(match.group(0), b"")
         if not files:
             return leaf
-        body = Part(f"{leaf.part_id}.0", leaf.declared_type, "", leaf.declared_charset,
-                    leaf.disposition, leaf.content_id, text, (), leaf.defects, params=leaf.params)
+        body = Part(
+            f"{leaf.part_id}.0",
+            leaf.declared_type,
+            "",
+            leaf.declared_charset,
+            leaf.disposition,
+            leaf.content_id,
+            text,
+            (),
+            leaf.defects,
+            params=leaf.params,
+        )
         return Part(leaf.part_id, "multipart/mixed", children=(body, *files), origin="uuencode")
 
     def _tnef(self, leaf: Part) -> Part:
@@ -278,26 +325,47 @@ class _Walker:
                 if isinstance(name, bytes):
                     name = name.decode("cp1252", "replace")
                 members.append(
-                    Part(f"{leaf.part_id}.t{index}", "application/octet-stream",
-                         str(name).strip("\x00"), disposition="attachment", payload=data,
-                         origin="tnef")
+                    Part(
+                        f"{leaf.part_id}.t{index}",
+                        "application/octet-stream",
+                        str(name).strip("\x00"),
+                        disposition="attachment",
+                        payload=data,
+                        origin="tnef",
+                    )
                 )
             html = tnef.htmlbody if isinstance(tnef.htmlbody, bytes | str) else None
             if html:
                 raw_html = html.encode("utf-8") if isinstance(html, str) else html
-                members.insert(0, Part(f"{leaf.part_id}.t0", "text/html", "", None,
-                                       "attachment", "", raw_html, origin="tnef"))
+                members.insert(
+                    0,
+                    Part(
+                        f"{leaf.part_id}.t0",
+                        "text/html",
+                        "",
+                        None,
+                        "attachment",
+                        "",
+                        raw_html,
+                        origin="tnef",
+                    ),
+                )
         except MimeLimitExceeded:
             raise
         except Exception:
             return leaf
         if not members:
             return leaf
-        return Part(leaf.part_id, "multipart/mixed", leaf.untrusted_filename, children=tuple(members),
-                    origin="tnef")
+        return Part(
+            leaf.part_id,
+            "multipart/mixed",
+            leaf.untrusted_filename,
+            children=tuple(members),
+            origin="tnef",
+        )
 
 
-def _safe(function, msg: email.message.Message) -> str:  # noqa: ANN001
+def _safe(function, msg: email.message.Message) -> str:
     try:
         return function(msg) or ""
     except Exception:

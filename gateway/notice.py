@@ -26,7 +26,9 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "title": "【無害化処理のお知らせ】",
         "intro": "このメールはインターネットから届いたため、安全のため次の処理を行いました。",
         "html-to-text": "・HTML形式の本文をテキストに変換しました。",
-        "html-sanitized": "・HTML本文から危険な要素（スクリプト、フォーム、外部画像など）を除去しました。",
+        "html-sanitized": (
+            "・HTML本文から危険な要素（スクリプト、フォーム、外部画像など）を除去しました。"
+        ),
         "urls-defanged": "・URL {count}件をクリックできない形に変更しました（例: hxxps://example[.]com）。",
         "urls-removed": "・URL {count}件を削除しました。",
         "attachment-rebuilt": "・添付ファイル「{name}」を無害化して再作成しました（{reason}）。",
@@ -47,10 +49,11 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "html-sanitized": "- Dangerous HTML (scripts, forms, remote images...) was removed.",
         "urls-defanged": "- {count} URL(s) were made unclickable (e.g. hxxps://example[.]com).",
         "urls-removed": "- {count} URL(s) were removed.",
-        "attachment-rebuilt": "- Attachment \"{name}\" was rebuilt without active content ({reason}).",
-        "attachment-rasterized": "- Attachment \"{name}\" was converted to images ({reason}).",
-        "attachment-stripped": "- Attachment \"{name}\" was removed ({reason}).",
-        "attachment-renamed": "- Attachment \"{name}\" was renamed to \"{new_name}\".",
+        "attachment-rebuilt": '- Attachment "{name}" was rebuilt without active content '
+        "({reason}).",
+        "attachment-rasterized": '- Attachment "{name}" was converted to images ({reason}).',
+        "attachment-stripped": '- Attachment "{name}" was removed ({reason}).',
+        "attachment-renamed": '- Attachment "{name}" was renamed to "{new_name}".',
         "signature-removed": "- The digital signature was removed: it cannot verify after changes.",
         "tnef-unpacked": "- Attachments were unpacked from an Outlook winmail.dat.",
         "uuencode-extracted": "- A file embedded in the text (uuencode) was extracted.",
@@ -176,8 +179,11 @@ class Notice:
         return out
 
     def _attachment_line(self, record: AttachmentRecord) -> str:
-        name = replace_control_chars(record.untrusted_filename or "(無題)" if self.language == "ja"
-                                     else record.untrusted_filename or "(unnamed)")
+        name = replace_control_chars(
+            record.untrusted_filename or "(無題)"
+            if self.language == "ja"
+            else record.untrusted_filename or "(unnamed)"
+        )
         reason = reason_text(record.reason, self.language)
         if record.action in ("rebuilt", "both"):
             line = self._line("attachment-rebuilt", name=name, reason=reason)
@@ -189,7 +195,9 @@ class Notice:
             return ""
         if record.output_filename and record.output_filename != record.untrusted_filename:
             renamed = self._line(
-                "attachment-renamed", name=name, new_name=replace_control_chars(record.output_filename)
+                "attachment-renamed",
+                name=name,
+                new_name=replace_control_chars(record.output_filename),
             )
             line = f"{line}\n{renamed}"
         return line

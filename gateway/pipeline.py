@@ -198,9 +198,9 @@ class Pipeline:
         trace = received_header(job.envelope, self.hostname)
         report.add_action("received-added")
         for node in plan.files():
-            if isinstance(node, FilePlan) and node.content_class in decision.skip_classes:
-                if node.record.action != "held":
-                    node.record.action, node.record.reason = "kept", "TRUSTED_SENDER"
+            trusted = isinstance(node, FilePlan) and node.content_class in decision.skip_classes
+            if trusted and node.record.action != "held":
+                node.record.action, node.record.reason = "kept", "TRUSTED_SENDER"
         extra = [*decision.tag_headers]
         if _unchanged(plan, report):
             body = job.raw

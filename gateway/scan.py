@@ -82,7 +82,9 @@ def describe(outcome: Outcome) -> str:
         lines.append(f"action: {action.kind}{count} part={action.part_id or '-'}{reason}")
     for record in report.attachments:
         name = replace_control_chars(record.untrusted_filename) or "(unnamed)"
-        out = f" -> {replace_control_chars(record.output_filename)}" if record.output_filename else ""
+        out = (
+            f" -> {replace_control_chars(record.output_filename)}" if record.output_filename else ""
+        )
         lines.append(
             f"attachment: part={record.part_id} {name!r} declared={record.declared_type} "
             f"detected={record.detected_type} size={record.size} action={record.action or '-'}"
@@ -138,15 +140,28 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
         epilog="Exit codes: 0 deliver, 3 quarantine, 4 reject, 1 pipeline failure, 2 usage.",
     )
     scan.add_argument("file", type=Path, metavar="FILE.eml")
-    scan.add_argument("--policy", type=Path, metavar="FILE",
-                      help="a policy file (or directory) instead of the configured ones")
+    scan.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="a policy file (or directory) instead of the configured ones",
+    )
     scan.add_argument("--out", type=Path, metavar="OUT.eml", help="write the sanitized message")
     scan.add_argument("--json", action="store_true", help="print the report as JSON")
-    scan.add_argument("--from", dest="mail_from", metavar="ADDR",
-                      help="envelope sender (default: the From: address)")
-    scan.add_argument("--rcpt", action="append", metavar="ADDR",
-                      help="envelope recipient, repeatable (default: the To: addresses)")
-    scan.add_argument("--no-auth", action="store_true",
-                      help="skip SPF/DKIM/DMARC/ARC checks (no DNS lookups)")
+    scan.add_argument(
+        "--from",
+        dest="mail_from",
+        metavar="ADDR",
+        help="envelope sender (default: the From: address)",
+    )
+    scan.add_argument(
+        "--rcpt",
+        action="append",
+        metavar="ADDR",
+        help="envelope recipient, repeatable (default: the To: addresses)",
+    )
+    scan.add_argument(
+        "--no-auth", action="store_true", help="skip SPF/DKIM/DMARC/ARC checks (no DNS lookups)"
+    )
     scan.add_argument("--reference", metavar="ID", help="reference id to quote in the notice")
     scan.set_defaults(func=_scan)

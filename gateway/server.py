@@ -73,13 +73,13 @@ class GatewayServer:
         overrides: dict[str, Any] | None = None,
         store: QuarantineStore | None = None,
         metrics: Metrics | None = None,
-        pipeline_target: str = "gateway.pipeline:init_worker",
+        pipeline_target: str | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.overrides = overrides or {}
         self.metrics = metrics or Metrics(tenants=config.tenants)
-        self.pipeline_target = pipeline_target
+        self.pipeline_target = pipeline_target or type(self).pipeline_target
         self.store = store
         self.pool: WorkerPool | None = None
         self.downstream: Downstream | None = None

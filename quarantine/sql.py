@@ -55,6 +55,7 @@ from gateway.config import Config
 from gateway.errors import StoreUnavailable
 from gateway.logs import audit_log as audit_logger
 from gateway.logs import log_fields, quarantine_log
+from gateway.metrics import QuarantineBacklog
 from gateway.report import Report
 from quarantine import db
 from quarantine.blobs import FileBlobs, sha256_hex
@@ -641,6 +642,21 @@ class SqlStore:
             return [
                 StatusChange(_aware(r.at), r.from_status, r.to_status, r.actor, r.reason)  # type: ignore[arg-type]
                 for r in rows
+            ]
+
+    def backlog(self) -> builtins.list[QuarantineBacklog]:
+        """Held items per tenant and the oldest one's arrival (``gateway.metrics`` polls it)."""
+        statement = (
+            select(items.c.tenant, func.count(), func.min(items.c.received_at))
+            .where(items.c.status == HELD, items.c.kind == "quarantined")
+            .group_by(items.c.tenant)
+        )
+        with self.engine.connect() as conn:
+            return [
+                QuarantineBacklog(
+                    str(tenant), int(count), _aware(oldest).timestamp() if oldest else None
+                )
+                for tenant, count, oldest in conn.execute(statement)
             ]
 
     def status_counts(self, scope: Scope = None) -> dict[str, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from quarantine.sql import ItemQuery
 from tests.gateway.test_relay_basics import message
 from tests.helpers.gateway import RunningGateway, make_config
 from tests.helpers.smtp_sink import SmtpSink
@@ -213,7 +214,11 @@ def test_idle_session_gets_421_before_close(tmp_path, sink):
     [("crash", b"4.3.0"), ("exit", b"4.3.0"), ("raise", b"4.3.0"), ("memory", b"4.3.0")],
 )
 def test_worker_failure_gives_451_and_the_pool_recovers(tmp_path, sink, behaviour, expected):
-    config = make_config(tmp_path, downstream=sink.address, **{"workers.memory_limit_mb": 256})
+    config = make_config(
+        tmp_path,
+        downstream=sink.address,
+        **{"workers.memory_limit_mb": 256, "workers.on_failure": "tempfail"},
+    )
     with RunningGateway(config, pipeline_target=MISBEHAVING) as gateway:
         _, (code, text) = send_one(gateway, message(X_Test_Behaviour=behaviour))
         assert (code, text[:5]) == (451, expected)
@@ -224,7 +229,11 @@ def test_worker_failure_gives_451_and_the_pool_recovers(tmp_path, sink, behaviou
 
 
 def test_worker_timeout_gives_451_and_kills_the_worker(tmp_path, sink):
-    config = make_config(tmp_path, downstream=sink.address, **{"workers.message_timeout": 1.0})
+    config = make_config(
+        tmp_path,
+        downstream=sink.address,
+        **{"workers.message_timeout": 1.0, "workers.on_failure": "tempfail"},
+    )
     with RunningGateway(config, pipeline_target=MISBEHAVING) as gateway:
         _, (code, text) = send_one(gateway, message(X_Test_Behaviour="sleep=30"))
         assert (code, text[:5]) == (451, b"4.4.7")
@@ -232,3 +241,17 @@ def test_worker_timeout_gives_451_and_kills_the_worker(tmp_path, sink):
         _, (code, _) = send_one(gateway, message())
         assert code == 250
     assert len(sink.messages) == 1
+
+
+def test_by_default_a_message_that_kills_its_worker_is_held_not_retried_forever(tmp_path, sink):
+    config = make_config(tmp_path, downstream=sink.address)
+    with RunningGateway(config, pipeline_target=MISBEHAVING) as gateway:
+        _, (code, text) = send_one(gateway, message(X_Test_Behaviour="crash"))
+        assert code == 250
+        assert b"Held for review as " in text
+        store = gateway.server.store
+        [item] = store.list(ItemQuery()).items
+        assert item.status == "held"
+        assert "WORKER_CRASHED" in item.reasons
+        assert store.original(item.id).endswith(b"body text\r\n")
+    assert sink.messages == []

@@ -39,7 +39,7 @@ class RunningGateway:
     def __init__(
         self,
         config: Config,
-        pipeline_target: str = "gateway.pipeline:init_worker",
+        pipeline_target: str | None = None,
         store: Any = None,
     ) -> None:
         self.config = config
