@@ -236,6 +236,11 @@ def _parse(name: str, data: bytes) -> etree._Element:
         raise CannotSanitize("OOXML_DAMAGED", f"{name}: {exc}"[:300]) from None
     if root is None:
         raise CannotSanitize("OOXML_DAMAGED", f"{name}: empty XML")
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        # Office never writes a DTD into a package part (ECMA-376 Part 2, 8.1.4 forbids
+        # them); one here is an entity-expansion or XXE attempt.
+        raise CannotSanitize("OOXML_DAMAGED", f"{name}: DOCTYPE in a package part")
     return root
 
 
