@@ -118,7 +118,7 @@ def image_end(data: bytes) -> int | None:
 def _jpeg_end(data: bytes) -> int | None:
     pos = 2
     n = len(data)
-    while pos + 4 <= n:
+    while pos + 2 <= n:
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
@@ -130,6 +130,8 @@ def _jpeg_end(data: bytes) -> int | None:
         if marker in (0x01, *range(0xD0, 0xD8)):
             pos += 2
             continue
+        if pos + 4 > n:
+            return None
         (length,) = struct.unpack_from(">H", data, pos + 2)
         pos += 2 + length
         if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
