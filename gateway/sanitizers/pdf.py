@@ -15,9 +15,10 @@ Modes (``options.mode``):
     ``/AlternatePresentations`` and ``/Renditions`` name trees, ``/URI`` base and ``/Perms``.
     Link annotations lose their action; with ``defang_urls`` their target survives only as a
     defanged tooltip (``hxxps://example[.]jp/``), and ``http://``/``https://`` in page text
-    drawn with simple fonts becomes ``hxxp://``/``hxxps://`` so viewers that turn URL-like
-    text into links (Acrobat does) find none. The copy is written afresh: one revision (no
-    incremental updates), no object streams, no encryption, deterministic ``/ID``.
+    drawn with simple fonts becomes ``hxxp://``/``hxxps://`` (kerned so that nothing moves)
+    so viewers that turn URL-like text into links (Acrobat does) find none. The copy is
+    written afresh: one revision (no incremental updates), no object streams, no
+    encryption, deterministic ``/ID``.
 
     The written copy is then reopened from its bytes and checked again for every kind of
     active content listed above, and for its page count; any survivor fails the part closed
@@ -200,9 +201,42 @@ def _walk_direct(obj: Any, depth: int) -> Iterator[Dictionary | Stream]:
                 yield from _walk_direct(value, depth + 1)
 
 
+# Every action type of ISO 32000-2 (12.6.4). /S means other things elsewhere (structure
+# element types, border styles, transparency groups, page-label styles), so a dictionary is
+# an action only when /S names one of these or it says /Type /Action.
+_ACTION_TYPES = frozenset(
+    {
+        "/GoTo",
+        "/GoToR",
+        "/GoToE",
+        "/GoToDp",
+        "/Launch",
+        "/Thread",
+        "/URI",
+        "/Sound",
+        "/Movie",
+        "/Hide",
+        "/Named",
+        "/SubmitForm",
+        "/ResetForm",
+        "/ImportData",
+        "/SetOCGState",
+        "/Rendition",
+        "/Trans",
+        "/GoTo3DView",
+        "/JavaScript",
+        "/RichMediaExecute",
+    }
+)
+
+
 def _action_type(obj: Dictionary | Stream) -> str:
     subtype = obj.get(Name.S)
-    return str(subtype) if isinstance(subtype, Name) else ""
+    if not isinstance(subtype, Name):
+        return ""
+    if str(subtype) in _ACTION_TYPES or obj.get(Name.Type) == Name("/Action"):
+        return str(subtype)
+    return ""
 
 
 def _is_action(obj: Any) -> bool:
@@ -404,25 +438,93 @@ def _neutralize_object(obj: Dictionary | Stream) -> None:
             del obj[key]  # an action we emptied: drop the dangling slot too
 
 
-_SIMPLE_FONT_TYPES = {"/Type1", "/TrueType", "/Type3", "/MMType1"}
-_URL_SCHEME = re.compile(rb"(?i)(h)tt(ps?)(?=://)")
+_SIMPLE_FONT_TYPES = {"/Type1", "/TrueType", "/MMType1"}
+_URL_SCHEME = re.compile(rb"(?i)(h)(tt)(ps?)(?=://)")
+
+
+# Widths of t, x, T, X in the standard 14 fonts (Adobe AFM files), which may come without
+# /Widths. Only these four letters are ever swapped.
+_BASE14_TX = {
+    "Helvetica": (278, 500, 611, 667),
+    "Helvetica-Oblique": (278, 500, 611, 667),
+    "Helvetica-Bold": (333, 556, 611, 667),
+    "Helvetica-BoldOblique": (333, 556, 611, 667),
+    "Times-Roman": (278, 500, 611, 722),
+    "Times-Italic": (278, 444, 556, 611),
+    "Times-Bold": (333, 500, 667, 722),
+    "Times-BoldItalic": (278, 500, 611, 667),
+    "Courier": (600, 600, 600, 600),
+    "Courier-Oblique": (600, 600, 600, 600),
+    "Courier-Bold": (600, 600, 600, 600),
+    "Courier-BoldOblique": (600, 600, 600, 600),
+}
+
+
+def _widths(font: Any) -> tuple[int, list[float]] | None:
+    """(FirstChar, Widths) of a simple font, in 1/1000 text space units; None if unknown."""
+    try:
+        first = int(font.get(Name.FirstChar))
+        return first, [float(w) for w in font.get(Name.Widths)]
+    except (TypeError, ValueError, pikepdf.PdfError):
+        pass
+    base = str(font.get(Name.BaseFont, "")).lstrip("/")
+    if base in _BASE14_TX and Name.Encoding not in font:
+        t, x, upper_t, upper_x = _BASE14_TX[base]
+        widths = [0.0] * 256
+        widths[ord("t")], widths[ord("x")] = t, x
+        widths[ord("T")], widths[ord("X")] = upper_t, upper_x
+        return 0, widths
+    return None
+
+
+def _defanged_segments(raw: bytes, metrics: tuple[int, list[float]]) -> list[Any] | None:
+    """``raw`` with ``http(s)`` -> ``hxxp(s)``, as TJ elements whose kerning numbers give back
+    exactly the width the wider "x" glyphs took, so nothing after them moves. None when
+    there is nothing to change or a width is unknown."""
+    first, widths = metrics
+
+    def width(code: int) -> float | None:
+        index = code - first
+        return widths[index] if 0 <= index < len(widths) else None
+
+    out: list[Any] = []
+    position = 0
+    for match in _URL_SCHEME.finditer(raw):
+        old = match.group(2)
+        new = b"XX" if old.isupper() else b"xx"
+        old_width = sum(width(c) or -1e9 for c in old)
+        new_width = sum(width(c) or -1e9 for c in new)
+        if old_width < 0 or new_width < 0:
+            return None
+        out.append(pikepdf.String(raw[position : match.start()] + match.group(1) + new))
+        out.append(new_width - old_width)  # positive TJ numbers move the next glyph left
+        position = match.start(3)
+    if not out:
+        return None
+    out.append(pikepdf.String(raw[position:]))
+    return out
 
 
 def _defang_page_text(pdf: pikepdf.Pdf) -> int:
-    """Rewrite ``http(s)://`` in text drawn with simple (one-byte) fonts. Same length, so
-    the layout of the line does not move. CID fonts are left alone: their bytes are glyph
-    numbers, not letters. Returns how many strings changed."""
+    """Rewrite ``http(s)://`` in text drawn with simple (one-byte) fonts that carry their
+    glyph widths, compensating the width so the layout does not move. CID fonts are left
+    alone (their bytes are glyph numbers, not letters), as are the ``'`` and ``"``
+    operators. Returns how many strings changed."""
     changed = 0
     for page in pdf.pages:
         try:
             fonts = page.obj.get(Name.Resources, Dictionary()).get(Name.Font, Dictionary())
-            simple = {
-                str(k)
-                for k in fonts
-                if isinstance(fonts[k], Dictionary)
-                and str(fonts[k].get(Name.Subtype, "")) in _SIMPLE_FONT_TYPES
-            }
-            instructions = pikepdf.parse_content_stream(page)
+            metrics = {}
+            for key in fonts:
+                font = fonts[key]
+                if (
+                    isinstance(font, Dictionary)
+                    and str(font.get(Name.Subtype, "")) in _SIMPLE_FONT_TYPES
+                ):
+                    found = _widths(font)
+                    if found is not None:
+                        metrics[str(key)] = found
+            instructions = pikepdf.parse_content_stream(page) if metrics else []
         except Exception:  # unparseable content is left as qpdf wrote it
             instructions = []
         current = ""
@@ -436,28 +538,26 @@ def _defang_page_text(pdf: pikepdf.Pdf) -> int:
             op = str(operator)
             if op == "Tf" and operands and isinstance(operands[0], Name):
                 current = str(operands[0])
-            elif op in ("Tj", "TJ", "'", '"') and current in simple:
-                new_operands = []
-                for operand in operands:
-                    if isinstance(operand, pikepdf.String):
-                        raw = bytes(operand)
-                        new = _URL_SCHEME.sub(rb"\1xx\2", raw)
-                        if new != raw:
-                            page_changed += 1
-                            operand = pikepdf.String(new)
-                    elif isinstance(operand, Array):
-                        items = []
-                        for item in operand:
-                            if isinstance(item, pikepdf.String):
-                                raw = bytes(item)
-                                new = _URL_SCHEME.sub(rb"\1xx\2", raw)
-                                if new != raw:
-                                    page_changed += 1
-                                    item = pikepdf.String(new)
-                            items.append(item)
-                        operand = Array(items)
-                    new_operands.append(operand)
-                instruction = pikepdf.ContentStreamInstruction(new_operands, operator)
+            elif op in ("Tj", "TJ") and current in metrics and operands:
+                items = list(operands[0]) if op == "TJ" else [operands[0]]
+                new_items: list[Any] = []
+                touched = False
+                for item in items:
+                    segments = (
+                        _defanged_segments(bytes(item), metrics[current])
+                        if isinstance(item, pikepdf.String)
+                        else None
+                    )
+                    if segments is None:
+                        new_items.append(item)
+                    else:
+                        new_items.extend(segments)
+                        touched = True
+                if touched:
+                    page_changed += 1
+                    instruction = pikepdf.ContentStreamInstruction(
+                        [Array(new_items)], pikepdf.Operator("TJ")
+                    )
             rewritten.append(instruction)
         if page_changed:
             page.obj[Name.Contents] = pdf.make_stream(pikepdf.unparse_content_stream(rewritten))
@@ -484,12 +584,6 @@ def _rebuild(
             findings.append(
                 Finding("PDF_ENCRYPTION_REMOVED", part_id, "empty user password; written clear")
             )
-        try:
-            repaired = [str(w) for w in pdf.get_warnings()]
-        except Exception:
-            repaired = []
-        if repaired:
-            findings.append(Finding("PDF_REPAIRED", part_id, "; ".join(repaired[:3])[:300]))
         if data.count(b"%%EOF") > 1:
             findings.append(
                 Finding(
@@ -524,6 +618,15 @@ def _rebuild(
             raise
         except (pikepdf.PdfError, ValueError, RuntimeError, TypeError, KeyError) as exc:
             raise CannotSanitize("PDF_DAMAGED", f"{type(exc).__name__}: {exc}"[:300]) from None
+        try:  # qpdf warns while resolving objects, so only after the whole file was written
+            repaired = [
+                re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "input", str(w))
+                for w in pdf.get_warnings()
+            ]
+        except Exception:
+            repaired = []
+        if repaired:
+            findings.append(Finding("PDF_REPAIRED", part_id, "; ".join(repaired[:3])[:300]))
     rebuilt = out.getvalue()
     _verify(rebuilt, page_count, part_id)
     return rebuilt, findings, page_count

@@ -29,6 +29,43 @@ _PDF_TOKENS = re.compile(
 )
 
 
+def _without_strings(text: bytes) -> bytes:
+    """PDF syntax with literal and hex strings blanked, so ``(…/wiki/JavaScript)`` in a
+    tooltip is not mistaken for a name token."""
+    out = bytearray()
+    depth = 0
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if depth:
+            if char == 0x5C:  # backslash escapes the next byte
+                index += 2
+                continue
+            if char == 0x28:
+                depth += 1
+            elif char == 0x29:
+                depth -= 1
+            index += 1
+            continue
+        if char == 0x28:
+            depth = 1
+            out += b"()"
+        elif (
+            char == 0x3C
+            and text[index + 1 : index + 2] != b"<"
+            and (index == 0 or text[index - 1] != 0x3C)
+        ):
+            end = text.find(b">", index)
+            if end < 0:
+                break
+            out += b"<>"
+            index = end
+        else:
+            out.append(char)
+        index += 1
+    return bytes(out)
+
+
 def pdf_active_content(data: bytes) -> list[str]:
     found: list[str] = []
     with pikepdf.open(io.BytesIO(data)) as pdf:
@@ -43,10 +80,10 @@ def pdf_active_content(data: bytes) -> list[str]:
             except Exception as exc:  # the oracle fails closed too
                 found.append(f"unserialisable object: {type(exc).__name__}")
                 continue
-            for match in _PDF_TOKENS.finditer(text):
+            for match in _PDF_TOKENS.finditer(_without_strings(text)):
                 found.append(match.group().decode("latin-1"))
         trailer = pdf.trailer.unparse(resolved=True)
-        for match in _PDF_TOKENS.finditer(trailer):
+        for match in _PDF_TOKENS.finditer(_without_strings(trailer)):
             found.append(match.group().decode("latin-1"))
         open_action = pdf.Root.get("/OpenAction")
         if (
