@@ -52,6 +52,7 @@ FINDING_CODES: tuple[str, ...] = (
     "OFFICE_XML",  # Word/Excel 2003 XML: can carry DDE, OLE objects and macros
     "SVG_ACTIVE_CONTENT",  # script, event handlers, foreignObject or external references
     "EMPTY_FILE",  # zero bytes
+    "DETECTION_ERROR",  # the checks themselves failed: class unknown (fail closed)
 )
 
 
@@ -825,8 +826,22 @@ def detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: st
     """Classify one attachment by its content; check its name and declared type against it.
 
     Bounded: libmagic sees at most 2 MiB; ZIPs are read through their central directory only.
-    Never raises for any input bytes or name.
+    Never raises for any input bytes or name: a failure of the checks themselves gives class
+    ``unknown`` (stripped by default) with the finding ``DETECTION_ERROR``.
     """
+    try:
+        return _detect(data, untrusted_filename, declared_type, part_id)
+    except Exception as exc:  # fail closed: what we cannot classify is not delivered as is
+        detail = f"{type(exc).__name__}: {exc}"
+        return Detection(
+            "application/octet-stream",
+            "unknown",
+            (Finding("DETECTION_ERROR", part_id, _shown(detail, 200)),),
+            "unclassified",
+        )
+
+
+def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: str) -> Detection:
     mime, by_content, description, findings = _content(data, part_id)
     content_class = by_content
     findings.extend(_filename_findings(untrusted_filename, part_id))

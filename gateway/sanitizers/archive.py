@@ -131,6 +131,25 @@ def decode_member_name(info: zipfile.ZipInfo) -> tuple[str, bytes | None]:
     return info.filename, raw
 
 
+_NAME_CONTROLS = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})
+
+
+def clean_member_path(name: str) -> str:
+    """``name`` with control and bidi characters (and Windows-forbidden ones) removed from
+    each path component; unchanged when there are none, so ordinary names keep their bytes."""
+    import unicodedata
+
+    parts = name.split("/")
+    cleaned = []
+    for part in parts:
+        if any(unicodedata.category(c) in _NAME_CONTROLS for c in part) or re.search(
+            r'[:*?"<>|]', part
+        ):
+            part = sanitize_filename(part, default="file")
+        cleaned.append(part)
+    return "/".join(cleaned)
+
+
 def _unsafe_path(name: str) -> bool:
     normalized = name.replace("\\", "/")
     if normalized.startswith("/") or re.match(r"^[A-Za-z]:", normalized):
@@ -232,6 +251,13 @@ def _shown(untrusted: str) -> str:
     return replace_control_chars(untrusted)[:200]
 
 
+def _reencode(name: str) -> bytes | None:
+    try:
+        return name.encode("cp932")
+    except UnicodeEncodeError:
+        return None  # not representable in CP932: written as UTF-8 with the flag
+
+
 def _read_member(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: _Budget, part_id: str
 ) -> bytes:
@@ -295,6 +321,17 @@ def _sanitize_zip(
                 )
                 return outcome
             date_time = info.date_time if info.date_time[0] >= 1980 else (1980, 1, 1, 0, 0, 0)
+            shown_name = clean_member_path(name)
+            if shown_name != name:  # an RLO or control character: the written name loses it
+                outcome.findings.append(
+                    Finding(
+                        "FILENAME_BIDI_CONTROL",
+                        member_id,
+                        f"{_shown(name)} written as {shown_name}",
+                    )
+                )
+                name = shown_name
+                raw_name = _reencode(shown_name) if raw_name is not None else None
             _handle_member(
                 _Member(name, raw_name, content, date_time),  # type: ignore[arg-type]
                 member_id,
@@ -359,6 +396,17 @@ def _handle_member(
     except CannotSanitize as exc:
         outcome.findings.append(
             Finding("ARCHIVE_MEMBER_STRIPPED", member_id, f"{shown}: {exc.code}")
+        )
+        return
+    except MemoryError:
+        raise  # the whole worker is in trouble: let run_isolated report it
+    except Exception as exc:  # a sanitizer bug on one member strips that member, nothing more
+        outcome.findings.append(
+            Finding(
+                "ARCHIVE_MEMBER_STRIPPED",
+                member_id,
+                f"{shown}: SANITIZER_ERROR {type(exc).__name__}",
+            )
         )
         return
     outcome.findings.extend(result.findings)

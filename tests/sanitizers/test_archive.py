@@ -173,3 +173,11 @@ def test_malformed_zip(data: bytes) -> None:
     result = _sanitize(data)
     assert result.outputs == ()
     assert result.findings
+
+
+def test_bidi_controls_removed_from_member_names() -> None:
+    data = hostile.simple_zip({"docs/報告\u202etxt.pdf": hostile.benign_pdf(1)})
+    result = _sanitize(data)
+    names = zipfile.ZipFile(io.BytesIO(result.outputs[0].data)).namelist()
+    assert names == ["docs/報告txt.pdf"]
+    assert "FILENAME_BIDI_CONTROL" in _codes(result)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway.detect import FINDING_CODES, detect, extension_of, sanitize_filename
 from gateway.sanitizers.base import CONTENT_CLASSES
@@ -245,3 +247,19 @@ def test_sanitize_filename_bounds_length_and_keeps_extension() -> None:
     assert name.endswith("見.pdf")
     assert sanitize_filename("マクロ付き.docm", new_extension="docx") == "マクロ付き.docx"
     assert sanitize_filename(sanitize_filename("a\u202eb.exe")) == sanitize_filename("a\u202eb.exe")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=4096), name=st.text(max_size=80), declared=st.text(max_size=40))
+def test_detect_never_raises(data: bytes, name: str, declared: str) -> None:
+    detection = detect(data, name, declared, "1")
+    assert detection.content_class in CONTENT_CLASSES
+
+
+@settings(max_examples=150, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=100), flip=st.integers(min_value=0, max_value=255))
+def test_detect_on_damaged_samples(cut: int, flip: int) -> None:
+    for sample in (hostile.docm(), hostile.zipcrypto_zip(), hostile.pdf_with_action("launch")):
+        damaged = bytearray(sample[: max(1, len(sample) * cut // 100)])
+        damaged[len(damaged) // 2] ^= flip
+        assert detect(bytes(damaged), "x.bin", "", "1").content_class in CONTENT_CLASSES
