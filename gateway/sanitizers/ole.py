@@ -145,7 +145,9 @@ def soffice_path() -> str | None:
     return shutil.which("soffice") or shutil.which("libreoffice")
 
 
-def _to_pdf(path: Path, workdir: Path) -> bytes:
+def office_to_pdf(path: Path, workdir: Path) -> bytes:
+    """LibreOffice's PDF of an Office file (no macros run in headless conversion).
+    Raises CannotSanitize OLE_RASTERIZE_UNAVAILABLE without LibreOffice."""
     soffice = soffice_path()
     if soffice is None:
         raise CannotSanitize("OLE_RASTERIZE_UNAVAILABLE", "LibreOffice is not installed")
@@ -243,7 +245,7 @@ class OleSanitizer:
 
             if options.mode in ("rasterize", "both"):
                 try:
-                    pdf = _to_pdf(path, workdir)
+                    pdf = office_to_pdf(path, workdir)
                 except CannotSanitize as exc:
                     findings.append(Finding(exc.code, part_id, str(exc)[:200]))
                     return SanitizeResult(findings=tuple(findings))

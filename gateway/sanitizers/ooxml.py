@@ -32,6 +32,11 @@ The output is checked before it is returned: oletools' ``VBA_Parser`` must find 
 nor XLM macros in it, and a re-scan must find no removed part type, external relationship or
 non-allow-listed field. Otherwise the part fails closed (``OOXML_VERIFY_FAILED``).
 
+Modes ``rasterize`` and ``both`` additionally render the *rebuilt* package through
+LibreOffice (``soffice``, optional, as for legacy OLE) into an image-only PDF; without
+LibreOffice ``rasterize`` gives no output and ``both`` only the rebuilt package, each with
+the finding ``OOXML_RASTERIZE_UNAVAILABLE``.
+
 What this module does not do: it does not open binary workbooks (``.xlsb``: BIFF12 records,
 not XML; ``OOXML_BINARY``), encrypted packages (they are OLE files: ``gateway.sanitizers.ole``),
 or judge images and fonts inside the package (they are kept as they are).
@@ -72,6 +77,8 @@ FINDING_CODES: tuple[str, ...] = (
     "OOXML_BINARY",  # xlsb: binary workbook, cannot be rebuilt
     "OOXML_DAMAGED",  # not a readable package
     "OOXML_VERIFY_FAILED",  # macros or removed content found in our own output
+    "OOXML_RASTERIZED",  # rendered through LibreOffice into an image-only PDF
+    "OOXML_RASTERIZE_UNAVAILABLE",  # rasterize asked for, LibreOffice not installed
 )
 
 _NS_R = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -745,6 +752,56 @@ def verify_ooxml(data: bytes) -> list[str]:
     return problems
 
 
+def _findings_of(package: _Package, part_id: str) -> list[Finding]:
+    findings = []
+    for code, evidence in package.findings.items():
+        unique = list(dict.fromkeys(evidence))
+        detail = "; ".join(unique[:5])
+        if len(unique) > 5:
+            detail += f"; and {len(unique) - 5} more"
+        findings.append(Finding(code, part_id, detail[:500]))
+    return findings
+
+
+def _with_image_twin(
+    rebuilt: bytes,
+    name: str,
+    extension: str,
+    part_id: str,
+    options: SanitizeOptions,
+    package: _Package,
+) -> SanitizeResult:
+    """Modes rasterize/both: the rebuilt package rendered by LibreOffice, then to images.
+    Without LibreOffice there is no image copy, and for ``rasterize`` no output at all."""
+    import tempfile
+    from pathlib import Path
+
+    from gateway.sanitizers.ole import office_to_pdf
+    from gateway.sanitizers.pdf import rasterize_pdf
+
+    findings = _findings_of(package, part_id)
+    outputs = []
+    if options.mode == "both":
+        outputs.append(OutputFile(rebuilt, name, _OUTPUT_MIME[extension]))
+    with tempfile.TemporaryDirectory(prefix="mugaika-ooxml-") as tmp:
+        path = Path(tmp, f"input.{extension}")
+        path.write_bytes(rebuilt)
+        try:
+            pdf = office_to_pdf(path, Path(tmp))
+        except CannotSanitize as exc:
+            code = "OOXML_RASTERIZE_UNAVAILABLE" if "UNAVAILABLE" in exc.code else exc.code
+            findings.append(Finding(code, part_id, str(exc)[:200]))
+            return SanitizeResult(outputs=tuple(outputs), findings=tuple(findings))
+    image_pdf, pages = rasterize_pdf(pdf, options)
+    findings.append(Finding("OOXML_RASTERIZED", part_id, f"{pages} pages"))
+    stem = name.rsplit(".", 1)[0]
+    suffix = "_画像化" if options.mode == "both" else ""
+    outputs.append(
+        OutputFile(image_pdf, sanitize_filename(f"{stem}{suffix}.pdf"), "application/pdf")
+    )
+    return SanitizeResult(outputs=tuple(outputs), findings=tuple(findings))
+
+
 class OoxmlSanitizer:
     """See Sanitizer."""
 
@@ -775,13 +832,9 @@ class OoxmlSanitizer:
             filename or f"document.{extension}",
             new_extension=None if current == extension else extension,
         )
-        findings = []
-        for code, evidence in package.findings.items():
-            unique = list(dict.fromkeys(evidence))
-            detail = "; ".join(unique[:5])
-            if len(unique) > 5:
-                detail += f"; and {len(unique) - 5} more"
-            findings.append(Finding(code, part_id, detail[:500]))
+        if options.mode in ("rasterize", "both"):
+            return _with_image_twin(rebuilt, name, extension, part_id, options, package)
+        findings = _findings_of(package, part_id)
         return SanitizeResult(
             outputs=(OutputFile(rebuilt, name, _OUTPUT_MIME[extension]),),
             findings=tuple(findings),

@@ -12,6 +12,7 @@ import pytest
 
 from gateway.errors import CannotSanitize
 from gateway.sanitizers.base import SanitizeOptions
+from gateway.sanitizers.ole import soffice_path
 from gateway.sanitizers.ooxml import OoxmlSanitizer
 from tests.helpers import hostile, oracle
 
@@ -126,3 +127,21 @@ def test_xml_entities_are_not_expanded() -> None:
     with pytest.raises(CannotSanitize, match="DOCTYPE in a package part") as caught:
         _sanitize(data, "x.docx")
     assert caught.value.code == "OOXML_DAMAGED"
+
+
+@pytest.mark.skipif(soffice_path() is not None, reason="LibreOffice is installed here")
+def test_rasterize_without_libreoffice_fails_closed() -> None:
+    only_images = SANITIZER.sanitize(
+        hostile.docm(), "a.docm", "1", SanitizeOptions(mode="rasterize")
+    )
+    assert only_images.outputs == ()
+    assert "OOXML_RASTERIZE_UNAVAILABLE" in {f.code for f in only_images.findings}
+    both = SANITIZER.sanitize(hostile.docm(), "a.docm", "1", SanitizeOptions(mode="both"))
+    assert [o.filename for o in both.outputs] == ["a.docx"]
+
+
+@pytest.mark.skipif(soffice_path() is None, reason="LibreOffice (soffice) is not installed")
+def test_both_with_libreoffice() -> None:
+    result = SANITIZER.sanitize(hostile.docm(), "a.docm", "1", SanitizeOptions(mode="both"))
+    assert [o.filename for o in result.outputs] == ["a.docx", "a_画像化.pdf"]
+    assert oracle.pdf_active_content(result.outputs[1].data) == []
