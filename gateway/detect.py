@@ -1,0 +1,915 @@
+"""True-type detection of attachments, and checks on their untrusted file names.
+
+``detect(data, untrusted_filename, declared_type, part_id)`` says what a part *is*, from its
+bytes: libmagic (python-magic) gives a first answer, then structure checks that libmagic does
+not make refine it (PE/ELF/Mach-O/LNK headers, the OLE root CLSID that marks an MSI, the ZIP
+central directory that tells OOXML from ODF from JAR, ISO 9660 and VHD signatures at their
+offsets, OneNote's file GUID, script markers inside HTML). The name and the declared MIME type
+are then compared with what the content is; they never decide the type on their own, except in
+one direction: a name that Windows would *run* (``.js``, ``.exe``, ``.hta``...) makes the part
+at least that dangerous whatever its content, because the recipient's desktop goes by the name.
+
+The result is a ``Detection``: the content's MIME type, one content class of
+``gateway.sanitizers.base.CONTENT_CLASSES`` (what the policy decides about), and findings with
+evidence. ``sanitize_filename`` makes a name safe to show and to write into the rebuilt mail.
+
+What this module deliberately does not do: it never decompresses an archive member except the
+small ``[Content_Types].xml``/``mimetype`` entries it needs (bounded; a bomb is never expanded
+here), never parses a document fully (that is a sanitizer's job, in a worker), and never trusts
+the declared type. It is a pure function of its arguments, fast enough to run in the message
+worker without a separate process.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import unicodedata
+import zipfile
+from dataclasses import dataclass
+
+import magic
+
+from gateway.report import Finding
+
+FINDING_CODES: tuple[str, ...] = (
+    "TYPE_MISMATCH",  # name extension or declared type disagree with the content
+    "DOUBLE_EXTENSION",  # invoice.pdf.exe, a.jpg_.zip
+    "FILENAME_BIDI_CONTROL",  # RLO/LRO/isolates and other Unicode Cf characters in the name
+    "FILENAME_CONTROL_CHAR",  # C0/C1 control characters in the name
+    "FILENAME_PATH",  # the name carries directory parts (../, C:\, /etc/)
+    "FILENAME_TOO_LONG",  # longer than any desktop keeps
+    "EXECUTABLE",  # PE, ELF, Mach-O, LNK, MSI, Java class/JAR, APK, MSIX, by content or name
+    "SCRIPT",  # js/vbs/hta/ps1/bat/... by name or content, HTML with script, CHM
+    "DANGEROUS_CONTAINER",  # ISO/UDF/IMG/VHD(X)/DMG/WIM, OneNote: mount-and-run carriers
+    "ARCHIVE_ENCRYPTED",  # ZIP with encrypted members (ZipCrypto or AES): cannot inspect
+    "ARCHIVE_MALFORMED",  # starts like a ZIP but its central directory cannot be read
+    "ENCRYPTED_DOCUMENT",  # Office file encrypted (CDFV2 Encrypted): cannot inspect
+    "POLYGLOT",  # a second format hidden in the file (ZIP appended, PDF header not at 0)
+    "DDE_FIELD",  # DDE formula in CSV text, DDEAUTO field in RTF
+    "RTF_EMBEDDED_OBJECT",  # \\object / \\objdata in RTF (CVE-2017-11882 and friends)
+    "OFFICE_XML",  # Word/Excel 2003 XML: can carry DDE, OLE objects and macros
+    "SVG_ACTIVE_CONTENT",  # script, event handlers, foreignObject or external references
+    "EMPTY_FILE",  # zero bytes
+    "DETECTION_ERROR",  # the checks themselves failed: class unknown (fail closed)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """What a part is by its content. ``content_class`` is one of ``CONTENT_CLASSES``.
+
+    ``description`` is libmagic's text (or ours), for the report; ``mime`` is the content's
+    MIME type, never the declared one.
+    """
+
+    mime: str
+    content_class: str
+    findings: tuple[Finding, ...] = ()
+    description: str = ""
+
+    def codes(self) -> set[str]:
+        return {f.code for f in self.findings}
+
+
+# --- name tables ---------------------------------------------------------------------------
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+# Extensions Windows (or macOS/Java) runs directly: executable code under that name.
+EXECUTABLE_EXTENSIONS = frozenset(
+    _words(
+        "exe dll scr com pif cpl msi msp mst msc jar lnk sys drv ocx appx appxbundle msix "
+        "msixbundle apk app xll wll gadget application xbap elf so dylib deb rpm pkg"
+    )
+)
+# Extensions that Windows Script Host, mshta, PowerShell, cmd or Office run as code.
+SCRIPT_EXTENSIONS = frozenset(
+    _words(
+        "js jse vbs vbe wsf wsh wsc sct hta ps1 ps1xml psm1 psd1 psc1 bat cmd scr com vb "
+        "reg inf url website chm jnlp sh bash zsh command applescript scpt py pyw pl rb "
+        "iqy slk settingcontent-ms library-ms searchconnector-ms appref-ms xbap mht mhtml "
+        "shs shb mde ade adp xnk"
+    )
+)
+# Disk images and notebooks used to smuggle executables past mark-of-the-web (2022-2023).
+CONTAINER_EXTENSIONS = frozenset(_words("iso img udf vhd vhdx dmg wim one onepkg"))
+OTHER_ARCHIVE_EXTENSIONS = frozenset(
+    _words("7z rar tar gz tgz bz2 tbz xz txz zst lzh lha arj ace cab z uue xxe r00 r01 gzip")
+)
+# Extensions used as decoys in front of the real one (``invoice.pdf.exe``).
+DECOY_EXTENSIONS = frozenset(
+    _words(
+        "pdf doc docx docm xls xlsx xlsm ppt pptx pptm rtf txt csv jpg jpeg png gif bmp tif tiff "
+        "webp heic mp3 mp4 mov avi wav htm html xml zip odt ods odp eml msg"
+    )
+)
+
+# What each extension says the content should be, as a content class.
+_EXTENSION_CLASS: dict[str, str] = {
+    "pdf": "pdf",
+    **dict.fromkeys(
+        _words(
+            "docx docm dotx dotm xlsx xlsm xltx xltm xlsb xlam pptx pptm potx potm ppsx ppsm "
+            "ppam sldx sldm"
+        ),
+        "ooxml",
+    ),
+    **dict.fromkeys(_words("doc dot xls xlt xla ppt pot pps msg"), "ole"),
+    "rtf": "rtf",
+    **dict.fromkeys(_words("odt ods odp odg ott ots otp"), "opendocument"),
+    **dict.fromkeys(_words("jpg jpeg jpe jfif png gif bmp dib tif tiff webp"), "image"),
+    "svg": "svg",
+    "svgz": "svg",
+    "zip": "archive",
+    **dict.fromkeys(OTHER_ARCHIVE_EXTENSIONS, "other_archive"),
+    **dict.fromkeys(CONTAINER_EXTENSIONS, "other_archive"),
+    **dict.fromkeys(_words("txt csv tsv ics vcf vcs log md json xml"), "text"),
+    **dict.fromkeys(_words("htm html xhtml"), "html"),
+    "eml": "message",
+}
+
+# Declared MIME types (lower case) mapped to the class they claim. Unlisted ones are not judged.
+_DECLARED_CLASS: dict[str, str] = {
+    "application/pdf": "pdf",
+    "application/x-pdf": "pdf",
+    "application/msword": "ole",
+    "application/vnd.ms-excel": "ole",
+    "application/vnd.ms-powerpoint": "ole",
+    "application/vnd.ms-outlook": "ole",
+    "application/rtf": "rtf",
+    "text/rtf": "rtf",
+    "application/zip": "archive",
+    "application/x-zip-compressed": "archive",
+    "application/x-zip": "archive",
+    "image/jpeg": "image",
+    "image/jpg": "image",
+    "image/pjpeg": "image",
+    "image/png": "image",
+    "image/gif": "image",
+    "image/bmp": "image",
+    "image/x-ms-bmp": "image",
+    "image/tiff": "image",
+    "image/webp": "image",
+    "image/svg+xml": "svg",
+    "text/plain": "text",
+    "text/csv": "text",
+    "text/calendar": "text",
+    "text/vcard": "text",
+    "text/x-vcard": "text",
+    "text/html": "html",
+    "message/rfc822": "message",
+    "application/x-msdownload": "executable",
+    "application/x-dosexec": "executable",
+    "application/x-msdos-program": "executable",
+    "application/javascript": "script",
+    "text/javascript": "script",
+    "application/x-7z-compressed": "other_archive",
+    "application/x-rar-compressed": "other_archive",
+    "application/vnd.rar": "other_archive",
+    "application/gzip": "other_archive",
+    "application/x-gzip": "other_archive",
+    "application/x-iso9660-image": "other_archive",
+}
+for _suffix in ("wordprocessingml", "spreadsheetml", "presentationml"):
+    _DECLARED_CLASS[f"application/vnd.openxmlformats-officedocument.{_suffix}.document"] = "ooxml"
+_DECLARED_CLASS.update(
+    {
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "ooxml",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "ooxml",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation": "ooxml",
+        "application/vnd.ms-word.document.macroenabled.12": "ooxml",
+        "application/vnd.ms-excel.sheet.macroenabled.12": "ooxml",
+        "application/vnd.ms-powerpoint.presentation.macroenabled.12": "ooxml",
+    }
+)
+
+# Classes that can stand in for each other without a mismatch: a .doc that is RTF is *not*
+# one of them (a classic trick), but text/plain declared for HTML-free CSV is fine.
+_COMPATIBLE = {
+    ("text", "message"),
+    ("message", "text"),
+    ("archive", "encrypted_archive"),
+    ("other_archive", "archive"),  # .cab/.tar names are judged by content anyway
+    ("html", "script"),  # an HTML file with script is still the HTML it says it is
+    ("svg", "svg"),
+    ("text", "html"),  # .txt holding HTML: flagged separately below via class change
+}
+
+MAX_FILENAME_CHARS = 120  # what we write back; Windows Explorer shows about this much
+_MAGIC_BYTES = 2 * 1024 * 1024  # libmagic reads at most this much of the part
+
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+_UNSAFE_NAME_CHARS = re.compile(r'[\\/:*?"<>|]')
+
+
+# --- file names ----------------------------------------------------------------------------
+
+
+def _name_without_controls(untrusted_filename: str) -> str:
+    """The name as a program sees it: format and control characters carry no meaning there,
+    and trailing dots and spaces are dropped by Windows (``evil.exe.`` runs as ``evil.exe``)."""
+    kept = "".join(
+        c for c in untrusted_filename if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp")
+    )
+    return kept.rstrip(". \u3000")
+
+
+def _basename(name: str) -> str:
+    return re.split(r"[\\/]", name)[-1]
+
+
+def extension_of(untrusted_filename: str) -> str:
+    """The lower-case extension a desktop would use, without the dot ("" if none).
+
+    NFKC-folded so that full-width ``.ｅｘｅ`` and ``.EXE`` compare as ``exe``.
+    """
+    base = _basename(_name_without_controls(untrusted_filename))
+    base = unicodedata.normalize("NFKC", base).lower()
+    if "." not in base.strip("."):
+        return ""
+    return base.rsplit(".", 1)[1].strip()
+
+
+def _filename_findings(untrusted_filename: str, part_id: str) -> list[Finding]:
+    findings: list[Finding] = []
+    if not untrusted_filename:
+        return findings
+    bidi = [
+        f"U+{ord(c):04X}@{i}"
+        for i, c in enumerate(untrusted_filename)
+        if unicodedata.category(c) == "Cf"
+    ]
+    if bidi:
+        findings.append(Finding("FILENAME_BIDI_CONTROL", part_id, " ".join(bidi[:10])))
+    controls = [
+        f"U+{ord(c):04X}@{i}"
+        for i, c in enumerate(untrusted_filename)
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp")
+    ]
+    if controls:
+        findings.append(Finding("FILENAME_CONTROL_CHAR", part_id, " ".join(controls[:10])))
+    if re.search(r"(^|[\\/])\.\.([\\/]|$)|^[\\/]|^[A-Za-z]:[\\/]|[\\/]", untrusted_filename):
+        findings.append(Finding("FILENAME_PATH", part_id, _shown(untrusted_filename)))
+    if len(untrusted_filename) > 255:
+        findings.append(
+            Finding("FILENAME_TOO_LONG", part_id, f"{len(untrusted_filename)} characters")
+        )
+    double = _double_extension(untrusted_filename)
+    if double:
+        findings.append(Finding("DOUBLE_EXTENSION", part_id, double))
+    return findings
+
+
+def _double_extension(untrusted_filename: str) -> str:
+    """``"pdf.exe"`` for ``invoice.pdf.exe`` (also ``jpg_.zip``, ``pdf   .exe``), else ""."""
+    base = unicodedata.normalize("NFKC", _basename(_name_without_controls(untrusted_filename)))
+    parts = base.lower().split(".")
+    if len(parts) < 3:
+        return ""
+    final = parts[-1].strip()
+    inner = parts[-2].strip(" _-~\u3000")
+    risky = (
+        EXECUTABLE_EXTENSIONS
+        | SCRIPT_EXTENSIONS
+        | CONTAINER_EXTENSIONS
+        | OTHER_ARCHIVE_EXTENSIONS
+        | {"zip", "htm", "html", "svg"}
+    )
+    if inner in DECOY_EXTENSIONS and final in risky and inner != final:
+        return f"{parts[-2].strip()}.{final}"
+    # Padding before the real extension hides it in narrow columns.
+    if final in risky and re.search(r"\.[a-z0-9]{2,4}[ _]{3,}\.", base.lower()):
+        return f"padded .{final}"
+    return ""
+
+
+def _shown(untrusted: str, limit: int = 200) -> str:
+    """An untrusted string made safe for a finding's detail."""
+    out = "".join(
+        "\ufffd" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co") else c
+        for c in untrusted[:limit]
+    )
+    return out + ("…" if len(untrusted) > limit else "")
+
+
+def sanitize_filename(
+    untrusted_filename: str,
+    *,
+    new_extension: str | None = None,
+    default: str = "attachment",
+    max_chars: int = MAX_FILENAME_CHARS,
+) -> str:
+    """A file name safe to write into the delivered message and to save on a desktop.
+
+    Removes control and format characters (RLO and the other bidi controls, zero-width
+    characters), path parts, and characters Windows forbids; NFC-normalises; keeps Japanese
+    and other letters; bounds the length to ``max_chars`` characters while keeping the
+    extension; avoids Windows device names. ``new_extension`` replaces the extension
+    (``docm`` -> ``docx``). Never returns an empty string. Pure and idempotent.
+    """
+    name = _basename(untrusted_filename.replace("\x00", ""))
+    name = "".join(
+        c for c in name if unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
+    )
+    name = unicodedata.normalize("NFC", name)
+    name = _UNSAFE_NAME_CHARS.sub("_", name)
+    name = re.sub(r"\s+", " ", name).strip(" .\u3000")
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem.strip(" ."):
+        stem, ext = name, ""
+    ext = ext.strip()
+    if new_extension is not None:
+        ext = new_extension.lstrip(".")
+    ext = ext[:16]
+    stem = stem.strip(" .") or default
+    if _WINDOWS_RESERVED.match(stem):
+        stem = f"_{stem}"
+    room = max(1, max_chars - (len(ext) + 1 if ext else 0))
+    if len(stem) > room:
+        stem = stem[:room].rstrip(" .") or default
+    return f"{stem}.{ext}" if ext else stem
+
+
+# --- content -------------------------------------------------------------------------------
+
+
+def _magic(data: bytes) -> tuple[str, str]:
+    head = data[:_MAGIC_BYTES]
+    try:
+        return magic.from_buffer(head, mime=True), magic.from_buffer(head)
+    except Exception:  # libmagic refuses some inputs; the structure checks still run
+        return "application/octet-stream", "data"
+
+
+def _is_pe(data: bytes) -> str:
+    if not data.startswith(b"MZ"):
+        return ""
+    if len(data) >= 0x40:
+        (e_lfanew,) = struct.unpack_from("<I", data, 0x3C)
+        if 0 < e_lfanew < len(data) - 4 and data[e_lfanew : e_lfanew + 4] == b"PE\0\0":
+            return "PE executable"
+    return "MS-DOS executable"
+
+
+_MACHO_MAGICS = (b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
+_LNK_HEADER = b"\x4c\x00\x00\x00\x01\x14\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x46"
+_ONENOTE_GUID = bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3")
+_ONENOTE_PKG = b"MSCF"  # .onepkg is a CAB; judged as other_archive
+
+
+def _executable_kind(data: bytes) -> str:
+    pe = _is_pe(data)
+    if pe:
+        return pe
+    if data.startswith(b"\x7fELF"):
+        return "ELF executable"
+    if data[:4] in _MACHO_MAGICS:
+        return "Mach-O executable"
+    if data.startswith(b"\xca\xfe\xba\xbe") and len(data) >= 8:
+        # Shared magic: Java class files have major version >= 45 here; fat Mach-O has a
+        # small architecture count.
+        (second,) = struct.unpack_from(">I", data, 4)
+        return "Java class file" if (second & 0xFFFF) >= 45 else "Mach-O universal binary"
+    if data.startswith(_LNK_HEADER):
+        return "Windows shortcut (LNK)"
+    if data.startswith(b"dex\n"):
+        return "Android DEX"
+    return ""
+
+
+def _container_kind(data: bytes) -> str:
+    for offset in (0x8001, 0x8801, 0x9001):
+        marker = data[offset : offset + 5]
+        if marker == b"CD001":
+            return "ISO 9660 disk image"
+        if marker in (b"BEA01", b"NSR02", b"NSR03"):
+            return "UDF disk image"
+    if data.startswith(b"conectix") or data[-512:].startswith(b"conectix"):
+        return "VHD disk image"
+    if data.startswith(b"vhdxfile"):
+        return "VHDX disk image"
+    if len(data) >= 512 and data[-512:].startswith(b"koly"):
+        return "Apple disk image (DMG)"
+    if data.startswith(b"MSWIM\0\0\0"):
+        return "Windows imaging (WIM)"
+    if data.startswith(_ONENOTE_GUID):
+        return "OneNote section"
+    if (
+        len(data) >= 512
+        and data[510:512] == b"\x55\xaa"
+        and (data[0x36:0x39] == b"FAT" or data[0x52:0x57] == b"FAT32" or data[3:7] == b"NTFS")
+    ):
+        return "FAT/NTFS disk image"
+    return ""
+
+
+_OTHER_ARCHIVES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (0, b"Rar!\x1a\x07", "RAR archive"),
+    (0, b"\x1f\x8b", "gzip data"),
+    (0, b"BZh", "bzip2 data"),
+    (0, b"\xfd7zXZ\x00", "xz data"),
+    (0, b"\x28\xb5\x2f\xfd", "zstd data"),
+    (0, b"MSCF", "Microsoft cabinet"),
+    (257, b"ustar", "tar archive"),
+    (7, b"**ACE**", "ACE archive"),
+    (0, b"\x60\xea", "ARJ archive"),
+    (2, b"-lh", "LHA archive"),
+    (0, b"\x1f\x9d", "compress'd data"),
+    (0, b"xar!", "XAR archive"),
+)
+
+_IMAGE_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_MSI_CLSIDS = {
+    "000C1084-0000-0000-C000-000000000046": "Windows Installer package (MSI)",
+    "000C1086-0000-0000-C000-000000000046": "Windows Installer patch (MSP)",
+    "000C1082-0000-0000-C000-000000000046": "Windows Installer transform (MST)",
+}
+
+_HTML_START = re.compile(
+    rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html|head|body|meta|title|script|iframe|div|"
+    rb"table|p|a|form|style|hta:application)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_HTML_ACTIVE = re.compile(
+    rb"<\s*script\b|<\s*hta:application\b|\son[a-z]+\s*=|javascript\s*:|vbscript\s*:|"
+    rb"<\s*iframe\b|<\s*frame\b|<\s*object\b|<\s*embed\b|<\s*applet\b|<\s*form\b|"
+    rb"<\s*meta[^>]+http-equiv\s*=\s*['\"]?refresh|<\s*base\b|\ssrcdoc\s*=|data\s*:\s*text/html|"
+    rb"<\s*link[^>]+rel\s*=\s*['\"]?import|<\s*portal\b",
+    re.IGNORECASE,
+)
+_SVG_ROOT = re.compile(
+    rb"^\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*|<!DOCTYPE[^>]*(\[.*?\])?\s*>\s*)*<(\w+:)?svg\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_SVG_ACTIVE = re.compile(
+    rb"<\s*(\w+:)?script\b|\son[a-z]+\s*=|<\s*(\w+:)?foreignObject\b|javascript\s*:|"
+    rb"href\s*=\s*['\"]\s*(?!#|data:image/)[a-z][a-z0-9+.-]*:|<!ENTITY|<\s*(\w+:)?handler\b",
+    re.IGNORECASE,
+)
+_OFFICE_XML = re.compile(
+    rb"<\?mso-application|<w:wordDocument\b|<(ss:)?Workbook\b[^>]*urn:schemas-microsoft-com|"
+    rb"schemas\.microsoft\.com/office/word/2003/wordml|"
+    rb"schemas\.microsoft\.com/office/2006/xmlPackage",
+    re.IGNORECASE,
+)
+_RTF_OBJECT = re.compile(rb"\\object\b|\\objdata\b|\\objupdate\b|\\objautlink\b", re.IGNORECASE)
+_RTF_DDE = re.compile(rb"\\fldinst[^}]{0,200}?\bDDE(AUTO)?\b", re.IGNORECASE | re.DOTALL)
+# msodde's CSV_DDE_FORMAT: =cmd|'/c calc'!A0 and its +, -, @ variants, per cell.
+_CSV_DDE = re.compile(rb"(^|[,;\t|^\"\n])\s*\"?[=+\-@][^,;\t\n]*\|[^,;\t\n]*![^\n]*", re.MULTILINE)
+_SCRIPT_CONTENT = (
+    (re.compile(rb"^#@~\^"), "encoded script (JScript.Encode/VBScript.Encode)"),
+    (re.compile(rb"^\s*#!"), "script with #! interpreter line"),
+    (re.compile(rb"^\s*@?echo\s+off\b", re.IGNORECASE), "Windows batch file"),
+    (re.compile(rb"^\s*<\?xml[^>]*>\s*<(package|job)\b", re.IGNORECASE), "Windows Script File"),
+    (re.compile(rb"^\s*<(package|job)\b[^>]*>\s*<(job|script)\b", re.IGNORECASE), "WSF"),
+    (re.compile(rb"^\s*<\?xml[^>]*>\s*<scriptlet\b", re.IGNORECASE), "Windows scriptlet"),
+    (re.compile(rb"^ITSF\x03\x00\x00\x00"), "compiled HTML help (CHM)"),
+    (re.compile(rb"^\[InternetShortcut\]", re.IGNORECASE), "Internet shortcut"),
+    (re.compile(rb"^ID;P"), "SYLK spreadsheet (can carry XLM macros and DDE)"),
+    (re.compile(rb"^Windows Registry Editor|^REGEDIT4", re.IGNORECASE), "registry file"),
+)
+
+
+def _decode_text_head(data: bytes, limit: int = 256 * 1024) -> bytes:
+    """ASCII-compatible bytes of the start of a text file (UTF-16/32 BOMs decoded)."""
+    head = data[:limit]
+    for bom, codec in (
+        (b"\xff\xfe\x00\x00", "utf-32-le"),
+        (b"\x00\x00\xfe\xff", "utf-32-be"),
+        (b"\xff\xfe", "utf-16-le"),
+        (b"\xfe\xff", "utf-16-be"),
+    ):
+        if head.startswith(bom):
+            return head.decode(codec, errors="replace").encode("utf-8", errors="replace")
+    return head.removeprefix(b"\xef\xbb\xbf")
+
+
+def _zip_kind(data: bytes, part_id: str) -> tuple[str, str, str, list[Finding]]:
+    """(mime, class, description, findings) of a ZIP, from its central directory only."""
+    findings: list[Finding] = []
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            names = {i.filename for i in infos}
+            lowered = {n.lower() for n in names}
+            if any(i.flag_bits & 0x1 for i in infos):
+                methods = sorted({"AES" if i.compress_type == 99 else "ZipCrypto" for i in infos})
+                encrypted = sum(1 for i in infos if i.flag_bits & 0x1)
+                findings.append(
+                    Finding(
+                        "ARCHIVE_ENCRYPTED",
+                        part_id,
+                        f"{encrypted} of {len(infos)} members encrypted ({', '.join(methods)})",
+                    )
+                )
+                return "application/zip", "encrypted_archive", "encrypted ZIP", findings
+            if "[content_types].xml" in lowered:
+                mime = _ooxml_mime(archive)
+                if mime != _OOXML_GENERIC:
+                    return mime, "ooxml", "Office Open XML package", findings
+                if any("fixeddocseq" in n or n.endswith(".fdseq") for n in lowered):
+                    return "application/oxps", "unknown", "XPS document", findings
+                return mime, "unknown", "Open Packaging Conventions package", findings
+            if "mimetype" in names:
+                declared = _small_member(archive, "mimetype").strip().decode("ascii", "replace")
+                if declared.startswith("application/vnd.oasis.opendocument"):
+                    return declared, "opendocument", "OpenDocument", findings
+            if "meta-inf/manifest.mf" in lowered or any(n.endswith(".class") for n in lowered):
+                findings.append(Finding("EXECUTABLE", part_id, "Java archive (JAR)"))
+                return "application/java-archive", "executable", "Java archive", findings
+            if "classes.dex" in lowered or "androidmanifest.xml" in lowered:
+                findings.append(Finding("EXECUTABLE", part_id, "Android package (APK)"))
+                return "application/vnd.android.package-archive", "executable", "APK", findings
+            if "appxmanifest.xml" in lowered or "appxmetadata/appxbundlemanifest.xml" in lowered:
+                findings.append(Finding("EXECUTABLE", part_id, "Windows app package (MSIX/APPX)"))
+                return "application/msix", "executable", "MSIX/APPX package", findings
+            return "application/zip", "archive", f"ZIP archive, {len(infos)} members", findings
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        findings.append(Finding("ARCHIVE_MALFORMED", part_id, _shown(str(exc), 120)))
+        return "application/zip", "other_archive", "unreadable ZIP", findings
+    except NotImplementedError as exc:
+        findings.append(Finding("ARCHIVE_MALFORMED", part_id, _shown(str(exc), 120)))
+        return "application/zip", "other_archive", "unsupported ZIP", findings
+
+
+def _small_member(archive: zipfile.ZipFile, name: str, limit: int = 1024 * 1024) -> bytes:
+    """Read at most ``limit`` bytes of one member; the bound holds whatever the header says."""
+    info = archive.getinfo(name)
+    if info.file_size > limit or info.flag_bits & 0x1:
+        return b""
+    with archive.open(info) as member:
+        return member.read(limit)
+
+
+_OOXML_MAIN_MIMES = {
+    "wordprocessingml.document.main": (
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    ),
+    "wordprocessingml.template.main": (
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.template"
+    ),
+    "ms-word.document.macroenabled.main": "application/vnd.ms-word.document.macroEnabled.12",
+    "ms-word.template.macroenabledtemplate.main": (
+        "application/vnd.ms-word.template.macroEnabled.12"
+    ),
+    "spreadsheetml.sheet.main": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "spreadsheetml.template.main": (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.template"
+    ),
+    "ms-excel.sheet.macroenabled.main": "application/vnd.ms-excel.sheet.macroEnabled.12",
+    "ms-excel.template.macroenabled.main": "application/vnd.ms-excel.template.macroEnabled.12",
+    "ms-excel.addin.macroenabled.main": "application/vnd.ms-excel.addin.macroEnabled.12",
+    "ms-excel.sheet.binary.macroenabled.main": (
+        "application/vnd.ms-excel.sheet.binary.macroEnabled.12"
+    ),
+    "presentationml.presentation.main": (
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+    ),
+    "presentationml.slideshow.main": (
+        "application/vnd.openxmlformats-officedocument.presentationml.slideshow"
+    ),
+    "presentationml.template.main": (
+        "application/vnd.openxmlformats-officedocument.presentationml.template"
+    ),
+    "ms-powerpoint.presentation.macroenabled.main": (
+        "application/vnd.ms-powerpoint.presentation.macroEnabled.12"
+    ),
+    "ms-powerpoint.slideshow.macroenabled.main": (
+        "application/vnd.ms-powerpoint.slideshow.macroEnabled.12"
+    ),
+    "ms-powerpoint.template.macroenabled.main": (
+        "application/vnd.ms-powerpoint.template.macroEnabled.12"
+    ),
+    "ms-powerpoint.addin.macroenabled.main": "application/vnd.ms-powerpoint.addin.macroEnabled.12",
+}
+
+
+def _ooxml_mime(archive: zipfile.ZipFile) -> str:
+    name = next(
+        i.filename for i in archive.infolist() if i.filename.lower() == "[content_types].xml"
+    )
+    text = _small_member(archive, name).decode("utf-8", "replace").lower()
+    for key, mime in _OOXML_MAIN_MIMES.items():
+        if key in text:
+            return mime
+    return _OOXML_GENERIC
+
+
+_OOXML_GENERIC = "application/vnd.openxmlformats-package"
+
+
+def _ole_kind(data: bytes, part_id: str) -> tuple[str, str, str, list[Finding]]:
+    import olefile  # imported here: only OLE parts need it
+
+    findings: list[Finding] = []
+    try:
+        with olefile.OleFileIO(data) as ole:
+            clsid = (ole.root.clsid or "").upper() if ole.root is not None else ""
+            if clsid in _MSI_CLSIDS:
+                findings.append(Finding("EXECUTABLE", part_id, _MSI_CLSIDS[clsid]))
+                return "application/x-msi", "executable", _MSI_CLSIDS[clsid], findings
+            streams = {"/".join(s).lower() for s in ole.listdir(streams=True, storages=True)}
+    except Exception as exc:
+        return "application/x-ole-storage", "ole", f"damaged OLE file ({exc})", findings
+    if "encryptedpackage" in streams or "encryptioninfo" in streams:
+        findings.append(Finding("ENCRYPTED_DOCUMENT", part_id, "encrypted Office Open XML"))
+        return "application/encrypted", "ole", "CDFV2 Encrypted", findings
+    if "worddocument" in streams:
+        return "application/msword", "ole", "Word 97-2003 document", findings
+    if "workbook" in streams or "book" in streams:
+        return "application/vnd.ms-excel", "ole", "Excel 97-2003 workbook", findings
+    if "powerpoint document" in streams:
+        return "application/vnd.ms-powerpoint", "ole", "PowerPoint 97-2003", findings
+    if any(s.startswith("__substg1.0_") for s in streams):
+        return "application/vnd.ms-outlook", "ole", "Outlook message", findings
+    return "application/x-ole-storage", "ole", "OLE compound file", findings
+
+
+def _appended_zip(data: bytes) -> str:
+    """Evidence of a ZIP hidden at the end of a non-ZIP file (polyglot), else ""."""
+    tail = data[-(65536 + 22) :]
+    index = tail.rfind(b"PK\x05\x06")
+    if index < 0 or len(data) < 30:
+        return ""
+    start = data.find(b"PK\x03\x04", 1)
+    if start < 0:
+        return ""
+    return f"ZIP archive appended at offset {start}"
+
+
+def _content(
+    data: bytes, part_id: str
+) -> tuple[str, str, str, list[Finding]]:  # mime, class, description, findings
+    """Classify by content alone."""
+    findings: list[Finding] = []
+    if not data:
+        return "application/x-empty", "unknown", "empty", [Finding("EMPTY_FILE", part_id, "")]
+
+    kind = _executable_kind(data)
+    if kind:
+        findings.append(Finding("EXECUTABLE", part_id, kind))
+        mime = {
+            "ELF executable": "application/x-executable",
+            "Mach-O executable": "application/x-mach-binary",
+            "Mach-O universal binary": "application/x-mach-binary",
+            "Java class file": "application/x-java-applet",
+            "Windows shortcut (LNK)": "application/x-ms-shortcut",
+        }.get(kind, "application/x-dosexec")
+        return mime, "executable", kind, findings
+
+    kind = _container_kind(data)
+    if kind:
+        findings.append(Finding("DANGEROUS_CONTAINER", part_id, kind))
+        mime = "application/onenote" if kind.startswith("OneNote") else "application/x-disk-image"
+        return mime, "other_archive", kind, findings
+
+    if data.startswith(_OLE_MAGIC):
+        return _ole_kind(data, part_id)
+
+    pdf_at = data.find(b"%PDF-", 0, 1024)
+    if pdf_at >= 0:
+        return _pdf(data, pdf_at, part_id, findings)
+
+    if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
+        return _zip_kind(data, part_id)
+
+    if data.startswith(b"{\\rt"):
+        if _RTF_OBJECT.search(data):
+            match = _RTF_OBJECT.search(data)
+            assert match is not None
+            findings.append(
+                Finding("RTF_EMBEDDED_OBJECT", part_id, match.group().decode("ascii", "replace"))
+            )
+        dde = _RTF_DDE.search(data)
+        if dde:
+            findings.append(Finding("DDE_FIELD", part_id, _shown(dde.group().decode("latin-1"))))
+        return "text/rtf", "rtf", "Rich Text Format", findings
+
+    for offset, signature, description in _OTHER_ARCHIVES:
+        if data[offset : offset + len(signature)] == signature:
+            return "application/octet-stream", "other_archive", description, findings
+
+    for signature, mime in _IMAGE_SIGNATURES:
+        if data.startswith(signature):
+            return _image(data, mime, part_id, findings)
+    if (
+        data.startswith(b"BM")
+        and len(data) > 26
+        and struct.unpack_from("<I", data, 14)[0]
+        in (
+            12,
+            40,
+            52,
+            56,
+            64,
+            108,
+            124,
+        )
+    ):
+        return _image(data, "image/bmp", part_id, findings)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _image(data, "image/webp", part_id, findings)
+
+    # Readers search far beyond byte 1024 for the header (pdf.js anywhere): a PDF behind junk
+    # is still a PDF to them, so it is one to us.
+    pdf_at = data.find(b"%PDF-")
+    if pdf_at >= 0:
+        return _pdf(data, pdf_at, part_id, findings)
+    if _appended_zip(data) and data.find(b"PK\x03\x04") > 0:
+        mime, content_class, description, zip_findings = _zip_kind(data, part_id)
+        if content_class != "other_archive":
+            offset = data.find(b"PK\x03\x04")
+            zip_findings.append(Finding("POLYGLOT", part_id, f"ZIP preceded by {offset} bytes"))
+            return mime, content_class, description, zip_findings
+
+    text = _decode_text_head(data)
+    for pattern, description in _SCRIPT_CONTENT:
+        if pattern.search(text[:4096]):
+            findings.append(Finding("SCRIPT", part_id, description))
+            return "application/x-script", "script", description, findings
+
+    if _SVG_ROOT.match(text):
+        active = _SVG_ACTIVE.search(text)
+        if active:
+            findings.append(
+                Finding("SVG_ACTIVE_CONTENT", part_id, _shown(active.group().decode("latin-1")))
+            )
+        return "image/svg+xml", "svg", "SVG image", findings
+
+    if not _HTML_START.match(text) and _OFFICE_XML.search(text[:8192]):
+        findings.append(Finding("OFFICE_XML", part_id, "Word/Excel 2003 XML or flat OPC"))
+        return "application/xml", "unknown", "Office XML document", findings
+
+    mime, description = _magic(data)
+    if mime == "image/svg+xml":
+        return mime, "svg", description, findings
+    if mime == "text/html" or _HTML_START.match(text):
+        active = _HTML_ACTIVE.search(text) or _HTML_ACTIVE.search(data)
+        if active:
+            findings.append(
+                Finding("SCRIPT", part_id, f"HTML with {_shown(active.group().decode('latin-1'))}")
+            )
+            return "text/html", "script", "HTML with active content", findings
+        return "text/html", "html", "HTML document", findings
+    if mime == "message/rfc822" or mime == "message/news":
+        return "message/rfc822", "message", description, findings
+    if mime.startswith("image/"):
+        # Formats Pillow decodes beyond the six we name (PPM, SGI, ICO...): the image
+        # sanitizer re-encodes them as PNG.
+        return _image(data, mime, part_id, findings)
+    if mime.startswith("text/") or mime in ("application/json", "application/csv"):
+        dde = _CSV_DDE.search(data[: 4 * 1024 * 1024])
+        if dde:
+            findings.append(
+                Finding("DDE_FIELD", part_id, _shown(dde.group().strip().decode("latin-1"), 120))
+            )
+        if mime in ("text/x-shellscript", "text/x-perl", "text/x-python", "text/x-php"):
+            findings.append(Finding("SCRIPT", part_id, description))
+            return mime, "script", description, findings
+        return mime, "text", description, findings
+    if mime in ("application/x-iso9660-image", "application/x-vhd"):
+        findings.append(Finding("DANGEROUS_CONTAINER", part_id, description))
+        return mime, "other_archive", description, findings
+    if mime in ("application/x-dosexec", "application/x-executable", "application/x-msi"):
+        findings.append(Finding("EXECUTABLE", part_id, description))
+        return mime, "executable", description, findings
+    return mime, "unknown", description, findings
+
+
+def _pdf(
+    data: bytes, pdf_at: int, part_id: str, findings: list[Finding]
+) -> tuple[str, str, str, list[Finding]]:
+    if pdf_at > 0:
+        findings.append(Finding("POLYGLOT", part_id, f"PDF header at offset {pdf_at}"))
+    appended = _appended_zip(data)
+    if appended:
+        findings.append(Finding("POLYGLOT", part_id, appended))
+    return "application/pdf", "pdf", "PDF document", findings
+
+
+def _image(
+    data: bytes, mime: str, part_id: str, findings: list[Finding]
+) -> tuple[str, str, str, list[Finding]]:
+    appended = _appended_zip(data)
+    if appended:
+        findings.append(Finding("POLYGLOT", part_id, appended))
+    return mime, "image", mime.split("/", 1)[1].upper() + " image", findings
+
+
+def _name_class(extension: str) -> tuple[str, str]:
+    """(class, finding code) a name forces, for names a desktop runs; ("", "") otherwise."""
+    if extension in EXECUTABLE_EXTENSIONS:
+        return "executable", "EXECUTABLE"
+    if extension in SCRIPT_EXTENSIONS:
+        return "script", "SCRIPT"
+    if extension in CONTAINER_EXTENSIONS:
+        return "other_archive", "DANGEROUS_CONTAINER"
+    return "", ""
+
+
+def detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: str) -> Detection:
+    """Classify one attachment by its content; check its name and declared type against it.
+
+    Bounded: libmagic sees at most 2 MiB; ZIPs are read through their central directory only.
+    Never raises for any input bytes or name: a failure of the checks themselves gives class
+    ``unknown`` (stripped by default) with the finding ``DETECTION_ERROR``.
+    """
+    try:
+        return _detect(data, untrusted_filename, declared_type, part_id)
+    except Exception as exc:  # fail closed: what we cannot classify is not delivered as is
+        detail = f"{type(exc).__name__}: {exc}"
+        return Detection(
+            "application/octet-stream",
+            "unknown",
+            (Finding("DETECTION_ERROR", part_id, _shown(detail, 200)),),
+            "unclassified",
+        )
+
+
+def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: str) -> Detection:
+    mime, by_content, description, findings = _content(data, part_id)
+    content_class = by_content
+    findings.extend(_filename_findings(untrusted_filename, part_id))
+    extension = extension_of(untrusted_filename)
+
+    # Names a browser renders: a text file called .html is HTML to whoever opens it.
+    if content_class in ("text", "unknown") and extension in ("htm", "html", "xhtml", "svg"):
+        text = _decode_text_head(data)
+        active = _HTML_ACTIVE.search(text) or (
+            _SVG_ACTIVE.search(text) if extension == "svg" else None
+        )
+        if extension == "svg":
+            content_class = "svg"
+            if active:
+                findings.append(Finding("SVG_ACTIVE_CONTENT", part_id, _evidence(active)))
+        elif active:
+            content_class = "script"
+            findings.append(Finding("SCRIPT", part_id, f"HTML with {_evidence(active)}"))
+        else:
+            content_class = "html"
+
+    forced_class, forced_code = _name_class(extension)
+    if forced_class and content_class not in ("executable", "script"):
+        if forced_class != content_class:
+            findings.append(
+                Finding(forced_code, part_id, f"name ends in .{extension} (content: {description})")
+            )
+            content_class = forced_class
+        elif forced_code == "DANGEROUS_CONTAINER" and "DANGEROUS_CONTAINER" not in {
+            f.code for f in findings
+        }:
+            findings.append(Finding(forced_code, part_id, f"name ends in .{extension}"))
+
+    expected = _EXTENSION_CLASS.get(extension)
+    if expected and not _compatible(expected, by_content):
+        findings.append(
+            Finding(
+                "TYPE_MISMATCH",
+                part_id,
+                f"name .{extension} but content is {mime} ({_shown(description, 80)})",
+            )
+        )
+    declared = declared_type.split(";", 1)[0].strip().lower()
+    claimed = _DECLARED_CLASS.get(declared)
+    if claimed and not _compatible(claimed, by_content):
+        findings.append(
+            Finding(
+                "TYPE_MISMATCH",
+                part_id,
+                f"declared {_shown(declared, 80)} but content is {mime}",
+            )
+        )
+    return Detection(mime, content_class, tuple(_dedupe(findings)), description)
+
+
+def _evidence(match: re.Match[bytes]) -> str:
+    return _shown(match.group().decode("latin-1"), 80)
+
+
+def _compatible(claimed: str, actual: str) -> bool:
+    return claimed == actual or (claimed, actual) in _COMPATIBLE
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    seen: set[Finding] = set()
+    out = []
+    for finding in findings:
+        if finding not in seen:
+            seen.add(finding)
+            out.append(finding)
+    return out

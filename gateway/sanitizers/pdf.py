@@ -1,0 +1,758 @@
+"""PDF: rebuilt with pikepdf without active content; optionally rendered to an image-only PDF.
+
+Modes (``options.mode``):
+
+``rebuild``
+    pikepdf (qpdf) parses the file, repairing what it can, and ``pikepdf.sanitize`` (10.x)
+    removes JavaScript, external-access actions (URI, Launch, GoToR, GoToE, SubmitForm,
+    ImportData), attachments, multimedia and the portfolio view. Because that module
+    deliberately leaves XFA, forms and annotations alone and walks only the known action
+    slots, a second sweep of *every* object (direct ones inside annotations included) here
+    removes what it leaves: ``/AA`` everywhere, ``/OpenAction`` actions, any action whose type
+    is not on a short allow-list (GoTo, navigation ``Named``, Thread, ResetForm, Hide,
+    SetOCGState, Trans), ``/JS`` keys, XFA and ``NeedsRendering``, RichMedia/3D/Movie/Sound/
+    Screen/FileAttachment annotations, embedded-file streams and ``/EF`` entries, the
+    ``/AlternatePresentations`` and ``/Renditions`` name trees, ``/URI`` base and ``/Perms``.
+    Link annotations lose their action; with ``defang_urls`` their target survives only as a
+    defanged tooltip (``hxxps://example[.]jp/``), and ``http://``/``https://`` in page text
+    drawn with simple fonts becomes ``hxxp://``/``hxxps://`` (kerned so that nothing moves)
+    so viewers that turn URL-like text into links (Acrobat does) find none. The copy is
+    written afresh: one revision (no incremental updates), no object streams, no
+    encryption, deterministic ``/ID``.
+
+    The written copy is then reopened from its bytes and checked again for every kind of
+    active content listed above, and for its page count; any survivor fails the part closed
+    (``PDF_VERIFY_FAILED``).
+
+``rasterize``
+    Every page is rendered by PDFium (pypdfium2) at ``options.rasterize_dpi`` (lower for huge
+    pages, so a page never exceeds ``max_image_pixels``) and the JPEGs are assembled with
+    pikepdf into a new PDF with nothing but one image per page (the guideline's 画像化). The
+    rebuilt copy is rendered when there is one; a file qpdf cannot repair is rendered as
+    received, since PDFium runs no script.
+
+``both``
+    The rebuilt PDF and its image-only twin, side by side.
+
+What this module does not do: it does not open encrypted PDFs that need a password
+(``PDF_ENCRYPTED``: nothing can be inspected), does not remove forms (AcroForm fields stay,
+only their actions go), metadata or fonts, and does not judge what the pages say.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pikepdf
+import pikepdf.sanitize
+from pikepdf import Array, Dictionary, Name, Stream
+
+from gateway.detect import extension_of, sanitize_filename
+from gateway.errors import CannotSanitize
+from gateway.report import Finding
+from gateway.sanitizers.base import OutputFile, SanitizeOptions, SanitizeResult
+
+FINDING_CODES: tuple[str, ...] = (
+    "PDF_JAVASCRIPT",  # JavaScript actions, /JS, the JavaScript name tree
+    "PDF_ACTION",  # OpenAction and /AA triggers, and other actions not on the allow-list
+    "PDF_LAUNCH",  # /Launch: runs a program or opens a file
+    "PDF_REMOTE_ACTION",  # /GoToR, /GoToE: opens another (possibly embedded) document
+    "PDF_FORM_SUBMIT",  # /SubmitForm, /ImportData: sends or loads form data
+    "PDF_URI",  # URI actions (links); detail has the defanged targets
+    "PDF_EMBEDDED_FILE",  # embedded files (attachments, associated files)
+    "PDF_RICHMEDIA",  # RichMedia/Movie/Sound/Screen/Rendition (Flash, video)
+    "PDF_3D",  # 3D annotations (U3D/PRC)
+    "PDF_XFA",  # XFA forms (XML Forms Architecture; scripts and remote data)
+    "PDF_ENCRYPTED",  # needs a password: cannot inspect, no output
+    "PDF_ENCRYPTION_REMOVED",  # was encrypted with an empty user password; written clear
+    "PDF_DAMAGED",  # qpdf cannot open it: no rebuilt output
+    "PDF_REPAIRED",  # qpdf repaired structural damage while reading
+    "PDF_INCREMENTAL_UPDATE",  # more than one revision; flattened into one
+    "PDF_URI_TEXT_DEFANGED",  # http(s):// in page text rewritten as hxxp(s)://
+    "PDF_TOO_MANY_PAGES",  # more pages than options.max_pages (rasterize)
+    "PDF_RASTERIZED",  # the image-only twin was made
+    "PDF_VERIFY_FAILED",  # active content survived the rebuild: no output
+)
+
+# Actions that only move inside the document or change its view. Anything else goes.
+_ALLOWED_ACTIONS = frozenset(
+    {"/GoTo", "/Thread", "/ResetForm", "/Hide", "/SetOCGState", "/Trans", "/Named"}
+)
+_SAFE_NAMED = frozenset({"/NextPage", "/PrevPage", "/FirstPage", "/LastPage"})
+_ACTION_CODE = {
+    "/JavaScript": "PDF_JAVASCRIPT",
+    "/Launch": "PDF_LAUNCH",
+    "/GoToR": "PDF_REMOTE_ACTION",
+    "/GoToE": "PDF_REMOTE_ACTION",
+    "/GoToDp": "PDF_REMOTE_ACTION",
+    "/SubmitForm": "PDF_FORM_SUBMIT",
+    "/ImportData": "PDF_FORM_SUBMIT",
+    "/URI": "PDF_URI",
+    "/Rendition": "PDF_RICHMEDIA",
+    "/Movie": "PDF_RICHMEDIA",
+    "/Sound": "PDF_RICHMEDIA",
+    "/RichMediaExecute": "PDF_RICHMEDIA",
+    "/GoTo3DView": "PDF_3D",
+}
+_DROPPED_ANNOTS = {
+    "/RichMedia": "PDF_RICHMEDIA",
+    "/Movie": "PDF_RICHMEDIA",
+    "/Sound": "PDF_RICHMEDIA",
+    "/Screen": "PDF_RICHMEDIA",
+    "/3D": "PDF_3D",
+    "/FileAttachment": "PDF_EMBEDDED_FILE",
+}
+_MAX_DEPTH = 64  # direct-object nesting we follow; deeper structures are not plausible PDFs
+_MAX_EVIDENCE = 5
+
+
+class _Hazards:
+    """Findings collected while walking, merged to one finding per code with evidence."""
+
+    def __init__(self, part_id: str) -> None:
+        self.part_id = part_id
+        self.items: dict[str, list[str]] = {}
+
+    def add(self, code: str, evidence: str) -> None:
+        self.items.setdefault(code, []).append(evidence)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def findings(self) -> list[Finding]:
+        out = []
+        for code, evidence in self.items.items():
+            unique = list(dict.fromkeys(evidence))
+            detail = "; ".join(unique[:_MAX_EVIDENCE])
+            if len(unique) > _MAX_EVIDENCE:
+                detail += f"; and {len(unique) - _MAX_EVIDENCE} more"
+            if len(evidence) > 1:
+                detail = f"{len(evidence)}x: {detail}"
+            out.append(Finding(code, self.part_id, detail[:500]))
+        return out
+
+
+def defang_url(untrusted_url: str) -> str:
+    """``https://evil.example/x`` -> ``hxxps://evil[.]example/x``: readable, never clickable."""
+    text = re.sub(r"^\s*(h)tt(ps?)", r"\1xx\2", untrusted_url, flags=re.IGNORECASE)
+    text = re.sub(r"^\s*ftp", "fxp", text, flags=re.IGNORECASE)
+    match = re.match(r"^([a-z][a-z0-9+.-]*://)?([^/?#]*)(.*)$", text, re.IGNORECASE | re.DOTALL)
+    if match:
+        text = (match.group(1) or "") + match.group(2).replace(".", "[.]") + match.group(3)
+    return "".join(c if c.isprintable() else "\ufffd" for c in text)[:300]
+
+
+def _text(value: Any) -> str:
+    try:
+        if isinstance(value, pikepdf.String):
+            return str(value)
+        if isinstance(value, Name):
+            return str(value)
+        if isinstance(value, Stream):
+            return value.read_bytes()[:300].decode("latin-1")
+    except Exception:  # evidence is best effort; the removal does not depend on it
+        return "?"
+    return "?"
+
+
+def _where(obj: Any) -> str:
+    try:
+        if obj.is_indirect:
+            return f"obj {obj.objgen[0]}"
+    except Exception:  # objgen of a damaged object
+        return "obj ?"
+    return "direct"
+
+
+def _walk(pdf: pikepdf.Pdf) -> Iterator[Dictionary | Stream]:
+    """Every dictionary and stream of the file: each indirect object, and every direct
+    dictionary nested inside one (annotations often carry their actions that way)."""
+    for obj in pdf.objects:
+        yield from _walk_direct(obj, 0)
+    try:
+        yield from _walk_direct(pdf.trailer, 0)
+    except Exception:  # a damaged trailer was already rebuilt by qpdf
+        return
+
+
+def _walk_direct(obj: Any, depth: int) -> Iterator[Dictionary | Stream]:
+    if depth > _MAX_DEPTH:
+        return
+    if isinstance(obj, (Dictionary, Stream)):
+        yield obj
+        try:
+            keys = list(obj.keys())
+        except Exception:
+            return
+        for key in keys:
+            try:
+                value = obj[key]
+            except Exception:  # qpdf could not resolve it: nothing to walk into
+                value = None
+            if isinstance(value, (Dictionary, Array)) and not value.is_indirect:
+                yield from _walk_direct(value, depth + 1)
+    elif isinstance(obj, Array):
+        for value in list(obj):
+            if isinstance(value, (Dictionary, Array)) and not value.is_indirect:
+                yield from _walk_direct(value, depth + 1)
+
+
+# Every action type of ISO 32000-2 (12.6.4). /S means other things elsewhere (structure
+# element types, border styles, transparency groups, page-label styles), so a dictionary is
+# an action only when /S names one of these or it says /Type /Action.
+_ACTION_TYPES = frozenset(
+    {
+        "/GoTo",
+        "/GoToR",
+        "/GoToE",
+        "/GoToDp",
+        "/Launch",
+        "/Thread",
+        "/URI",
+        "/Sound",
+        "/Movie",
+        "/Hide",
+        "/Named",
+        "/SubmitForm",
+        "/ResetForm",
+        "/ImportData",
+        "/SetOCGState",
+        "/Rendition",
+        "/Trans",
+        "/GoTo3DView",
+        "/JavaScript",
+        "/RichMediaExecute",
+    }
+)
+
+
+def _action_type(obj: Dictionary | Stream) -> str:
+    subtype = obj.get(Name.S)
+    if not isinstance(subtype, Name):
+        return ""
+    if str(subtype) in _ACTION_TYPES or obj.get(Name.Type) == Name("/Action"):
+        return str(subtype)
+    return ""
+
+
+def _is_action(obj: Any) -> bool:
+    return isinstance(obj, (Dictionary, Stream)) and bool(_action_type(obj))
+
+
+def _bad_action(obj: Dictionary | Stream) -> str:
+    """The finding code if ``obj`` is an action we do not allow, else ""."""
+    kind = _action_type(obj)
+    if not kind:
+        return ""
+    if kind == "/Named":
+        named = obj.get(Name.N)
+        return "" if isinstance(named, Name) and str(named) in _SAFE_NAMED else "PDF_ACTION"
+    if kind in _ALLOWED_ACTIONS:
+        return ""
+    return _ACTION_CODE.get(kind, "PDF_ACTION")
+
+
+def inspect_pdf(pdf: pikepdf.Pdf, part_id: str) -> _Hazards:
+    """Everything active in ``pdf``, as hazards. Used before (findings) and after (verify)."""
+    hazards = _Hazards(part_id)
+    root = pdf.Root
+    open_action = root.get(Name.OpenAction)
+    if _is_action(open_action) and _bad_action(open_action):
+        # The action itself is reported by the object walk; this says it runs on opening.
+        hazards.add("PDF_ACTION", f"OpenAction {_action_type(open_action)[1:]}")
+    names = root.get(Name.Names)
+    if isinstance(names, Dictionary):
+        for key, code in (
+            (Name.JavaScript, "PDF_JAVASCRIPT"),
+            (Name.EmbeddedFiles, "PDF_EMBEDDED_FILE"),
+            (Name("/AlternatePresentations"), "PDF_ACTION"),
+            (Name.Renditions, "PDF_RICHMEDIA"),
+        ):
+            if key in names:
+                hazards.add(code, f"Names{key}")
+    acroform = root.get(Name.AcroForm)
+    if isinstance(acroform, Dictionary) and Name.XFA in acroform:
+        hazards.add("PDF_XFA", "AcroForm/XFA")
+    if Name("/NeedsRendering") in root:
+        hazards.add("PDF_XFA", "NeedsRendering")
+    if Name.Collection in root:
+        hazards.add("PDF_EMBEDDED_FILE", "portfolio (Collection)")
+
+    for obj in _walk(pdf):
+        try:
+            _inspect_object(obj, hazards)
+        except Exception as exc:  # a damaged object: fail closed by counting it as a hazard
+            hazards.add("PDF_ACTION", f"unreadable object {_where(obj)}: {type(exc).__name__}")
+    return hazards
+
+
+def _action_evidence(obj: Dictionary | Stream) -> str:
+    kind = _action_type(obj)
+    if kind == "/URI":
+        return defang_url(_text(obj.get(Name.URI)))
+    if kind == "/JavaScript":
+        return " ".join(_text(obj.get(Name.JS)).split())[:80]
+    if kind == "/Launch":
+        target = obj.get(Name.F) or obj.get(Name.Win)
+        if isinstance(target, Dictionary):
+            target = target.get(Name.F) or target.get(Name.UF)
+        return f"Launch {_text(target)[:80]}"
+    if kind in ("/GoToR", "/GoToE", "/SubmitForm", "/ImportData"):
+        target = obj.get(Name.F)
+        if isinstance(target, Dictionary):
+            target = target.get(Name.F) or target.get(Name.UF)
+        return f"{kind[1:]} {_text(target)[:80]}"
+    return kind[1:]
+
+
+def _inspect_object(obj: Dictionary | Stream, hazards: _Hazards) -> None:
+    where = _where(obj)
+    code = _bad_action(obj)
+    if code:
+        hazards.add(code, _action_evidence(obj))
+    if Name.JS in obj:
+        hazards.add("PDF_JAVASCRIPT", f"/JS in {where}")
+    if Name.AA in obj:
+        aa = obj.get(Name.AA)
+        triggers = ",".join(str(k)[1:] for k in aa) if isinstance(aa, Dictionary) else "?"
+        hazards.add("PDF_ACTION", f"/AA {triggers} in {where}")
+    kind = obj.get(Name.Type)
+    subtype = obj.get(Name.Subtype)
+    if kind == Name.EmbeddedFile:
+        hazards.add("PDF_EMBEDDED_FILE", f"embedded file stream {where}")
+    if Name.EF in obj:
+        name = obj.get(Name.UF) or obj.get(Name.F)
+        hazards.add("PDF_EMBEDDED_FILE", _text(name)[:80] if name is not None else where)
+    if (
+        isinstance(subtype, Name)
+        and str(subtype) in _DROPPED_ANNOTS
+        and kind in (None, Name.Annot)
+        and Name.Rect in obj  # an annotation, not e.g. a /Subtype /3D stream
+    ):
+        hazards.add(_DROPPED_ANNOTS[str(subtype)], f"{str(subtype)[1:]} annotation {where}")
+    if subtype == Name("/U3D") or subtype == Name("/PRC") or Name("/3DD") in obj:
+        hazards.add("PDF_3D", f"3D data {where}")
+    if Name("/RichMediaContent") in obj:
+        hazards.add("PDF_RICHMEDIA", f"RichMediaContent {where}")
+    if Name.XFA in obj and Name.Fields in obj:
+        hazards.add("PDF_XFA", where)
+
+
+# --- rebuild -------------------------------------------------------------------------------
+
+
+def _neutralize(pdf: pikepdf.Pdf, defang: bool) -> list[str]:
+    """Remove everything ``inspect_pdf`` reports, in place. Returns defanged URI targets."""
+    uris: list[str] = []
+    # Collect link targets before pikepdf.sanitize drops the URI actions.
+    for page in pdf.pages:
+        annots = page.obj.get(Name.Annots)
+        if not isinstance(annots, Array):
+            continue
+        for annot in annots:
+            if not isinstance(annot, Dictionary):
+                continue
+            action = annot.get(Name.A)
+            if _is_action(action) and _action_type(action) == "/URI":
+                target = defang_url(_text(action.get(Name.URI)))
+                uris.append(target)
+                if defang:
+                    annot[Name.Contents] = pikepdf.String(target)
+
+    (
+        pikepdf.sanitize.Sanitizer()
+        .remove_javascript()
+        .remove_external_access()
+        .remove_attachments()
+        .remove_multimedia()
+        .remove_collection()
+        .remove_web_capture()
+        .remove_search_index()
+        .apply(pdf)
+    )
+
+    root = pdf.Root
+    if _is_action(root.get(Name.OpenAction)):
+        del root[Name.OpenAction]
+    for key in (Name("/NeedsRendering"), Name.URI, Name.Perms, Name.Collection):
+        if key in root:
+            del root[key]
+    acroform = root.get(Name.AcroForm)
+    if isinstance(acroform, Dictionary) and Name.XFA in acroform:
+        del acroform[Name.XFA]
+    names = root.get(Name.Names)
+    if isinstance(names, Dictionary):
+        for key in (
+            Name.JavaScript,
+            Name.EmbeddedFiles,
+            Name("/AlternatePresentations"),
+            Name.Renditions,
+        ):
+            if key in names:
+                del names[key]
+
+    for page in pdf.pages:
+        annots = page.obj.get(Name.Annots)
+        if isinstance(annots, Array):
+            kept = [
+                a
+                for a in annots
+                if not (
+                    isinstance(a, Dictionary)
+                    and isinstance(a.get(Name.Subtype), Name)
+                    and str(a.get(Name.Subtype)) in _DROPPED_ANNOTS
+                )
+            ]
+            if len(kept) != len(annots):
+                page.obj[Name.Annots] = Array(kept)
+
+    for obj in list(_walk(pdf)):
+        _neutralize_object(obj)
+    return uris
+
+
+def _neutralize_object(obj: Dictionary | Stream) -> None:
+    for key in (Name.AA, Name.JS, Name.EF, Name("/RichMediaContent"), Name("/3DD")):
+        if key in obj:
+            del obj[key]
+    if _bad_action(obj):
+        # The action object may be shared; emptying it disarms every reference at once.
+        for key in list(obj.keys()):
+            if isinstance(obj, Stream) and key in ("/Length", "/Filter", "/DecodeParms"):
+                continue
+            del obj[key]
+    if obj.get(Name.Type) == Name.EmbeddedFile and isinstance(obj, Stream):
+        obj.write(b"")
+        for key in list(obj.keys()):
+            if key not in ("/Length",):
+                del obj[key]
+    if Name.XFA in obj and Name.Fields in obj:
+        del obj[Name.XFA]
+    for key in (Name.A, Name.Next, Name.OpenAction):
+        value = obj.get(key)
+        if isinstance(value, Dictionary) and not _action_type(value):
+            del obj[key]  # an action we emptied: drop the dangling slot too
+
+
+_SIMPLE_FONT_TYPES = {"/Type1", "/TrueType", "/MMType1"}
+_URL_SCHEME = re.compile(rb"(?i)(h)(tt)(ps?)(?=://)")
+
+
+# Widths of t, x, T, X in the standard 14 fonts (Adobe AFM files), which may come without
+# /Widths. Only these four letters are ever swapped.
+_BASE14_TX = {
+    "Helvetica": (278, 500, 611, 667),
+    "Helvetica-Oblique": (278, 500, 611, 667),
+    "Helvetica-Bold": (333, 556, 611, 667),
+    "Helvetica-BoldOblique": (333, 556, 611, 667),
+    "Times-Roman": (278, 500, 611, 722),
+    "Times-Italic": (278, 444, 556, 611),
+    "Times-Bold": (333, 500, 667, 722),
+    "Times-BoldItalic": (278, 500, 611, 667),
+    "Courier": (600, 600, 600, 600),
+    "Courier-Oblique": (600, 600, 600, 600),
+    "Courier-Bold": (600, 600, 600, 600),
+    "Courier-BoldOblique": (600, 600, 600, 600),
+}
+
+
+def _widths(font: Any) -> tuple[int, list[float]] | None:
+    """(FirstChar, Widths) of a simple font, in 1/1000 text space units; None if unknown."""
+    try:
+        first = int(font.get(Name.FirstChar))
+        return first, [float(w) for w in font.get(Name.Widths)]
+    except (TypeError, ValueError, pikepdf.PdfError):
+        pass
+    base = str(font.get(Name.BaseFont, "")).lstrip("/")
+    if base in _BASE14_TX and Name.Encoding not in font:
+        t, x, upper_t, upper_x = _BASE14_TX[base]
+        widths = [0.0] * 256
+        widths[ord("t")], widths[ord("x")] = t, x
+        widths[ord("T")], widths[ord("X")] = upper_t, upper_x
+        return 0, widths
+    return None
+
+
+def _defanged_segments(raw: bytes, metrics: tuple[int, list[float]]) -> list[Any] | None:
+    """``raw`` with ``http(s)`` -> ``hxxp(s)``, as TJ elements whose kerning numbers give back
+    exactly the width the wider "x" glyphs took, so nothing after them moves. None when
+    there is nothing to change or a width is unknown."""
+    first, widths = metrics
+
+    def width(code: int) -> float | None:
+        index = code - first
+        return widths[index] if 0 <= index < len(widths) else None
+
+    out: list[Any] = []
+    position = 0
+    for match in _URL_SCHEME.finditer(raw):
+        old = match.group(2)
+        new = b"XX" if old.isupper() else b"xx"
+        old_width = sum(width(c) or -1e9 for c in old)
+        new_width = sum(width(c) or -1e9 for c in new)
+        if old_width < 0 or new_width < 0:
+            return None
+        out.append(pikepdf.String(raw[position : match.start()] + match.group(1) + new))
+        out.append(new_width - old_width)  # positive TJ numbers move the next glyph left
+        position = match.start(3)
+    if not out:
+        return None
+    out.append(pikepdf.String(raw[position:]))
+    return out
+
+
+def _defang_page_text(pdf: pikepdf.Pdf) -> int:
+    """Rewrite ``http(s)://`` in text drawn with simple (one-byte) fonts that carry their
+    glyph widths, compensating the width so the layout does not move. CID fonts are left
+    alone (their bytes are glyph numbers, not letters), as are the ``'`` and ``"``
+    operators. Returns how many strings changed."""
+    changed = 0
+    for page in pdf.pages:
+        try:
+            fonts = page.obj.get(Name.Resources, Dictionary()).get(Name.Font, Dictionary())
+            metrics = {}
+            for key in fonts:
+                font = fonts[key]
+                if (
+                    isinstance(font, Dictionary)
+                    and str(font.get(Name.Subtype, "")) in _SIMPLE_FONT_TYPES
+                ):
+                    found = _widths(font)
+                    if found is not None:
+                        metrics[str(key)] = found
+            instructions = pikepdf.parse_content_stream(page) if metrics else []
+        except Exception:  # unparseable content is left as qpdf wrote it
+            instructions = []
+        current = ""
+        page_changed = 0
+        rewritten = []
+        for instruction in instructions:
+            if isinstance(instruction, pikepdf.ContentStreamInlineImage):
+                rewritten.append(instruction)
+                continue
+            operands, operator = instruction.operands, instruction.operator
+            op = str(operator)
+            if op == "Tf" and operands and isinstance(operands[0], Name):
+                current = str(operands[0])
+            elif op in ("Tj", "TJ") and current in metrics and operands:
+                items = list(operands[0]) if op == "TJ" else [operands[0]]
+                new_items: list[Any] = []
+                touched = False
+                for item in items:
+                    segments = (
+                        _defanged_segments(bytes(item), metrics[current])
+                        if isinstance(item, pikepdf.String)
+                        else None
+                    )
+                    if segments is None:
+                        new_items.append(item)
+                    else:
+                        new_items.extend(segments)
+                        touched = True
+                if touched:
+                    page_changed += 1
+                    instruction = pikepdf.ContentStreamInstruction(
+                        [Array(new_items)], pikepdf.Operator("TJ")
+                    )
+            rewritten.append(instruction)
+        if page_changed:
+            page.obj[Name.Contents] = pdf.make_stream(pikepdf.unparse_content_stream(rewritten))
+            changed += page_changed
+    return changed
+
+
+def _open(data: bytes) -> pikepdf.Pdf:
+    try:
+        return pikepdf.open(io.BytesIO(data))
+    except pikepdf.PasswordError:
+        raise CannotSanitize("PDF_ENCRYPTED", "a password is needed to open it") from None
+    except (pikepdf.PdfError, ValueError, RuntimeError, OverflowError) as exc:
+        raise CannotSanitize("PDF_DAMAGED", f"{type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _rebuild(
+    data: bytes, part_id: str, options: SanitizeOptions
+) -> tuple[bytes, list[Finding], int]:
+    findings: list[Finding] = []
+    pdf = _open(data)
+    with pdf:
+        if pdf.is_encrypted:
+            findings.append(
+                Finding("PDF_ENCRYPTION_REMOVED", part_id, "empty user password; written clear")
+            )
+        if data.count(b"%%EOF") > 1:
+            findings.append(
+                Finding(
+                    "PDF_INCREMENTAL_UPDATE", part_id, f"{data.count(b'%%EOF')} end-of-file marks"
+                )
+            )
+        try:
+            page_count = len(pdf.pages)
+            hazards = inspect_pdf(pdf, part_id)
+            findings.extend(hazards.findings())
+            _neutralize(pdf, options.defang_urls)
+            if options.defang_urls:
+                rewritten = _defang_page_text(pdf)
+                if rewritten:
+                    findings.append(
+                        Finding("PDF_URI_TEXT_DEFANGED", part_id, f"{rewritten} text strings")
+                    )
+            out = io.BytesIO()
+            with warnings.catch_warnings():
+                # pikepdf warns about widgets unreachable from AcroForm: not our concern here.
+                warnings.simplefilter("ignore")
+                pdf.save(
+                    out,
+                    object_stream_mode=pikepdf.ObjectStreamMode.disable,
+                    compress_streams=True,
+                    encryption=False,
+                    deterministic_id=True,
+                    linearize=False,
+                    fix_metadata_version=False,
+                )
+        except CannotSanitize:
+            raise
+        except (pikepdf.PdfError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+            raise CannotSanitize("PDF_DAMAGED", f"{type(exc).__name__}: {exc}"[:300]) from None
+        try:  # qpdf warns while resolving objects, so only after the whole file was written
+            repaired = [
+                re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "input", str(w))
+                for w in pdf.get_warnings()
+            ]
+        except Exception:
+            repaired = []
+        if repaired:
+            findings.append(Finding("PDF_REPAIRED", part_id, "; ".join(repaired[:3])[:300]))
+    rebuilt = out.getvalue()
+    _verify(rebuilt, page_count, part_id)
+    return rebuilt, findings, page_count
+
+
+def _verify(rebuilt: bytes, page_count: int, part_id: str) -> None:
+    """Reopen our own output from its bytes and look again; anything left fails closed."""
+    try:
+        with pikepdf.open(io.BytesIO(rebuilt)) as check:
+            if len(check.pages) != page_count:
+                raise CannotSanitize(
+                    "PDF_VERIFY_FAILED", f"{len(check.pages)} pages after rebuild, {page_count}"
+                )
+            left = inspect_pdf(check, part_id)
+    except pikepdf.PdfError as exc:
+        raise CannotSanitize("PDF_VERIFY_FAILED", f"rebuilt copy does not reopen: {exc}") from None
+    if left:
+        detail = "; ".join(f"{f.code} {f.detail}" for f in left.findings())
+        raise CannotSanitize("PDF_VERIFY_FAILED", detail[:400])
+
+
+# --- rasterize -----------------------------------------------------------------------------
+
+
+def rasterize_pdf(data: bytes, options: SanitizeOptions) -> tuple[bytes, int]:
+    """Render every page with PDFium and assemble an image-only PDF; returns (pdf, pages).
+
+    Bounded: at most ``options.max_pages`` pages, each at most ``options.max_image_pixels``.
+    """
+    import pypdfium2 as pdfium
+    from PIL import Image
+
+    try:
+        document = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        code = "PDF_ENCRYPTED" if "password" in str(exc).lower() else "PDF_DAMAGED"
+        raise CannotSanitize(code, f"PDFium: {exc}"[:300]) from None
+    try:
+        pages = len(document)
+        if pages == 0:
+            raise CannotSanitize("PDF_DAMAGED", "no pages to render")
+        if pages > options.max_pages:
+            raise CannotSanitize("PDF_TOO_MANY_PAGES", f"{pages} pages > {options.max_pages}")
+        out = pikepdf.new()
+        for index in range(pages):
+            page = document[index]
+            try:
+                width_pt, height_pt = page.get_size()
+                if page.get_rotation() in (90, 270):
+                    width_pt, height_pt = height_pt, width_pt
+                if width_pt <= 0 or height_pt <= 0:
+                    raise CannotSanitize("PDF_DAMAGED", f"page {index + 1} has no size")
+                scale = options.rasterize_dpi / 72.0
+                pixels = width_pt * height_pt * scale * scale
+                if pixels > options.max_image_pixels:
+                    scale *= (options.max_image_pixels / pixels) ** 0.5
+                bitmap = page.render(scale=scale, may_draw_forms=True, draw_annots=True)
+                image: Image.Image = bitmap.to_pil().convert("RGB")
+            finally:
+                page.close()
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=85, subsampling=0)
+            stream = out.make_stream(
+                buffer.getvalue(),
+                Type=Name.XObject,
+                Subtype=Name.Image,
+                Width=image.width,
+                Height=image.height,
+                ColorSpace=Name.DeviceRGB,
+                BitsPerComponent=8,
+                Filter=Name.DCTDecode,
+            )
+            new_page = out.add_blank_page(page_size=(width_pt, height_pt))
+            new_page.obj[Name.Resources] = Dictionary(XObject=Dictionary(Im0=stream))
+            new_page.obj[Name.Contents] = out.make_stream(
+                f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q".encode("ascii")
+            )
+        buffer = io.BytesIO()
+        out.save(buffer, deterministic_id=True)
+        return buffer.getvalue(), pages
+    finally:
+        document.close()
+
+
+# --- the sanitizer -------------------------------------------------------------------------
+
+
+class PdfSanitizer:
+    """See Sanitizer."""
+
+    name = "pdf-rebuild"
+    description = "Rebuild PDFs without active content (pikepdf); optionally image-only PDFs"
+    handles = frozenset({"pdf"})
+
+    def sanitize(
+        self, data: bytes, filename: str, part_id: str, options: SanitizeOptions
+    ) -> SanitizeResult:
+        """See Sanitizer."""
+        mode = options.mode if options.mode in ("rebuild", "rasterize", "both") else "rebuild"
+        name = sanitize_filename(
+            filename or "document.pdf",
+            new_extension=None if extension_of(filename) == "pdf" else "pdf",
+        )
+        findings: list[Finding] = []
+        outputs: list[OutputFile] = []
+        rebuilt: bytes | None = None
+        try:
+            rebuilt, found, _pages = _rebuild(data, part_id, options)
+            findings.extend(found)
+        except CannotSanitize as exc:
+            if mode != "rasterize" or exc.code in ("PDF_VERIFY_FAILED", "PDF_ENCRYPTED"):
+                raise
+            findings.append(Finding(exc.code, part_id, str(exc)[:300]))
+        if mode in ("rebuild", "both") and rebuilt is not None:
+            outputs.append(OutputFile(rebuilt, name, "application/pdf"))
+        if mode in ("rasterize", "both"):
+            image_pdf, pages = rasterize_pdf(rebuilt if rebuilt is not None else data, options)
+            _verify(image_pdf, pages, part_id)
+            twin = name if mode == "rasterize" else _twin_name(name)
+            outputs.append(OutputFile(image_pdf, twin, "application/pdf"))
+            findings.append(
+                Finding("PDF_RASTERIZED", part_id, f"{pages} pages at {options.rasterize_dpi} dpi")
+            )
+        return SanitizeResult(outputs=tuple(outputs), findings=tuple(findings))
+
+
+def _twin_name(name: str) -> str:
+    stem = name[:-4] if name.lower().endswith(".pdf") else name
+    return sanitize_filename(f"{stem}_画像化.pdf")

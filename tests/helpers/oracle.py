@@ -1,0 +1,162 @@
+"""Independent checks of sanitizer output: pikepdf, oletools and libmagic, not our code.
+
+Each ``*_active_content`` function returns a list of what it found (empty means clean). They
+deliberately do not import anything from ``gateway``: the point is a second opinion.
+
+- PDF: every indirect object is serialised by qpdf (``unparse``, stream dictionaries only,
+  never stream data) and searched for the name tokens of active content. A text search over
+  qpdf's canonical serialisation is a different method from the sanitizer's structured walk.
+- Office: oletools' ``VBA_Parser`` (VBA and XLM), ``msodde`` (DDE fields and links),
+  ``oleobj`` (embedded OLE objects, external relationships, customUI callbacks).
+- Types: libmagic (python-magic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import tempfile
+from pathlib import Path
+
+import magic
+import pikepdf
+
+_PDF_TOKENS = re.compile(
+    rb"/S\s*/(JavaScript|Launch|GoToR|GoToE|SubmitForm|ImportData|URI|Rendition|Movie|Sound|"
+    rb"RichMediaExecute|GoTo3DView)\b|/JS\b|/AA\b|/EmbeddedFile\b|/EF\b|/XFA\b|/RichMediaContent\b|"
+    rb"/3DD\b|/Subtype\s*/(RichMedia|3D|Movie|Sound|Screen|FileAttachment)\b|/JavaScript\b"
+)
+
+
+def _without_strings(text: bytes) -> bytes:
+    """PDF syntax with literal and hex strings blanked, so ``(…/wiki/JavaScript)`` in a
+    tooltip is not mistaken for a name token."""
+    out = bytearray()
+    depth = 0
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if depth:
+            if char == 0x5C:  # backslash escapes the next byte
+                index += 2
+                continue
+            if char == 0x28:
+                depth += 1
+            elif char == 0x29:
+                depth -= 1
+            index += 1
+            continue
+        if char == 0x28:
+            depth = 1
+            out += b"()"
+        elif (
+            char == 0x3C
+            and text[index + 1 : index + 2] != b"<"
+            and (index == 0 or text[index - 1] != 0x3C)
+        ):
+            end = text.find(b">", index)
+            if end < 0:
+                break
+            out += b"<>"
+            index = end
+        else:
+            out.append(char)
+        index += 1
+    return bytes(out)
+
+
+def pdf_active_content(data: bytes) -> list[str]:
+    found: list[str] = []
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        for obj in pdf.objects:
+            try:
+                if isinstance(obj, pikepdf.Stream):
+                    text = obj.stream_dict.unparse(resolved=True)
+                elif isinstance(obj, (pikepdf.Dictionary, pikepdf.Array)):
+                    text = obj.unparse(resolved=True)
+                else:
+                    continue
+            except Exception as exc:  # the oracle fails closed too
+                found.append(f"unserialisable object: {type(exc).__name__}")
+                continue
+            for match in _PDF_TOKENS.finditer(_without_strings(text)):
+                found.append(match.group().decode("latin-1"))
+        trailer = pdf.trailer.unparse(resolved=True)
+        for match in _PDF_TOKENS.finditer(_without_strings(trailer)):
+            found.append(match.group().decode("latin-1"))
+        open_action = pdf.Root.get("/OpenAction")
+        if (
+            isinstance(open_action, pikepdf.Dictionary)
+            and "/S" in open_action
+            and pikepdf.Name.GoTo != open_action.S
+        ):
+            found.append(f"OpenAction {open_action.S}")
+    return found
+
+
+def pdf_page_count(data: bytes) -> int:
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        return len(pdf.pages)
+
+
+def pdf_text(data: bytes) -> str:
+    """Text per poppler's pdftotext (a third implementation), whitespace-normalised."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "in.pdf")
+        path.write_bytes(data)
+        result = subprocess.run(
+            ["pdftotext", "-q", str(path), "-"], capture_output=True, timeout=60, check=False
+        )
+    return " ".join(result.stdout.decode("utf-8", "replace").split())
+
+
+def office_active_content(data: bytes, suffix: str = ".bin") -> list[str]:
+    from oletools import msodde, oleobj
+    from oletools.olevba import VBA_Parser
+
+    found: list[str] = []
+    parser = VBA_Parser("oracle", data=data)
+    try:
+        if parser.detect_vba_macros():
+            found.append("VBA macros (olevba)")
+        if parser.detect_xlm_macros():
+            found.append("XLM macros (olevba)")
+    finally:
+        parser.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "doc" + suffix)
+        path.write_bytes(data)
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                dde = msodde.process_file(str(path), msodde.FIELD_FILTER_DDE)
+            except Exception as exc:
+                dde = f"msodde failed: {type(exc).__name__}"
+        if dde and dde.strip():
+            found.append(f"DDE (msodde): {dde.strip()[:80]}")
+    for ole in oleobj.find_ole("oracle", data):
+        if ole is None:
+            continue
+        for path in ole.listdir():
+            if path[-1].lower() in ("\x01ole10native", "package", "equation native") or path[
+                0
+            ].lower() in ("objectpool",):
+                found.append("embedded object (oleobj): " + "/".join(path))
+        if data[:4] == b"PK\x03\x04":
+            found.append("OLE stream inside the package (oleobj)")
+    if data[:4] == b"PK\x03\x04":
+        xml_parser = oleobj.XmlParser(io.BytesIO(data))
+        with contextlib.suppress(Exception):
+            for _ in xml_parser.iter_xml():
+                pass
+            for rel_type, target in oleobj.find_external_relationships(xml_parser):
+                found.append(f"external relationship (oleobj): {rel_type} {target[:60]}")
+            for callback in oleobj.find_customUI(xml_parser):
+                found.append(f"customUI callback (oleobj): {callback}")
+    return found
+
+
+def magic_mime(data: bytes) -> str:
+    return magic.from_buffer(data[: 4 * 1024 * 1024], mime=True)

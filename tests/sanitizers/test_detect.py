@@ -1,0 +1,265 @@
+"""gateway.detect: true type from content, file-name checks, and sanitize_filename."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.detect import FINDING_CODES, detect, extension_of, sanitize_filename
+from gateway.sanitizers.base import CONTENT_CLASSES
+from tests.helpers import hostile
+
+
+def _codes(detection: object) -> set[str]:
+    return {f.code for f in detection.findings}  # type: ignore[attr-defined]
+
+
+def _detail(detection: object, code: str) -> str:
+    return next(f.detail for f in detection.findings if f.code == code)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["invoice.pdf", "photo.jpg", "readme.txt", "noext"])
+def test_pe_is_executable_under_any_name(name: str) -> None:
+    detection = detect(hostile.pe_bytes(), name, "application/pdf", "2")
+    assert detection.content_class == "executable"
+    assert detection.mime == "application/x-dosexec"
+    assert _detail(detection, "EXECUTABLE") == "PE executable"
+    if name != "noext":
+        assert "TYPE_MISMATCH" in _codes(detection)
+
+
+@pytest.mark.parametrize(
+    ("data", "evidence"),
+    [
+        (hostile.elf_bytes(), "ELF executable"),
+        (hostile.lnk_bytes(), "Windows shortcut (LNK)"),
+        (b"\xca\xfe\xba\xbe\x00\x00\x00\x34" + b"\x00" * 32, "Java class file"),
+        (b"\xcf\xfa\xed\xfe" + b"\x00" * 60, "Mach-O executable"),
+    ],
+)
+def test_other_executables_by_content(data: bytes, evidence: str) -> None:
+    detection = detect(data, "document.doc", "", "1")
+    assert detection.content_class == "executable"
+    assert _detail(detection, "EXECUTABLE") == evidence
+
+
+def test_jar_is_executable_not_archive() -> None:
+    jar = hostile.simple_zip({"META-INF/MANIFEST.MF": b"Main-Class: X\n", "X.class": b"\xca\xfe"})
+    detection = detect(jar, "files.zip", "application/zip", "1")
+    assert detection.content_class == "executable"
+    assert _detail(detection, "EXECUTABLE") == "Java archive (JAR)"
+
+
+@pytest.mark.parametrize(
+    "name", ["run.js", "a.JSE", "x.vbs", "y.vbe", "z.wsf", "p.hta", "q.ps1", "r.bat", "s.cmd"]
+)
+def test_script_names_make_text_a_script(name: str) -> None:
+    detection = detect(b"WScript.Echo 1\r\n", name, "text/plain", "1")
+    assert detection.content_class == "script"
+    assert "SCRIPT" in _codes(detection)
+    assert f"name ends in .{name.rsplit('.', 1)[1].lower()}" in _detail(detection, "SCRIPT")
+
+
+@pytest.mark.parametrize(("name", "klass"), [("a.scr", "executable"), ("b.com", "executable")])
+def test_scr_and_com_names(name: str, klass: str) -> None:
+    assert detect(b"\x90\x90\xcd\x20", name, "", "1").content_class == klass
+
+
+def test_encoded_script_by_content() -> None:
+    detection = detect(b"#@~^XAAAAA==encoded", "notes.txt", "text/plain", "1")
+    assert detection.content_class == "script"
+    assert "encoded script" in _detail(detection, "SCRIPT")
+
+
+def test_html_with_script_is_script_and_plain_html_is_html() -> None:
+    scripted = detect(hostile.html_with_script(), "invoice.html", "text/html", "1")
+    assert scripted.content_class == "script"
+    assert "<script" in _detail(scripted, "SCRIPT")
+    plain = detect(b"<html><body><p>Hello</p></body></html>", "a.html", "text/html", "1")
+    assert plain.content_class == "html"
+    assert "SCRIPT" not in _codes(plain)
+
+
+def test_html_named_txt_is_still_found() -> None:
+    detection = detect(hostile.html_with_script(), "notes.txt", "text/plain", "1")
+    assert detection.content_class == "script"
+
+
+def test_svg_with_script() -> None:
+    detection = detect(hostile.svg_with_script(), "logo.svg", "image/svg+xml", "1")
+    assert detection.content_class == "svg"
+    assert "SVG_ACTIVE_CONTENT" in _codes(detection)
+
+
+@pytest.mark.parametrize(
+    ("data", "evidence"),
+    [
+        (b"\x00" * 0x8001 + b"CD001" + b"\x00" * 100, "ISO 9660 disk image"),
+        (b"conectix" + b"\x00" * 600, "VHD disk image"),
+        (bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3") + b"\x00" * 64, "OneNote section"),
+    ],
+)
+def test_dangerous_containers(data: bytes, evidence: str) -> None:
+    detection = detect(data, "invoice.pdf", "", "1")
+    assert detection.content_class == "other_archive"
+    assert _detail(detection, "DANGEROUS_CONTAINER") == evidence
+
+
+def test_iso_name_alone_is_a_dangerous_container() -> None:
+    detection = detect(b"plain text", "setup.iso", "", "1")
+    assert detection.content_class == "other_archive"
+    assert "DANGEROUS_CONTAINER" in _codes(detection)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["invoice.pdf.exe", "a.jpg_.zip", "scan.doc   .js", "請求書.xlsx.scr", "photo.JPG.hta"],
+)
+def test_double_extension(name: str) -> None:
+    assert "DOUBLE_EXTENSION" in _codes(detect(b"x", name, "", "1"))
+
+
+@pytest.mark.parametrize("name", ["report.2024.pdf", "data.tar.gz", "v1.2.docx", "a.pdf"])
+def test_no_double_extension_for_ordinary_names(name: str) -> None:
+    assert "DOUBLE_EXTENSION" not in _codes(detect(b"x", name, "", "1"))
+
+
+@pytest.mark.parametrize("name", hostile.RTLO_NAMES)
+def test_bidi_controls_in_names(name: str) -> None:
+    detection = detect(b"hello", name, "text/plain", "1")
+    assert "FILENAME_BIDI_CONTROL" in _codes(detection)
+    # The name a desktop acts on ends in a dangerous extension, whatever it displays.
+    assert detection.content_class in ("executable", "script")
+
+
+def test_control_characters_and_paths_in_names() -> None:
+    detection = detect(b"x", "..\\..\\evil\x07.txt", "", "1")
+    assert {"FILENAME_CONTROL_CHAR", "FILENAME_PATH"} <= _codes(detection)
+
+
+def test_zip_classes() -> None:
+    assert detect(hostile.simple_zip({"a.txt": b"a"}), "a.zip", "", "1").content_class == (
+        "archive"
+    )
+    for data, method in ((hostile.zipcrypto_zip(), "ZipCrypto"), (hostile.aes_zip(), "AES")):
+        detection = detect(data, "a.zip", "", "1")
+        assert detection.content_class == "encrypted_archive"
+        assert method in _detail(detection, "ARCHIVE_ENCRYPTED")
+
+
+def test_ooxml_types_from_content_types() -> None:
+    docm = detect(hostile.docm(), "renamed.docx", "", "1")
+    assert docm.content_class == "ooxml"
+    assert docm.mime == "application/vnd.ms-word.document.macroEnabled.12"
+    assert detect(hostile.benign_xlsx(), "b.xlsx", "", "1").mime.endswith("spreadsheetml.sheet")
+
+
+def test_zip_bomb_is_not_expanded_by_detection() -> None:
+    bomb = hostile.zip_bomb(expanded_mb=64, nested=False)
+    started = time.perf_counter()
+    detection = detect(bomb, "bomb.zip", "", "1")
+    assert detection.content_class == "archive"
+    # Expanding 64 MiB of zeros takes far longer than reading a central directory; this is
+    # a bound on work done, not a speed test.
+    assert time.perf_counter() - started < 2.0
+
+
+def test_polyglot_jpeg() -> None:
+    detection = detect(hostile.polyglot_jpeg("zip"), "photo.jpg", "image/jpeg", "1")
+    assert detection.content_class == "image"
+    assert "ZIP archive appended" in _detail(detection, "POLYGLOT")
+
+
+def test_pdf_behind_junk_is_still_pdf() -> None:
+    data = b"\x00junk" * 300 + hostile.benign_pdf(1)
+    detection = detect(data, "x.bin", "", "1")
+    assert detection.content_class == "pdf"
+    assert "PDF header at offset" in _detail(detection, "POLYGLOT")
+
+
+def test_csv_dde_formula() -> None:
+    data = b"name,value\nx,=cmd|' /C calc'!A0\n"
+    detection = detect(data, "list.csv", "text/csv", "1")
+    assert detection.content_class == "text"
+    assert "cmd|" in _detail(detection, "DDE_FIELD")
+
+
+def test_declared_type_mismatch() -> None:
+    detection = detect(hostile.jpeg(), "photo.jpg", "application/pdf", "1")
+    assert _detail(detection, "TYPE_MISMATCH").startswith("declared application/pdf")
+    matching = detect(hostile.jpeg(), "photo.jpg", "image/jpeg", "1")
+    assert "TYPE_MISMATCH" not in _codes(matching)
+
+
+def test_every_result_is_a_known_class_and_code() -> None:
+    samples = [
+        b"",
+        b"\x00" * 10,
+        hostile.benign_pdf(1),
+        hostile.jpeg(),
+        hostile.png(),
+        hostile.docm(),
+        hostile.zip_bomb(4),
+        b"plain text",
+    ]
+    for data in samples:
+        detection = detect(data, "x", "", "1")
+        assert detection.content_class in CONTENT_CLASSES
+        assert {f.code for f in detection.findings} <= set(FINDING_CODES)
+
+
+def test_empty_file() -> None:
+    detection = detect(b"", "a.txt", "", "1")
+    assert detection.content_class == "unknown"
+    assert "EMPTY_FILE" in _codes(detection)
+
+
+def test_extension_of() -> None:
+    assert extension_of("A.PDF") == "pdf"
+    assert extension_of("evil.exe. . ") == "exe"
+    assert extension_of("x.ｅｘｅ") == "exe"
+    assert extension_of(".bashrc") == ""
+
+
+@pytest.mark.parametrize(
+    ("untrusted", "expected"),
+    [
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+        ("../../etc/passwd", "passwd"),
+        ("C:\\Users\\x\\報告書.docx", "報告書.docx"),
+        ("CON.txt", "_CON.txt"),
+        ("  .hidden.  ", "hidden"),
+        ("a<b>c:d|e?.pdf", "a_b_c_d_e_.pdf"),
+        ("", "attachment"),
+        ("\u200b\u200b", "attachment"),
+    ],
+)
+def test_sanitize_filename(untrusted: str, expected: str) -> None:
+    assert sanitize_filename(untrusted) == expected
+
+
+def test_sanitize_filename_bounds_length_and_keeps_extension() -> None:
+    name = sanitize_filename("見" * 500 + ".pdf")
+    assert len(name) == 120
+    assert name.endswith("見.pdf")
+    assert sanitize_filename("マクロ付き.docm", new_extension="docx") == "マクロ付き.docx"
+    assert sanitize_filename(sanitize_filename("a\u202eb.exe")) == sanitize_filename("a\u202eb.exe")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.binary(max_size=4096), name=st.text(max_size=80), declared=st.text(max_size=40))
+def test_detect_never_raises(data: bytes, name: str, declared: str) -> None:
+    detection = detect(data, name, declared, "1")
+    assert detection.content_class in CONTENT_CLASSES
+
+
+@settings(max_examples=150, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=100), flip=st.integers(min_value=0, max_value=255))
+def test_detect_on_damaged_samples(cut: int, flip: int) -> None:
+    for sample in (hostile.docm(), hostile.zipcrypto_zip(), hostile.pdf_with_action("launch")):
+        damaged = bytearray(sample[: max(1, len(sample) * cut // 100)])
+        damaged[len(damaged) // 2] ^= flip
+        assert detect(bytes(damaged), "x.bin", "", "1").content_class in CONTENT_CLASSES

@@ -1,0 +1,99 @@
+"""Image sanitizer: pixels kept, metadata and appended payloads gone, bombs refused, SVG
+rendered to PNG without its script."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image, ImageChops
+
+from gateway.errors import CannotSanitize
+from gateway.sanitizers.base import SanitizeOptions
+from gateway.sanitizers.image import ImageSanitizer, image_end
+from tests.helpers import hostile, oracle
+
+SANITIZER = ImageSanitizer()
+
+
+def _sanitize(data: bytes, name: str = "photo.jpg", **options: object):  # type: ignore[no-untyped-def]
+    return SANITIZER.sanitize(data, name, "1.4", SanitizeOptions(**options))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("payload", ["zip", "script"])
+def test_polyglot_payload_is_cut(payload: str) -> None:
+    data = hostile.polyglot_jpeg(payload)
+    result = _sanitize(data)
+    trailing = next(f for f in result.findings if f.code == "IMAGE_TRAILING_DATA")
+    assert "bytes after the image end" in trailing.detail
+    if payload == "zip":
+        assert "Zip archive" in trailing.detail
+    out = result.outputs[0].data
+    assert oracle.magic_mime(out) == "image/jpeg"
+    assert image_end(out) == len(out)
+    assert b"PK\x03\x04" not in out
+    assert b"<script" not in out
+
+
+def test_exif_and_comment_dropped_orientation_applied() -> None:
+    data = hostile.jpeg(64, 48, exif=True)
+    result = _sanitize(data)
+    metadata = next(f for f in result.findings if f.code == "IMAGE_METADATA")
+    assert "EXIF" in metadata.detail
+    assert "comment" in metadata.detail
+    out = Image.open(io.BytesIO(result.outputs[0].data))
+    assert not out.getexif()
+    assert "comment" not in out.info
+    assert out.size == (48, 64)  # orientation 6 applied to the pixels
+    assert b"EvilCam" not in result.outputs[0].data
+
+
+def test_png_text_chunks_dropped_pixels_equal() -> None:
+    data = hostile.png(text=True)
+    result = _sanitize(data, "a.png")
+    assert [f.code for f in result.findings] == ["IMAGE_METADATA"]
+    before = Image.open(io.BytesIO(data)).convert("RGBA")
+    after = Image.open(io.BytesIO(result.outputs[0].data)).convert("RGBA")
+    assert ImageChops.difference(before, after).getbbox() is None
+    assert b"<script>" not in result.outputs[0].data
+
+
+def test_decompression_bomb_refused_before_decoding() -> None:
+    with pytest.raises(CannotSanitize, match="900000000 pixels") as caught:
+        _sanitize(hostile.image_bomb_png(30000), "bomb.png")
+    assert caught.value.code == "IMAGE_BOMB"
+
+
+def test_wrong_extension_gets_the_real_one() -> None:
+    result = _sanitize(hostile.png(), "picture.jpg")
+    assert result.outputs[0].filename == "picture.png"
+    assert result.outputs[0].content_type == "image/png"
+
+
+def test_truncated_jpeg_fails_closed() -> None:
+    data = hostile.jpeg(200, 200)
+    with pytest.raises(CannotSanitize) as caught:
+        _sanitize(data[: len(data) // 2])
+    assert caught.value.code == "IMAGE_DECODE_ERROR"
+
+
+def test_svg_is_rendered_without_script() -> None:
+    result = _sanitize(hostile.svg_with_script(), "logo.svg")
+    (output,) = result.outputs
+    assert output.filename == "logo.png"
+    assert oracle.magic_mime(output.data) == "image/png"
+    active = next(f for f in result.findings if f.code == "SVG_ACTIVE_CONTENT")
+    for removed in ("<script>", "onload=", "href=file:///etc/passwd", "href=javascript:"):
+        assert removed in active.detail
+    image = Image.open(io.BytesIO(output.data)).convert("RGB")
+    assert image.size == (120, 60)
+    assert image.getpixel((100, 50)) == (0, 0, 128)  # navy: the drawing is there
+
+
+def test_svg_with_entities_refused() -> None:
+    svg = b'<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]><svg xmlns="http://www.w3.org/2000/svg"><text>&x;</text></svg>'
+    try:
+        result = _sanitize(svg, "x.svg")
+    except CannotSanitize:
+        return
+    assert b"root:" not in result.outputs[0].data

@@ -1,0 +1,78 @@
+"""Legacy OLE documents: findings per oletools, output only when verified clean; LibreOffice
+rasterizing tested where installed."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import CannotSanitize
+from gateway.sanitizers.base import SanitizeOptions
+from gateway.sanitizers.ole import OleSanitizer, soffice_path
+from tests.helpers import oracle
+from tests.helpers.corpus import corpus_file
+
+SANITIZER = OleSanitizer()
+
+
+def test_clean_doc_is_delivered_as_verified() -> None:
+    data = corpus_file("msoffcrypto-tool/inputs/plain.doc")
+    result = SANITIZER.sanitize(data, "plain.doc", "1", SanitizeOptions())
+    assert [f.code for f in result.findings] == ["OLE_VERIFIED_CLEAN"]
+    assert result.outputs[0].data == data
+    assert oracle.office_active_content(result.outputs[0].data, ".doc") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("oletools/excel4-macros/excel4_sample_macro.xls", "OLE_XLM_MACRO"),
+        ("oletools/olevba/sample_with_vba.ppt", "OLE_VBA_MACRO"),
+        ("oletools/oleobj/sample_with_lnk_file.doc", "OLE_EMBEDDED_OBJECT"),
+        ("oletools/oleobj/sample_with_calc_embedded.doc", "OLE_EMBEDDED_OBJECT"),
+        ("oletools/oleobj/embedded-simple-2007.xls", "OLE_EMBEDDED_OBJECT"),
+    ],
+)
+def test_active_content_gives_findings_and_no_output(path: str, code: str) -> None:
+    data = corpus_file(path)
+    result = SANITIZER.sanitize(data, path.rsplit("/", 1)[1], "1", SanitizeOptions())
+    assert result.outputs == ()
+    assert code in {f.code for f in result.findings}
+
+
+def test_encrypted_office_fails_closed() -> None:
+    data = corpus_file("msoffcrypto-tool/inputs/rc4cryptoapi_password.doc")
+    with pytest.raises(CannotSanitize) as caught:
+        SANITIZER.sanitize(data, "x.doc", "1", SanitizeOptions())
+    assert caught.value.code == "OFFICE_ENCRYPTED"
+
+
+def test_outlook_msg_is_not_vouched_for() -> None:
+    data = corpus_file("spamscope-mail-parser/mail_outlook_1")
+    with pytest.raises(CannotSanitize) as caught:
+        SANITIZER.sanitize(data, "mail.msg", "1", SanitizeOptions())
+    assert caught.value.code == "OLE_UNSUPPORTED_TYPE"
+
+
+@pytest.mark.parametrize("data", [b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 100, b"junk"])
+def test_garbage_fails_closed(data: bytes) -> None:
+    with pytest.raises(CannotSanitize) as caught:
+        SANITIZER.sanitize(data, "x.doc", "1", SanitizeOptions())
+    assert caught.value.code == "OLE_DAMAGED"
+
+
+@pytest.mark.skipif(soffice_path() is not None, reason="LibreOffice is installed here")
+def test_rasterize_without_libreoffice_says_so() -> None:
+    data = corpus_file("oletools/oleobj/sample_with_lnk_file.doc")
+    result = SANITIZER.sanitize(data, "x.doc", "1", SanitizeOptions(mode="rasterize"))
+    assert result.outputs == ()
+    assert "OLE_RASTERIZE_UNAVAILABLE" in {f.code for f in result.findings}
+
+
+@pytest.mark.skipif(soffice_path() is None, reason="LibreOffice (soffice) is not installed")
+def test_rasterize_with_libreoffice() -> None:
+    data = corpus_file("oletools/oleobj/sample_with_lnk_file.doc")
+    result = SANITIZER.sanitize(data, "x.doc", "1", SanitizeOptions(mode="rasterize"))
+    (output,) = result.outputs
+    assert output.filename == "x.pdf"
+    assert oracle.pdf_active_content(output.data) == []
+    assert oracle.pdf_text(output.data) == ""

@@ -1,0 +1,171 @@
+"""PDF sanitizer: every action type removed (checked by the independent oracle), content kept,
+rasterize and both modes, encrypted and damaged input fail closed."""
+
+from __future__ import annotations
+
+import io
+
+import pikepdf
+import pytest
+
+from gateway.errors import CannotSanitize
+from gateway.sanitizers.base import SanitizeOptions
+from gateway.sanitizers.pdf import PdfSanitizer, defang_url
+from gateway.workers import run_isolated
+from tests.helpers import hostile, oracle
+
+SANITIZER = PdfSanitizer()
+
+EXPECTED_CODE = {
+    "javascript": "PDF_JAVASCRIPT",
+    "launch": "PDF_LAUNCH",
+    "gotor": "PDF_REMOTE_ACTION",
+    "gotoe": "PDF_REMOTE_ACTION",
+    "submitform": "PDF_FORM_SUBMIT",
+    "importdata": "PDF_FORM_SUBMIT",
+    "uri": "PDF_URI",
+    "embedded_file": "PDF_EMBEDDED_FILE",
+    "richmedia": "PDF_RICHMEDIA",
+    "xfa": "PDF_XFA",
+    "3d": "PDF_3D",
+    "sound": "PDF_RICHMEDIA",
+}
+
+
+def _sanitize(data: bytes, mode: str = "rebuild", name: str = "doc.pdf"):  # type: ignore[no-untyped-def]
+    return SANITIZER.sanitize(data, name, "1.2", SanitizeOptions(mode=mode))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", hostile.PDF_ACTION_KINDS)
+def test_each_action_type_is_removed(kind: str) -> None:
+    data = hostile.pdf_with_action(kind)
+    assert oracle.pdf_active_content(data), "the hostile sample must trip the oracle"
+    result = _sanitize(data)
+    assert EXPECTED_CODE[kind] in {f.code for f in result.findings}
+    (output,) = result.outputs
+    assert oracle.pdf_active_content(output.data) == []
+    assert oracle.pdf_page_count(output.data) == 2
+    assert "Mugaika test page 2" in oracle.pdf_text(output.data)
+    assert oracle.magic_mime(output.data) == "application/pdf"
+
+
+def test_javascript_in_every_slot() -> None:
+    data = hostile.pdf_with_js_everywhere()
+    assert len(oracle.pdf_active_content(data)) > 20
+    result = _sanitize(data)
+    js = next(f for f in result.findings if f.code == "PDF_JAVASCRIPT")
+    assert "app.alert('bookmark')" in js.detail or js.detail.startswith("3")
+    assert oracle.pdf_active_content(result.outputs[0].data) == []
+    with pikepdf.open(io.BytesIO(result.outputs[0].data)) as pdf:
+        assert "/Outlines" in pdf.Root  # the bookmark stays, without its script
+        assert "/AcroForm" in pdf.Root  # so does the form
+
+
+def test_incremental_update_is_flattened() -> None:
+    data = hostile.pdf_incremental_js()
+    assert "OpenAction /JavaScript" in oracle.pdf_active_content(data)
+    result = _sanitize(data)
+    codes = {f.code for f in result.findings}
+    assert {"PDF_INCREMENTAL_UPDATE", "PDF_JAVASCRIPT"} <= codes
+    out = result.outputs[0].data
+    assert out.count(b"%%EOF") == 1
+    assert oracle.pdf_active_content(out) == []
+
+
+def test_uri_is_defanged_in_tooltip_and_text() -> None:
+    result = _sanitize(hostile.pdf_with_action("uri"))
+    uri = next(f for f in result.findings if f.code == "PDF_URI")
+    assert "hxxps://evil[.]example/phish?id=1" in uri.detail
+    text = oracle.pdf_text(result.outputs[0].data)
+    assert "hxxps://evil.example/x" in text
+    assert "https://" not in text
+    with pikepdf.open(io.BytesIO(result.outputs[0].data)) as pdf:
+        annot = pdf.pages[0].Annots[0]
+        assert "/A" not in annot
+        assert str(annot.Contents) == "hxxps://evil[.]example/phish?id=1"
+
+
+def test_clean_pdf_keeps_pages_and_text() -> None:
+    data = hostile.benign_pdf(5)
+    result = _sanitize(data)
+    assert result.findings == ()
+    out = result.outputs[0].data
+    assert oracle.pdf_page_count(out) == 5
+    assert oracle.pdf_text(out) == oracle.pdf_text(data)
+
+
+def test_rasterize_gives_image_only_pdf() -> None:
+    data = hostile.pdf_with_js_everywhere()
+    result = _sanitize(data, mode="rasterize")
+    (output,) = result.outputs
+    assert output.filename == "doc.pdf"
+    assert oracle.pdf_active_content(output.data) == []
+    assert oracle.pdf_page_count(output.data) == 2
+    assert oracle.pdf_text(output.data) == ""  # pixels only
+    with pikepdf.open(io.BytesIO(output.data)) as pdf:
+        page = pdf.pages[0]
+        assert list(page.images.keys()) == ["/Im0"]
+        assert [float(x) for x in page.mediabox] == [0, 0, 612, 792]
+    assert "PDF_RASTERIZED" in {f.code for f in result.findings}
+
+
+def test_both_gives_rebuilt_and_image_twin() -> None:
+    result = _sanitize(hostile.benign_pdf(2), mode="both", name="報告書.pdf")
+    names = [o.filename for o in result.outputs]
+    assert names == ["報告書.pdf", "報告書_画像化.pdf"]
+    assert oracle.pdf_text(result.outputs[0].data) != ""
+    assert oracle.pdf_text(result.outputs[1].data) == ""
+
+
+def test_rasterize_page_limit() -> None:
+    options = SanitizeOptions(mode="rasterize", max_pages=2)
+    with pytest.raises(CannotSanitize, match="3 pages > 2") as caught:
+        SANITIZER.sanitize(hostile.benign_pdf(3), "a.pdf", "1", options)
+    assert caught.value.code == "PDF_TOO_MANY_PAGES"
+
+
+def test_password_protected_pdf_fails_closed() -> None:
+    pdf = pikepdf.open(io.BytesIO(hostile.benign_pdf(1)))
+    buffer = io.BytesIO()
+    pdf.save(buffer, encryption=pikepdf.Encryption(user="secret", owner="owner"))
+    with pytest.raises(CannotSanitize) as caught:
+        _sanitize(buffer.getvalue())
+    assert caught.value.code == "PDF_ENCRYPTED"
+
+
+def test_empty_user_password_is_removed() -> None:
+    pdf = pikepdf.open(io.BytesIO(hostile.pdf_with_action("javascript")))
+    buffer = io.BytesIO()
+    pdf.save(buffer, encryption=pikepdf.Encryption(user="", owner="owner"))
+    result = _sanitize(buffer.getvalue())
+    assert "PDF_ENCRYPTION_REMOVED" in {f.code for f in result.findings}
+    with pikepdf.open(io.BytesIO(result.outputs[0].data)) as out:
+        assert not out.is_encrypted
+    assert oracle.pdf_active_content(result.outputs[0].data) == []
+
+
+@pytest.mark.parametrize("data", [b"%PDF-1.7\n garbage", b"not a pdf at all", b""])
+def test_garbage_fails_closed(data: bytes) -> None:
+    with pytest.raises(CannotSanitize) as caught:
+        _sanitize(data)
+    assert caught.value.code == "PDF_DAMAGED"
+
+
+def test_runs_inside_run_isolated_and_pickles() -> None:
+    result = run_isolated(
+        SANITIZER.sanitize,
+        hostile.pdf_with_action("launch"),
+        "a.pdf",
+        "3",
+        SanitizeOptions(),
+        timeout=60,
+        memory_limit_mb=1024,
+    )
+    assert "PDF_LAUNCH" in {f.code for f in result.findings}
+    assert oracle.pdf_active_content(result.outputs[0].data) == []
+
+
+def test_defang_url() -> None:
+    assert defang_url("https://a.b.example/p?q=1") == "hxxps://a[.]b[.]example/p?q=1"
+    assert defang_url("HTTP://x.jp") == "HxxP://x[.]jp"
+    assert defang_url("mailto:a@b.jp") == "mailto:a@b[.]jp"
