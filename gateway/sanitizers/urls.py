@@ -223,7 +223,7 @@ _RUN_RE = re.compile(r"(?<![\w\-])[\w\-]+(?:\.[\w\-]+)+")
 _UNC_RE = re.compile(r"(?<![\\\w])\\\\(?=[\w.\-$])")
 _UNC_HOST_RE = re.compile(r"[\w.\-$]+")
 _WWW_RE = re.compile(r"www\d{0,3}", re.IGNORECASE)
-_ASCII_LABEL_RE = re.compile(r"[A-Za-z0-9\-_]+")
+_LDH_RE = re.compile(r"[A-Za-z0-9\-]+")
 _LOCAL_PART_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.!#$%&'*+/=?^_`{|}~-"
 )
@@ -450,8 +450,8 @@ def _segment_hit(
     # The last label may run into Japanese text ("comをご覧"): keep its leading ASCII part.
     last_label = names[-1]
     trimmed_tail = False
-    if not last_label.isascii():
-        lead = _ASCII_LABEL_RE.match(last_label)
+    if not _LDH_RE.fullmatch(last_label):
+        lead = _LDH_RE.match(last_label)
         if lead:
             names[-1] = lead.group()
             trimmed_tail = True
