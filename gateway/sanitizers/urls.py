@@ -565,6 +565,54 @@ def defang_text(text: str, policy: UrlPolicy) -> DefangResult:
     Idempotent (defanging the output again changes nothing), never raises on any ``str``,
     linear in ``len(text)``.
     """
+    plan = _plan(text, policy)
+    if isinstance(plan, DefangResult):
+        return plan
+    replacements, result = plan
+    return DefangResult(_apply(text, replacements), result.count, result.urls, result.flags)
+
+
+def defang_pieces(pieces: list[str], policy: UrlPolicy) -> tuple[list[str], DefangResult]:
+    """Defang text that is split into pieces (the text nodes of an HTML document) as if it
+    were one string, so ``<b>example</b>.com`` is found, and give each piece its share of the
+    edits. The returned ``DefangResult.text`` is the joined result."""
+    joined = "".join(pieces)
+    plan = _plan(joined, policy)
+    if isinstance(plan, DefangResult):
+        if plan.count == 0:
+            return list(pieces), plan
+        # A flood: each piece on its own, coarsely.
+        results = [defang_text(piece, policy) for piece in pieces]
+        flags = tuple(sorted({f for r in results for f in r.flags}))
+        urls = tuple(u for r in results for u in r.urls)[:MAX_REPORTED_URLS]
+        out = [r.text for r in results]
+        return out, DefangResult("".join(out), sum(r.count for r in results), urls, flags)
+    replacements, result = plan
+    local: list[list[tuple[int, int, str]]] = [[] for _ in pieces]
+    offsets = [0]
+    for piece in pieces:
+        offsets.append(offsets[-1] + len(piece))
+    for start, end, new in replacements:
+        index = bisect.bisect_right(offsets, start) - 1
+        while index < len(pieces) and offsets[index] == offsets[index + 1]:
+            index += 1  # empty pieces hold nothing
+        first = True
+        while index < len(pieces) and offsets[index] < max(end, start + 1):
+            base = offsets[index]
+            local_start = max(start, base) - base
+            local_end = min(end, offsets[index + 1]) - base
+            local[index].append((local_start, local_end, new if first else ""))
+            first = False
+            index += 1
+    out = [_apply(piece, edits) for piece, edits in zip(pieces, local, strict=True)]
+    return out, DefangResult("".join(out), result.count, result.urls, result.flags)
+
+
+def _plan(
+    text: str, policy: UrlPolicy
+) -> DefangResult | tuple[list[tuple[int, int, str]], DefangResult]:
+    """The replacements (start, end, new text) to make in ``text``, sorted and disjoint, with
+    the count, URLs and flags; or a finished DefangResult when there is nothing to analyse."""
     if policy.mode == "keep" or not text:
         return DefangResult(text, 0, ())
     view = _View(text)
@@ -591,10 +639,10 @@ def defang_text(text: str, policy: UrlPolicy) -> DefangResult:
         flag_set.add("URL_OBFUSCATED")
     flags = tuple(sorted(flag_set))
     if policy.mode == "remove":
-        out = _apply_removals(text, view, counted)
+        replacements = _removals(view, counted)
     else:
-        out = _apply_edits(text, view, active)
-    return DefangResult(out, len(counted), urls, flags)
+        replacements = _edits(text, view, active)
+    return replacements, DefangResult("", len(counted), urls, flags)
 
 
 class _TooMany(Exception):
@@ -625,7 +673,7 @@ def _original(text: str, view: _View, hit: _Hit) -> str:
     return text[view.span(hit.start)[0] : view.span(hit.end - 1)[1]]
 
 
-def _apply_edits(text: str, view: _View, hits: list[_Hit]) -> str:
+def _edits(text: str, view: _View, hits: list[_Hit]) -> list[tuple[int, int, str]]:
     replacements: dict[int, tuple[int, str]] = {}
     for hit in hits:
         for pos, op in hit.edits:
@@ -635,29 +683,34 @@ def _apply_edits(text: str, view: _View, hits: list[_Hit]) -> str:
             piece = text[start:end]
             new = _X_FOR.get(piece, "x") if op == "x" else "[" + piece + "]"
             replacements[start] = (end, new)
-    out: list[str] = []
+    out: list[tuple[int, int, str]] = []
     last = 0
     for start in sorted(replacements):
         end, new = replacements[start]
-        if start < last:
-            continue
-        out.append(text[last:start])
-        out.append(new)
-        last = end
-    out.append(text[last:])
-    return "".join(out)
+        if start >= last:
+            out.append((start, end, new))
+            last = end
+    return out
 
 
-def _apply_removals(text: str, view: _View, hits: list[_Hit]) -> str:
+def _removals(view: _View, hits: list[_Hit]) -> list[tuple[int, int, str]]:
     spans = sorted((view.span(h.start)[0], view.span(h.end - 1)[1]) for h in hits)
-    out: list[str] = []
+    out: list[tuple[int, int, str]] = []
     last = 0
     for start, end in spans:
         if end <= last:
             continue
-        start = max(start, last)
+        out.append((max(start, last), end, REMOVED_PLACEHOLDER))
+        last = end
+    return out
+
+
+def _apply(text: str, replacements: list[tuple[int, int, str]]) -> str:
+    out: list[str] = []
+    last = 0
+    for start, end, new in replacements:
         out.append(text[last:start])
-        out.append(REMOVED_PLACEHOLDER)
+        out.append(new)
         last = end
     out.append(text[last:])
     return "".join(out)
