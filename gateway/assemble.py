@@ -57,7 +57,10 @@ def keep_header(field: HeaderField) -> bool:
 
 def _text_part(text: str, subtype: str, charset: str) -> EmailMessage:
     part = EmailMessage(policy=OUTPUT_POLICY)
-    data, used = encode_body(text, charset)
+    # Text is CRLF-delimited in canonical form (RFC 2046 section 4.1.1), also inside base64.
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    encoded = encode_body(text, charset)
+    data, used = encoded.data, encoded.charset
     if used.lower() == "iso-2022-jp" or (
         data.isascii() and all(len(line) <= 998 for line in data.split(b"\n"))
     ):
@@ -66,6 +69,7 @@ def _text_part(text: str, subtype: str, charset: str) -> EmailMessage:
         cte = "base64"
     part.set_content(data, maintype="text", subtype=subtype, cte=cte)
     part.set_param("charset", used)
+    del part["MIME-Version"]  # only the top-level entity carries it (RFC 2045 section 4)
     return part
 
 
@@ -76,10 +80,16 @@ def _encoded_name(filename: str) -> str:
     return Header(filename, "utf-8").encode(maxlinelen=10_000)
 
 
-def _file_part(data: bytes, filename: str, content_type: str, inline_id: str = "") -> EmailMessage:
-    maintype, _, subtype = (content_type or "application/octet-stream").partition("/")
-    if not subtype or not re.fullmatch(r"[A-Za-z0-9.+-]+", maintype + subtype):
+def _file_part(data: bytes, filename: str, content_type: str) -> EmailMessage:
+    kind, *raw_params = (content_type or "application/octet-stream").split(";")
+    maintype, _, subtype = kind.strip().lower().partition("/")
+    if not subtype or not re.fullmatch(r"[a-z0-9.+-]+", maintype + subtype):
         maintype, subtype = "application", "octet-stream"
+    params = {}
+    for raw in raw_params:
+        key, _, value = raw.strip().partition("=")
+        if key.strip().lower() == "charset" and re.fullmatch(r"[A-Za-z0-9._-]+", value.strip()):
+            params["charset"] = value.strip()
     part = EmailMessage(policy=OUTPUT_POLICY)
     part.set_content(
         data,
@@ -88,9 +98,11 @@ def _file_part(data: bytes, filename: str, content_type: str, inline_id: str = "
         cte="base64",
         disposition="attachment",
         filename=filename,
+        params=params,
     )
     # filename*= (RFC 2231) is set above; name= in RFC 2047 form for older mailers.
     part.set_param("name", _encoded_name(filename))
+    del part["MIME-Version"]
     return part
 
 
@@ -98,15 +110,26 @@ def _message_part(data: bytes) -> EmailMessage:
     part = EmailMessage(policy=OUTPUT_POLICY)
     part["Content-Type"] = "message/rfc822"
     part["Content-Disposition"] = "attachment"
-    part.set_payload(data)  # raw bytes of an already assembled message
+    # An already assembled message; the generator writes str payloads back as their bytes.
+    part.set_payload(data.decode("ascii", "surrogateescape"))
     return part
 
 
 class Assembler:
-    def __init__(self, charset: str, notice_text: str, skip_classes: frozenset[str]) -> None:
+    """Builds output messages. ``ascii_headers``: re-encode kept fields that carry raw 8-bit
+    bytes as RFC 2047 words (for attached messages, which must be 7-bit to nest cleanly)."""
+
+    def __init__(
+        self,
+        charset: str,
+        notice_text: str,
+        skip_classes: frozenset[str],
+        ascii_headers: bool = False,
+    ) -> None:
         self.charset = charset
         self.notice_text = notice_text
         self.skip_classes = skip_classes
+        self.ascii_headers = ascii_headers
 
     def body_parts(self, plan: Plan, report: Report, with_notice: bool) -> list[EmailMessage]:
         parts: list[EmailMessage] = []
@@ -157,8 +180,13 @@ class Assembler:
     def _nested(self, node: MessagePlan, report: Report) -> EmailMessage | None:
         if node.record.action in ("held", "stripped") or node.inner is None:
             return None
-        inner = Assembler(self.charset, "", self.skip_classes)
+        inner = Assembler(self.charset, "", self.skip_classes, ascii_headers=True)
         return _message_part(inner.message(node.inner, report, with_notice=False))
+
+    def _field_bytes(self, field: HeaderField) -> bytes:
+        if self.ascii_headers and not field.raw.isascii():
+            return _ascii_field(field)
+        return field.raw
 
     def message(
         self,
@@ -178,10 +206,17 @@ class Assembler:
             top.make_mixed()
             for part in parts:
                 top.attach(part)
+        del top["MIME-Version"]
         top["MIME-Version"] = "1.0"
         head = b"".join(_field(name, value) for name, value in extra_headers)
-        kept = b"".join(f.raw + CRLF for f in plan.parsed.headers if keep_header(f))
+        kept = b"".join(self._field_bytes(f) + CRLF for f in plan.parsed.headers if keep_header(f))
         return head + kept + serialise_entity(top)
+
+
+def _ascii_field(field: HeaderField) -> bytes:
+    """``field`` with its decoded value as RFC 2047 encoded words (7-bit, folded)."""
+    value = Header(field.untrusted_value, "utf-8", header_name=field.name).encode()
+    return f"{field.name}: {value}".encode("ascii", "replace")
 
 
 def _html_with_notice(html: str, notice: str) -> str:

@@ -40,8 +40,6 @@ from gateway.workers import run_isolated
 
 # Classes whose payload a recipient may read as the message text when sent inline.
 BODY_TYPES = ("text/plain", "text/html")
-# Types Outlook and others send as alternatives that are files in their own right.
-ALTERNATIVE_FILES = ("text/calendar",)
 
 
 @dataclass
@@ -111,9 +109,14 @@ Runner = Callable[..., Any]
 
 
 def url_policy(settings: Any) -> UrlPolicy:
+    """The text sanitizers' URL policy from the policy's ``urls`` settings.
+
+    ``urls.mailto: true`` in a policy keeps mail addresses clickable; the URL defanger's
+    ``mailto`` flag means the opposite ("treat mail addresses like URLs").
+    """
     urls = settings.urls
     return UrlPolicy(
-        mode=urls.mode, allow_domains=frozenset(urls.allow_domains), mailto=urls.mailto
+        mode=urls.mode, allow_domains=frozenset(urls.allow_domains), mailto=not urls.mailto
     )
 
 
@@ -159,6 +162,19 @@ class Inspector:
     # -- structure -------------------------------------------------------------------------
 
     def _visit(self, part: Part, plan: Plan, in_alternative: bool) -> None:
+        if part.origin == "hidden" and not part.is_multipart:
+            # Outside the MIME tree (see gateway.mime._hidden_parts). Text is shown as text
+            # (sanitized like any body); a file there is how malspam hides attachments.
+            if not part.payload.strip():
+                return
+            if self._is_body(part):
+                self.report.add_finding("MIME_HIDDEN_TEXT", part.part_id, part.declared_type)
+            else:
+                self.report.add_finding(
+                    "MIME_HIDDEN_PART", part.part_id, f"{part.declared_type} outside the MIME tree"
+                )
+                self._file(part, plan)
+                return
         if part.origin == "tnef" and part.is_multipart:
             self.report.add_action("tnef-unpacked", part.part_id)
         if part.origin == "uuencode" and part.is_multipart:
@@ -207,13 +223,19 @@ class Inspector:
             self._visit(child, plan, in_alternative=False)
 
     def _alternative(self, part: Part, plan: Plan) -> None:
-        """Collapse to what a recipient should read; keep calendar invitations as files."""
+        """Collapse to the one text a recipient should read.
+
+        The other text alternatives are dropped (counted in the report). Anything else found
+        under the alternative (calendar invitations, images of a related branch, and files a
+        malformed or hostile message hides there, e.g. by reusing the parent's boundary) is
+        handled as an attachment: never silently dropped, never passed unexamined.
+        """
         children = list(part.children)
-        plains = [c for c in children if c.declared_type == "text/plain" and not c.is_attachment]
-        htmls = [c for c in children if c.declared_type == "text/html" and not c.is_attachment]
-        files = [c for c in children if c.declared_type in ALTERNATIVE_FILES]
+        plains = [c for c in children if _is_text_body(c, "text/plain")]
+        htmls = [c for c in children if _is_text_body(c, "text/html")]
         nested = [c for c in children if c.is_multipart]
         chosen: TextBody | None = None
+        visited: Part | None = None
         if self.settings.html == "sanitize" and htmls:
             chosen = self._body(htmls[-1])
             if chosen is not None and plains:
@@ -230,16 +252,26 @@ class Inspector:
                 chosen = self._body(htmls[-1])
         if chosen is None and nested:
             # e.g. alternative(plain, related(html, images)): read the richest branch.
-            self._visit(nested[-1], plan, in_alternative=True)
+            visited = nested[-1]
+            self._visit(visited, plan, in_alternative=True)
         elif chosen is not None:
             plan.nodes.append(chosen)
-        dropped = len(children) - len(files) - (1 if chosen is not None else 0)
+        dropped = 0
+        for child in children:
+            if child is visited:
+                continue
+            for leaf in child.walk():
+                if leaf.is_multipart:
+                    continue
+                if _is_text_body(leaf, "text/plain") or _is_text_body(leaf, "text/html"):
+                    dropped += 1
+                else:
+                    self._visit(leaf, plan, in_alternative=False)
+        dropped -= 1 if chosen is not None else 0
         if dropped > 0:
             self.report.add_action(
                 "alternative-collapsed", part.part_id, "one alternative delivered", count=dropped
             )
-        for child in files:
-            self._file(child, plan)
 
     def _opaque_crypto(self, part: Part, code: str) -> None:
         """Encrypted or opaque-signed content cannot be inspected: fail closed."""
@@ -257,9 +289,18 @@ class Inspector:
         return b"\x00" not in part.payload[:4096]
 
     def _body(self, part: Part, count_urls: bool = True) -> TextBody | None:
+        try:
+            return self._convert_body(part, count_urls)
+        except CannotSanitize as exc:
+            # e.g. HTML_TOO_LARGE: the text cannot be made harmless within limits.
+            self.report.add_finding(exc.code, part.part_id, str(exc))
+            self.report.raise_verdict(Verdict.QUARANTINE, f"{exc.code}: body not sanitized")
+            return None
+
+    def _convert_body(self, part: Part, count_urls: bool) -> TextBody:
         decoded = decode_body(part.payload, part.declared_charset)
         for finding in decoded.findings:
-            self.report.findings.append(finding)
+            self.report.add_finding(finding.code, part.part_id, finding.detail)
         if part.declared_type == "text/html":
             if self.settings.html == "sanitize":
                 clean = sanitize_html(decoded.text, self.urls)
@@ -278,7 +319,7 @@ class Inspector:
     def _record_html(self, part: Part, result: Any, kind: str, count_urls: bool) -> None:
         self.report.add_action(kind, part.part_id)
         for finding in getattr(result, "findings", ()):
-            self.report.findings.append(finding)
+            self.report.add_finding(finding.code, part.part_id, finding.detail)
         if count_urls:
             self._record_urls(part.part_id, getattr(result, "urls_defanged", 0))
 
@@ -404,6 +445,10 @@ class Inspector:
         node.inner = inner.plan_bytes(part.payload)
         record.action = "rebuilt"
         record.reason = "MESSAGE"
+
+
+def _is_text_body(part: Part, declared_type: str) -> bool:
+    return part.declared_type == declared_type and not part.is_attachment
 
 
 def _unflow(text: str) -> str:

@@ -224,7 +224,7 @@ class _Walker:
                 self.part(child, f"{part_id}.{index}", depth + 1)
                 for index, child in enumerate(payload if isinstance(payload, list) else [], 1)
                 if isinstance(child, email.message.Message)
-            )
+            ) + self._hidden_parts(msg, part_id, depth)
             return Part(
                 part_id,
                 declared,
@@ -274,6 +274,33 @@ class _Walker:
         if declared.startswith("text/") and not leaf.is_attachment and b"begin " in data:
             return self._uuencoded(leaf)
         return leaf
+
+    def _hidden_parts(
+        self, msg: email.message.Message, part_id: str, depth: int
+    ) -> tuple[Part, ...]:
+        """Body parts in a multipart's preamble or epilogue.
+
+        Python's parser puts there what follows a premature close delimiter, e.g. when a
+        nested multipart reuses its parent's boundary (real malspam does this to hide a ZIP
+        from gateways while mail clients still show it). Each such chunk that starts with a
+        MIME header is parsed as a part, with origin ``hidden``.
+        """
+        found: list[Part] = []
+        boundary = msg.get_boundary() or ""
+        for text in (msg.preamble, msg.epilogue):
+            if not text or not _CONTENT_HEADER.search(text):
+                continue
+            delimiter = re.compile(rf"^--{re.escape(boundary)}(?:--)?[ \t]*\r?$", re.MULTILINE)
+            for chunk in delimiter.split(text) if boundary else [text]:
+                chunk = chunk.lstrip("\r\n")
+                if not _CONTENT_HEADER.match(chunk):
+                    continue
+                data = chunk.encode("utf-8", "surrogateescape")
+                inner = email.message_from_bytes(data, policy=email.policy.compat32)
+                index = len(found) + 1
+                parsed = self.part(inner, f"{part_id}.hidden{index}", depth + 1)
+                found.append(_with_origin(parsed, "hidden"))
+        return tuple(found)
 
     def _uuencoded(self, leaf: Part) -> Part:
         files: list[Part] = []
@@ -363,6 +390,15 @@ class _Walker:
             children=tuple(members),
             origin="tnef",
         )
+
+
+_CONTENT_HEADER = re.compile(r"^content-(?:type|transfer-encoding|disposition):", re.I | re.M)
+
+
+def _with_origin(part: Part, origin: str) -> Part:
+    from dataclasses import replace
+
+    return replace(part, origin=origin)
 
 
 def _safe(function, msg: email.message.Message) -> str:

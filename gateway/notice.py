@@ -202,13 +202,16 @@ class Notice:
             line = f"{line}\n{renamed}"
         return line
 
-    def render(self, report: Report) -> str:
-        """The whole notice block, or "" when the message was not changed."""
+    def render(self, report: Report, original_kept: bool = True) -> str:
+        """The whole notice block, or "" when the message was not changed.
+
+        The reference id is quoted only when the original is really kept (``original_kept``:
+        the gateway's ``quarantine.retain_originals``)."""
         changes = self.lines(report)
         if not changes:
             return ""
         parts = [self._line("title"), self._line("intro"), *changes]
-        if report.reference_id:
+        if report.reference_id and original_kept:
             parts.append(self._line("reference", reference=report.reference_id))
         parts.append(self._line("rule"))
         return "\n".join(parts) + "\n"

@@ -208,7 +208,7 @@ class Pipeline:
             notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]
             assembler = Assembler(
                 settings.notice.charset,  # type: ignore[attr-defined]
-                notice.render(report),
+                notice.render(report, self.config.quarantine.retain_originals),
                 decision.skip_classes,
             )
             body = assembler.message(plan, report)
@@ -216,7 +216,7 @@ class Pipeline:
             f"{name}: {value}\r\n".encode("ascii", "replace")
             for name, value in [*summary_headers(report), *extra]
         )
-        message = trace + head + _without_our_fields(body)
+        message = head + _without_our_fields(body)
         if results is not None:
             message = auth.add_authentication_results(message, results)
             if self.auth_settings is not None and self.auth_settings.arc_key is not None:
@@ -224,7 +224,8 @@ class Pipeline:
                     message = auth.arc_seal(message, results, self.auth_settings.arc_key)
                 except Exception as exc:
                     log.warning("ARC sealing failed queue_id=%s: %s", report.queue_id, exc)
-        return message
+        # Our Received: is the topmost trace field (RFC 5321 section 4.4), above the results.
+        return trace + message
 
 
 def _without_our_fields(message: bytes) -> bytes:

@@ -35,10 +35,9 @@ def envelope_for(raw: bytes, mail_from: str | None, recipients: list[str] | None
     headers = rule_headers(raw)
     sender = mail_from
     if sender is None:
-        parsed = email.utils.getaddresses([headers.get("From", "")])
-        sender = parsed[0][1] if parsed and parsed[0][1] else ""
+        sender = next(iter(_addresses(headers.get("From", ""))), "")
     if not recipients:
-        recipients = [a for _, a in email.utils.getaddresses([headers.get("To", "")]) if a]
+        recipients = _addresses(headers.get("To", ""))
     recipients = recipients or ["postmaster@localhost"]
     return Envelope(
         queue_id="SCAN",
@@ -48,6 +47,13 @@ def envelope_for(raw: bytes, mail_from: str | None, recipients: list[str] | None
         peer=ClientInfo(address="127.0.0.1", helo="scan", proto="SMTP"),
         received_at=time.time(),
     )
+
+
+def _addresses(untrusted: str) -> list[str]:
+    try:
+        return [a for _, a in email.utils.getaddresses([untrusted]) if a]
+    except (RecursionError, ValueError):  # pathological headers (deeply nested comments)
+        return []
 
 
 def _policy_set(path: Path | None, config: Any) -> Any:

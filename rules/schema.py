@@ -182,7 +182,9 @@ class UrlSettings(_Model):
 
     mode: Literal["defang", "remove", "keep"] = "defang"  # defang: hxxps://example[.]com
     allow_domains: list[Domain] = Field(default_factory=list)  # left clickable (and subdomains)
-    mailto: StrictBool = False  # keep mailto: links clickable
+    # true: leave mail addresses and mailto: links as they are; false: defang them as well
+    # (taro@city[.]example[.]lg[.]jp stays readable).
+    mailto: StrictBool = False
 
 
 class NoticeSettings(_Model):

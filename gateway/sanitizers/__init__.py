@@ -11,7 +11,7 @@ and the UI.
 from __future__ import annotations
 
 from gateway import detect
-from gateway.sanitizers import archive, image, ole, ooxml, pdf
+from gateway.sanitizers import archive, htmlfile, image, ole, ooxml, pdf, text
 from gateway.sanitizers.base import CONTENT_CLASSES, Sanitizer
 
 REGISTRY: tuple[Sanitizer, ...] = (
@@ -20,6 +20,8 @@ REGISTRY: tuple[Sanitizer, ...] = (
     ole.OleSanitizer(),
     image.ImageSanitizer(),
     archive.ArchiveSanitizer(),
+    text.TextSanitizer(),
+    htmlfile.HtmlFileSanitizer(),
 )
 
 FINDING_CODES: tuple[str, ...] = tuple(
@@ -30,6 +32,7 @@ FINDING_CODES: tuple[str, ...] = tuple(
         + ole.FINDING_CODES
         + image.FINDING_CODES
         + archive.FINDING_CODES
+        + htmlfile.FINDING_CODES
     )
 )
 
