@@ -16,12 +16,14 @@ be kept (``keep`` for text, or a class the decision trusts for an authenticated 
 
 from __future__ import annotations
 
+import base64
 import email.policy
 import re
+import uuid
 from collections.abc import Iterable, Sequence
 from email.generator import BytesGenerator
 from email.header import Header
-from email.message import EmailMessage
+from email.message import Message
 from io import BytesIO
 
 from gateway.charsets import encode_body
@@ -31,8 +33,8 @@ from gateway.mime import HeaderField
 from gateway.report import Report
 
 CRLF = b"\r\n"
-# Serialise with CRLF and RFC-conformant folding; 7bit-safe transfer encodings are chosen below.
-OUTPUT_POLICY = email.policy.SMTP.clone(max_line_length=78)
+# compat32 with CRLF: headers are written as built here; transfer encodings are chosen below.
+OUTPUT_POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=78)
 
 # Top-level fields dropped from the output: the old body's MIME fields, our own (a sender must
 # not forge our verdict), and fields mail clients act upon by fetching or opening something.
@@ -55,21 +57,34 @@ def keep_header(field: HeaderField) -> bool:
     return name not in DANGEROUS_HEADERS
 
 
-def _text_part(text: str, subtype: str, charset: str) -> EmailMessage:
-    part = EmailMessage(policy=OUTPUT_POLICY)
+def _entity(maintype: str, subtype: str, **params: str) -> Message:
+    """A bare MIME entity. compat32 objects: headers are written exactly as set here, never
+    re-parsed and re-encoded by the modern header machinery."""
+    part = Message(policy=OUTPUT_POLICY)
+    part["Content-Type"] = f"{maintype}/{subtype}"
+    for key, value in params.items():
+        part.set_param(key, value)
+    return part
+
+
+def _base64(data: bytes) -> str:
+    return base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
+
+
+def _text_part(text: str, subtype: str, charset: str) -> Message:
     # Text is CRLF-delimited in canonical form (RFC 2046 section 4.1.1), also inside base64.
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
     encoded = encode_body(text, charset)
     data, used = encoded.data, encoded.charset
+    part = _entity("text", subtype, charset=used)
     if used.lower() == "iso-2022-jp" or (
-        data.isascii() and all(len(line) <= 998 for line in data.split(b"\n"))
+        data.isascii() and all(len(line) <= 998 for line in data.split(b"\r\n"))
     ):
-        cte = "7bit"
+        part["Content-Transfer-Encoding"] = "7bit"
+        part.set_payload(data.decode("ascii"))
     else:
-        cte = "base64"
-    part.set_content(data, maintype="text", subtype=subtype, cte=cte)
-    part.set_param("charset", used)
-    del part["MIME-Version"]  # only the top-level entity carries it (RFC 2045 section 4)
+        part["Content-Transfer-Encoding"] = "base64"
+        part.set_payload(_base64(data))
     return part
 
 
@@ -80,39 +95,44 @@ def _encoded_name(filename: str) -> str:
     return Header(filename, "utf-8").encode(maxlinelen=10_000)
 
 
-def _file_part(data: bytes, filename: str, content_type: str) -> EmailMessage:
+def _file_part(data: bytes, filename: str, content_type: str) -> Message:
+    """An attachment: ``filename*=`` (RFC 2231) for standard readers and ``name=`` in RFC 2047
+    form for the Japanese mailers that read only that."""
     kind, *raw_params = (content_type or "application/octet-stream").split(";")
     maintype, _, subtype = kind.strip().lower().partition("/")
     if not subtype or not re.fullmatch(r"[a-z0-9.+-]+", maintype + subtype):
         maintype, subtype = "application", "octet-stream"
-    params = {}
+    part = _entity(maintype, subtype)
     for raw in raw_params:
         key, _, value = raw.strip().partition("=")
-        if key.strip().lower() == "charset" and re.fullmatch(r"[A-Za-z0-9._-]+", value.strip()):
-            params["charset"] = value.strip()
-    part = EmailMessage(policy=OUTPUT_POLICY)
-    part.set_content(
-        data,
-        maintype=maintype,
-        subtype=subtype,
-        cte="base64",
-        disposition="attachment",
-        filename=filename,
-        params=params,
-    )
-    # filename*= (RFC 2231) is set above; name= in RFC 2047 form for older mailers.
+        value = value.strip().strip('"')
+        if key.strip().lower() == "charset" and re.fullmatch(r"[A-Za-z0-9._-]+", value):
+            part.set_param("charset", value)
     part.set_param("name", _encoded_name(filename))
-    del part["MIME-Version"]
+    part["Content-Transfer-Encoding"] = "base64"
+    if filename.isascii():
+        part.add_header("Content-Disposition", "attachment", filename=filename)
+    else:
+        part.add_header("Content-Disposition", "attachment", filename=("utf-8", "", filename))
+    part.set_payload(_base64(data))
     return part
 
 
-def _message_part(data: bytes) -> EmailMessage:
-    part = EmailMessage(policy=OUTPUT_POLICY)
-    part["Content-Type"] = "message/rfc822"
+def _message_part(data: bytes) -> Message:
+    part = _entity("message", "rfc822")
     part["Content-Disposition"] = "attachment"
     # An already assembled message; the generator writes str payloads back as their bytes.
     part.set_payload(data.decode("ascii", "surrogateescape"))
     return part
+
+
+def _multipart(subtype: str, parts: list[Message]) -> Message:
+    container = Message(policy=OUTPUT_POLICY)
+    container["Content-Type"] = f"multipart/{subtype}"
+    container.set_boundary(f"=_mugaika_{uuid.uuid4().hex}")
+    for part in parts:
+        container.attach(part)
+    return container
 
 
 class Assembler:
@@ -131,8 +151,8 @@ class Assembler:
         self.skip_classes = skip_classes
         self.ascii_headers = ascii_headers
 
-    def body_parts(self, plan: Plan, report: Report, with_notice: bool) -> list[EmailMessage]:
-        parts: list[EmailMessage] = []
+    def body_parts(self, plan: Plan, report: Report, with_notice: bool) -> list[Message]:
+        parts: list[Message] = []
         notice_pending = with_notice and bool(self.notice_text)
         for node in plan.nodes:
             if isinstance(node, TextBody):
@@ -154,17 +174,13 @@ class Assembler:
             parts.insert(0, self._text(self.notice_text, None))
         return parts
 
-    def _text(self, text: str, html: str | None) -> EmailMessage:
+    def _text(self, text: str, html: str | None) -> Message:
         plain = _text_part(text, "plain", self.charset)
         if html is None:
             return plain
-        alternative = EmailMessage(policy=OUTPUT_POLICY)
-        alternative.make_alternative()
-        alternative.attach(plain)
-        alternative.attach(_text_part(html, "html", self.charset))
-        return alternative
+        return _multipart("alternative", [plain, _text_part(html, "html", self.charset)])
 
-    def _files(self, node: FilePlan) -> list[EmailMessage]:
+    def _files(self, node: FilePlan) -> list[Message]:
         record = node.record
         if node.content_class in self.skip_classes and record.action != "held":
             record.action, record.reason = "kept", "TRUSTED_SENDER"
@@ -177,7 +193,7 @@ class Assembler:
             for out in node.outputs
         ]
 
-    def _nested(self, node: MessagePlan, report: Report) -> EmailMessage | None:
+    def _nested(self, node: MessagePlan, report: Report) -> Message | None:
         if node.record.action in ("held", "stripped") or node.inner is None:
             return None
         inner = Assembler(self.charset, "", self.skip_classes, ascii_headers=True)
@@ -197,16 +213,12 @@ class Assembler:
     ) -> bytes:
         """The whole message: kept original fields, ``extra_headers`` on top, new body."""
         parts = self.body_parts(plan, report, with_notice)
-        if len(parts) == 1 and parts[0].get_content_maintype() == "text":
+        if len(parts) == 1 and parts[0].get_content_maintype() in ("text", "multipart"):
             top = parts[0]
         elif not parts:
             top = _text_part("", "plain", self.charset)
         else:
-            top = EmailMessage(policy=OUTPUT_POLICY)
-            top.make_mixed()
-            for part in parts:
-                top.attach(part)
-        del top["MIME-Version"]
+            top = _multipart("mixed", parts)
         top["MIME-Version"] = "1.0"
         head = b"".join(_field(name, value) for name, value in extra_headers)
         kept = b"".join(self._field_bytes(f) + CRLF for f in plan.parsed.headers if keep_header(f))
@@ -234,12 +246,11 @@ def _field(name: str, value: str) -> bytes:
     return line.encode("ascii", "replace") + CRLF
 
 
-def serialise_entity(entity: EmailMessage) -> bytes:
+def serialise_entity(entity: Message) -> bytes:
     """MIME header fields of ``entity``, a blank line, and its body, with CRLF line ends."""
     out = BytesIO()
     BytesGenerator(out, policy=OUTPUT_POLICY).flatten(entity, linesep="\r\n")
-    data = out.getvalue()
-    return data
+    return out.getvalue()
 
 
 def header_block(fields: Iterable[HeaderField]) -> bytes:

@@ -310,7 +310,9 @@ class Inspector:
             converted = html_to_text(decoded.text, self.urls)
             self._record_html(part, converted, "html-to-text", count_urls)
             return TextBody(part.part_id, converted.text)
-        text = _unflow(decoded.text) if part.param("format").lower() == "flowed" else decoded.text
+        text = decoded.text.replace("\r\n", "\n")
+        if part.param("format").lower() == "flowed":
+            text = _unflow(text, delete_space=part.param("delsp").lower() == "yes")
         result = defang_text(text, self.urls)
         if count_urls:
             self._record_urls(part.part_id, result.count)
@@ -451,15 +453,17 @@ def _is_text_body(part: Part, declared_type: str) -> bool:
     return part.declared_type == declared_type and not part.is_attachment
 
 
-def _unflow(text: str) -> str:
-    """RFC 3676 format=flowed to plain lines, so a URL wrapped by the sender is whole again."""
+def _unflow(text: str, delete_space: bool = False) -> str:
+    """RFC 3676 format=flowed to plain lines, so a URL wrapped by the sender is whole again.
+
+    ``delete_space`` is DelSp=yes (section 4.2): the soft break's space is not content."""
     out: list[str] = []
     pending = ""
     for line in text.split("\n"):
         if line.startswith(" "):
             line = line[1:]  # space-stuffing (section 4.4)
         if line.endswith(" ") and line.rstrip() != "--":
-            pending += line
+            pending += line[:-1] if delete_space else line
         else:
             out.append(pending + line)
             pending = ""
