@@ -325,7 +325,8 @@ def test_signed_mail_is_delivered_modified_and_the_notice_says_the_signature_is_
         b'MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol="application/pkcs7-'
         b'signature"; micalg=sha-256; boundary="s"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\n'
         b"see https://example.com\r\n--s\r\nContent-Type: application/pkcs7-signature; "
-        b'name="smime.p7s"\r\nContent-Transfer-Encoding: base64\r\n\r\nMIIBogYJKoZIhvcNAQcC\r\n--s--\r\n'
+        b'name="smime.p7s"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        b"MIIBogYJKoZIhvcNAQcC\r\n--s--\r\n"
     )
     outcome = run(raw)
     assert outcome.verdict == Verdict.DELIVER
@@ -420,10 +421,10 @@ def test_japanese_attachment_names_survive_in_rfc2231_and_rfc2047():
         filename="議事録（案）.txt",
     )
     outcome = run(msg.as_bytes())
-    [(name, kind, data)] = attachments(outcome.message)
+    [(name, _kind, data)] = attachments(outcome.message)
     assert name == "議事録（案）.txt"
     assert b"hxxps://example[.]com" in data
-    part = [p for p in parse(outcome.message).walk() if p.get_filename()][0]
+    part = next(p for p in parse(outcome.message).walk() if p.get_filename())
     assert str(part.get_param("name")).lower().startswith("=?utf-8?b?")
     assert "filename*=utf-8''" in part["Content-Disposition"]
 
