@@ -185,6 +185,14 @@ class Inspector:
             self._nested(part, plan)
         elif part.declared_type in ("application/pkcs7-mime", "application/x-pkcs7-mime"):
             self._opaque_crypto(part, "SMIME_OPAQUE")
+        elif part.declared_type == "message/partial":
+            # A fragment (RFC 2046 section 5.2.2): the whole is never seen here, so it cannot
+            # be inspected; reassembly in the client would bypass every check.
+            self._opaque_crypto(part, "MIME_PARTIAL")
+        elif part.declared_type == "message/external-body":
+            # A pointer the client may fetch (URL, FTP, mail-server): nothing to sanitize.
+            self.report.add_finding("MIME_EXTERNAL_BODY", part.part_id, part.param("access-type"))
+            self.report.add_action("external-body-removed", part.part_id)
         elif self._is_body(part):
             body = self._body(part)
             if body is not None:

@@ -30,7 +30,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway import auth
 from gateway.assemble import Assembler
@@ -143,8 +143,18 @@ class Pipeline:
         self.resolver = auth.make_resolver(config) if config.auth.enabled else None
 
     def policy_for(self, envelope: Envelope) -> Policy:
+        """The recipients' policy. "Internal" domains (for the spoofing rules) are the
+        configured tenants, the accepted domains, and the recipients' own domains: this
+        gateway only carries mail that arrives from the internet, so mail claiming to be from
+        the very domain it is addressed to is the classic spoof of an internal sender."""
         domains = [r.domain for r in envelope.recipients]
-        return self.policies.for_recipients(domains, self.config.tenants)
+        policy = self.policies.for_recipients(domains, self.config.tenants)
+        internal = (
+            policy.internal_domains
+            | frozenset(self.config.smtp.accepted_domains)
+            | frozenset(d for d in domains if d)
+        )
+        return replace(policy, internal_domains=internal)
 
     def _authenticate(self, job: Job, report: Report) -> auth.AuthResults | None:
         if self.auth_settings is None or self.resolver is None:

@@ -130,7 +130,10 @@ def skeleton(domain: str) -> str:
     mapped = "".join(table.get(char, char) for char in text)
     mapped = unicodedata.normalize("NFKC", mapped).lower()
     # The lower-case pass can produce characters the table maps again (Ｏ -> O -> o).
-    return "".join(table.get(char, char) for char in mapped).lower()
+    folded = "".join(table.get(char, char) for char in mapped).lower()
+    # In most mail fonts i, l and 1 differ by a serif only ("c1ty" for "city", "exarnple"):
+    # Unicode's table keeps i apart from l, so fold them here, on both sides of a comparison.
+    return folded.replace("i", "l").replace("vv", "w")
 
 
 def scripts(label: str) -> frozenset[str]:
