@@ -355,3 +355,9 @@ def test_nh3_output_parses_the_same_in_lxml() -> None:
         "".join(html5lib.parse(out, namespaceHTMLElements=False).itertext()).split()
     )
     assert lxml_text == html5_text
+
+
+@pytest.mark.parametrize("markup", ["\udc80<p>x</p>", "<p>\x00</p>", "", "   ", "<", "&#xD800;"])
+def test_odd_input_never_raises(markup: str) -> None:
+    assert isinstance(html_to_text(markup, POLICY).text, str)
+    assert_harmless_html(sanitize_html(markup, POLICY).text)

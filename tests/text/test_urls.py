@@ -54,6 +54,8 @@ TABLE = [
     ("WWW.EXAMPLE.CO.JP/top", "WWW[.]EXAMPLE[.]CO[.]JP/top"),
     ("www2.example.com", "www2[.]example[.]com"),
     ("www.intranet", "www[.]intranet"),
+    ("\x00www.\x00a", "\x00www[.]\x00a"),
+    ("awww.x www.", "awww.x www[.]"),
     ("example.com", "example[.]com"),
     ("city.example.lg.jp", "city[.]example[.]lg[.]jp"),
     ("see example.co.jp.", "see example[.]co[.]jp."),
