@@ -404,8 +404,11 @@ def _japanese_score(text: str) -> float:
     if not non_ascii:
         return 0.0
     common = len(_KANA_KANJI_RE.findall(text))
-    pua = sum(1 for c in text if 0xE000 <= ord(c) <= 0xF8FF)
-    return (common - pua) / non_ascii
+    # Private use, unassigned code points and C1 controls: what a wrong guess produces.
+    odd = sum(
+        1 for c in text if ord(c) > 0x7F and unicodedata.category(c) in ("Co", "Cn", "Cc", "Cs")
+    )
+    return (common - odd) / non_ascii
 
 
 def _finding(code: str, detail: str) -> Finding:

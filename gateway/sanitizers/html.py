@@ -193,9 +193,15 @@ def _nesting_estimate(html: str) -> int:
     return peak
 
 
-def _check_size(html: str) -> None:
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+
+
+def _prepare(html: str) -> str:
+    """Refuse what is too large; replace lone surrogates (raw bytes a lenient decoder kept),
+    which no HTML parser accepts and no output encoding can write."""
     if len(html) > MAX_HTML_CHARS:
         raise CannotSanitize("HTML_TOO_LARGE", f"{len(html)} characters")
+    return html if html.isascii() else _SURROGATE_RE.sub("\ufffd", html)
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,7 +378,7 @@ def html_to_text(html: str, url_policy: UrlPolicy) -> HtmlResult:
     Raises ``CannotSanitize("HTML_TOO_LARGE")`` past ``MAX_HTML_CHARS``; otherwise never
     raises. Idempotent on its own output (plain text converts to itself, modulo line tidying).
     """
-    _check_size(html)
+    html = _prepare(html)
     findings = list(_scan(html))
     text: str | None = None
     if _nesting_estimate(html) <= MAX_NESTING:
@@ -589,7 +595,7 @@ def sanitize_html(html: str, url_policy: UrlPolicy) -> HtmlResult:
     Raises ``CannotSanitize`` (``HTML_TOO_LARGE``, ``HTML_TOO_DEEP``); the caller then converts
     to text or strips. Idempotent: sanitizing the output again changes nothing.
     """
-    _check_size(html)
+    html = _prepare(html)
     if _nesting_estimate(html) > MAX_NESTING:
         raise CannotSanitize("HTML_TOO_DEEP", f"nesting over {MAX_NESTING}")
     findings = list(_scan(html))

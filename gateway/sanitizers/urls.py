@@ -537,6 +537,31 @@ def _ends_before(text: str, pos: int, chars: str) -> bool:
     )
 
 
+_HOST_AFTER_WWW_RE = re.compile(r"[\w\-]+(?:\.[\w\-]+)*")
+_WWW_DOT_RE = re.compile(r"(?<![A-Za-z0-9])www\d{0,3}(\.)", re.IGNORECASE)
+
+
+def _www_hits(view: _View) -> list[_Hit]:
+    """Every "www." whatever follows it: the issue's promise is that none survives."""
+    hits = []
+    for match in _WWW_DOT_RE.finditer(view.text):
+        # Bounded: a host name is at most 253 characters, and floods must stay linear.
+        host = _HOST_AFTER_WWW_RE.match(view.text, match.end(), match.end() + 256)
+        end = host.end() if host else match.end()
+        hits.append(
+            _Hit(
+                match.start(),
+                end,
+                view.text[match.start() : end],
+                True,
+                [(match.start(1), "bracket")],
+            )
+        )
+        if len(hits) > MAX_URLS_ANALYSED:
+            raise _TooMany
+    return hits
+
+
 def _unc_hits(view: _View) -> list[_Hit]:
     text = view.text
     hits: list[_Hit] = []
@@ -618,7 +643,7 @@ def _plan(
     view = _View(text)
     try:
         hits = _scheme_hits(view, text, policy) + _domain_hits(view, text, policy)
-        hits += _unc_hits(view)
+        hits += _unc_hits(view) + _www_hits(view)
     except _TooMany:
         return _coarse(view.text)
     active = [h for h in hits if not (h.allowable and h.host and policy.allows(h.host))]

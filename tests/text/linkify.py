@@ -22,7 +22,7 @@ _SCHEME = re.compile(r"(?:https?|ftp)://", re.I)
 _WWW = re.compile(r"(?<![a-z0-9])www\d{0,3}\.(?=\w)", re.I)
 _DOMAIN = re.compile(r"(?<![\w.-])((?:[a-z0-9-]+\.)+[a-z0-9-]+)", re.I)
 _UNC = re.compile(r"(?<![\\\w])\\\\\w")
-_SCRIPT = re.compile(r"(?<![a-z0-9])(?:javascript|vbscript|data|ms-msdt|search-ms):", re.I)
+_SCRIPT = re.compile(r"(?<![a-z0-9])(?:javascript|vbscript|data|ms-msdt|search-ms):(?=\S)", re.I)
 
 
 def client_view(text: str) -> str:

@@ -48,9 +48,24 @@ def assert_harmless_html(markup: str) -> None:
                 lowered = value.lower()
                 for bad in ("url(", "expression", "@import", "\\", "javascript", "/*", "behavior"):
                     assert bad not in lowered, f"style {value}"
-        texts.append(element.text or "")
-        texts.append(element.tail or "")
+    _collect_text(document, texts)
     assert live_links("".join(texts)) == []
+
+
+INLINE = {"a", "abbr", "b", "bdi", "bdo", "big", "cite", "code", "del", "dfn", "em", "font",
+          "i", "ins", "kbd", "mark", "q", "s", "samp", "small", "span", "strike", "strong",
+          "sub", "sup", "time", "tt", "u", "var", "wbr"}  # fmt: skip
+
+
+def _collect_text(element: ET.Element, out: list[str]) -> None:
+    """Text in document order, with a line break where a browser would put one."""
+    out.append(element.text or "")
+    for child in element:
+        block = child.tag not in INLINE
+        out.append("\n" if block else "")
+        _collect_text(child, out)
+        out.append("\n" if block else "")
+        out.append(child.tail or "")
 
 
 HOSTILE = {
@@ -340,4 +355,9 @@ def test_nh3_output_parses_the_same_in_lxml() -> None:
         "".join(html5lib.parse(out, namespaceHTMLElements=False).itertext()).split()
     )
     assert lxml_text == html5_text
-    assert isinstance(ET.Element("x"), ET.Element)
+
+
+@pytest.mark.parametrize("markup", ["\udc80<p>x</p>", "<p>\x00</p>", "", "   ", "<", "&#xD800;"])
+def test_odd_input_never_raises(markup: str) -> None:
+    assert isinstance(html_to_text(markup, POLICY).text, str)
+    assert_harmless_html(sanitize_html(markup, POLICY).text)

@@ -7,6 +7,7 @@ decodes the output as a client could before looking for anything still clickable
 from __future__ import annotations
 
 import pickle
+import quopri
 import time
 
 import pytest
@@ -53,6 +54,8 @@ TABLE = [
     ("WWW.EXAMPLE.CO.JP/top", "WWW[.]EXAMPLE[.]CO[.]JP/top"),
     ("www2.example.com", "www2[.]example[.]com"),
     ("www.intranet", "www[.]intranet"),
+    ("\x00www.\x00a", "\x00www[.]\x00a"),
+    ("awww.x www.", "awww.x www[.]"),
     ("example.com", "example[.]com"),
     ("city.example.lg.jp", "city[.]example[.]lg[.]jp"),
     ("see example.co.jp.", "see example[.]co[.]jp."),
@@ -379,3 +382,17 @@ def test_floods_are_bounded_and_still_defanged(flood: str) -> None:
     # Not a speed test: a generous bound that only a quadratic algorithm would break.
     assert time.monotonic() - started < 30
     assert live_links(result.text[:5000]) == []
+
+
+def test_url_split_by_quoted_printable_soft_breaks_is_whole_after_decoding() -> None:
+    """The MIME layer undoes QP first (RFC 2045 6.7 rule 5): the URL is whole again here."""
+
+    encoded = (
+        b"=E8=A9=B3=E7=B4=B0=E3=81=AFhttps://www.exa=\r\n"
+        b"mple.co.jp/very/long/pa=\r\nth =E3=81=A7=E3=81=99"
+    )
+    text = quopri.decodestring(encoded).decode()
+    assert text == "詳細はhttps://www.example.co.jp/very/long/path です"
+    result = defang_text(text, DEFANG)
+    assert result.text == "詳細はhxxps://www[.]example[.]co[.]jp/very/long/path です"
+    assert result.urls == ("https://www.example.co.jp/very/long/path",)
