@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from quarantine.sql import ItemQuery
 from tests.helpers.gateway import RunningGateway, make_config
 from tests.helpers.smtp_sink import SmtpSink
 
@@ -46,11 +47,19 @@ def test_every_corpus_mail_is_relayed(corpus: Path, tmp_path: Path, sink: SmtpSi
                 failures.append(f"{path.relative_to(corpus)}: {exc.recipients}")
                 client.rset()
         client.quit()
+        store = gateway.server.store
+        held = store.list(ItemQuery(kind="quarantined", limit=10_000)).items
     assert failures == []
     delivered = {m.rcpt_tos[0] for m in sink.messages}
+    quarantined = {address for item in held for address in item.recipients}
     missing = [
         str(p.relative_to(corpus))
         for i, p in enumerate(paths)
-        if f"r{i}@example.lg.jp" not in delivered
+        if f"r{i}@example.lg.jp" not in delivered | quarantined
     ]
     assert missing == []
+    assert len(delivered) + len(quarantined) == len(paths)
+    # The known malware mails never reach the downstream.
+    for name in ("mail_test_15", "mail_test_4", "mail_malformed_1", "mail_test_1", "mail_test_11"):
+        index = next(i for i, p in enumerate(paths) if p.name == name)
+        assert f"r{index}@example.lg.jp" in quarantined, name

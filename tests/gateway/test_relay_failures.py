@@ -232,7 +232,7 @@ def test_worker_timeout_gives_451_and_kills_the_worker(tmp_path, sink):
     config = make_config(
         tmp_path,
         downstream=sink.address,
-        **{"workers.message_timeout": 1.0, "workers.on_failure": "tempfail"},
+        **{"workers.message_timeout": 3.0, "workers.on_failure": "tempfail"},
     )
     with RunningGateway(config, pipeline_target=MISBEHAVING) as gateway:
         _, (code, text) = send_one(gateway, message(X_Test_Behaviour="sleep=30"))

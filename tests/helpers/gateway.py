@@ -74,7 +74,7 @@ class RunningGateway:
         return self.server.bound[1]
 
     def smtp(self, **kwargs: Any) -> smtplib.SMTP:
-        client = smtplib.SMTP("127.0.0.1", self.port, timeout=30, **kwargs)
+        client = smtplib.SMTP("127.0.0.1", self.port, timeout=kwargs.pop("timeout", 300), **kwargs)
         return client
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:

@@ -104,7 +104,8 @@ def test_delivered_to_maildir_counted_exactly(tmp_path: Path) -> None:
     assert value("mugaika_worker_restarts_total", reason="crash") == 0
     assert value("mugaika_readiness_up", check="downstream") == 1
     assert value("mugaika_readiness_up", check="smtp-listener") == 1
-    assert value("mugaika_readiness_up", check="quarantine-store") is None  # no store here
+    # The embedded SQLite store is opened by default, so it is checked too.
+    assert value("mugaika_readiness_up", check="quarantine-store") == 1
     build = [k for k in samples if k[0] == "mugaika_build_info"]
     assert len(build) == 1
     assert ("version", __version__) in build[0][1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import quopri
+import re
 import time
 
 import pytest
@@ -293,6 +294,9 @@ _dots = st.sampled_from([".", ".", ".", "。", "．", "｡", "&#46;", "%2E"])
 _prose = st.text(
     alphabet=st.sampled_from(list("あいうえおカタカナ漢字、。「」（） abcxyzABC0123-_,;:!?\n\t")),
     max_size=12,
+).filter(
+    # "0。BA" reads as the domain 0.ba (ideographic full stop as a dot): not prose.
+    lambda text: not re.search(r"[0-9A-Za-z][。][A-Za-z]", text)
 )
 
 
