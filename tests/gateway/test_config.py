@@ -145,3 +145,35 @@ def test_serve_with_a_bad_file_exits_2_without_traceback(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr == f"mugaika: {bad}:1: downstream: 'nowhere': expected HOST:PORT\n"
+
+
+def _model_paths(model: type, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    from pydantic import BaseModel
+
+    paths = set()
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        path = (*prefix, key)
+        paths.add(path)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths |= _model_paths(annotation, path)
+    return paths
+
+
+def _yaml_paths(data: object, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    paths = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            paths.add((*prefix, key))
+            paths |= _yaml_paths(value, (*prefix, key))
+    return paths
+
+
+def test_shipped_example_documents_every_key():
+    import yaml
+
+    documented = _yaml_paths(yaml.safe_load(EXAMPLE.read_text()))
+    missing = sorted(".".join(p) for p in _model_paths(Config) - documented)
+    # tenants.<domain> keys are shown in a comment (a mapping keyed by domain).
+    assert missing == []

@@ -1,0 +1,64 @@
+"""`mugaika serve` for benchmarks, optionally with the identity hook instead of the pipeline.
+
+    python benchmarks/serve_for_bench.py --identity --listen 127.0.0.1:26101 \\
+        --downstream 127.0.0.1:26100 --data-dir /tmp/bench
+
+``--identity`` runs the relay core exactly as in production (SMTP in, worker round trip,
+downstream out, the same replies and fsyncs) with a worker that only adds the Received:
+header: the issue 3 baseline. Without it, the shipped pipeline runs. Not part of the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway import logs
+from gateway.config import Config, load_config
+from gateway.pipeline import Job, Outcome, received_header
+from gateway.report import Report, Verdict
+from gateway.server import GatewayServer
+
+
+def init_identity(config: Config) -> Callable[[Job], Outcome]:
+    hostname = config.hostname
+
+    def process(job: Job) -> Outcome:
+        report = Report(queue_id=job.envelope.queue_id, reference_id=job.reference_id)
+        return Outcome(Verdict.DELIVER, report, received_header(job.envelope, hostname) + job.raw)
+
+    return process
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--identity", action="store_true")
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--downstream", required=True)
+    parser.add_argument("--data-dir", required=True)
+    args = parser.parse_args()
+    config = load_config(
+        overrides={
+            "listen": args.listen,
+            "downstream": args.downstream,
+            "data_dir": args.data_dir,
+            "admin.listen": None,
+            "metrics.listen": None,
+        }
+    )
+    logs.configure("WARNING")
+    target = "serve_for_bench:init_identity" if args.identity else None
+    server = GatewayServer(config, pipeline_target=target)
+    await server.start()
+    server.install_signal_handlers()
+    print("listening", flush=True)
+    await server.wait_stopped()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
