@@ -18,6 +18,7 @@ The documented example with every key and its default is ``deploy/mugaika.exampl
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -282,7 +283,7 @@ class Config(_Model):
 
     @property
     def hostname(self) -> str:
-        return self.smtp.hostname or socket.getfqdn()
+        return self.smtp.hostname or _fqdn()
 
     @property
     def worker_count(self) -> int:
@@ -295,6 +296,12 @@ class Config(_Model):
     @property
     def quarantine_url(self) -> str:
         return self.quarantine.url or f"sqlite:///{(self.data_dir / 'quarantine.db').resolve()}"
+
+
+@functools.cache
+def _fqdn() -> str:
+    # getfqdn() asks the resolver: once per process, not once per SMTP session.
+    return socket.getfqdn()
 
 
 def _set_path(data: dict[str, Any], loc: Loc, value: Any) -> None:

@@ -321,10 +321,15 @@ async def _send_xforward(connection: _Connection, client: ClientInfo) -> None:
         "SOURCE": "REMOTE",
     }
     pairs = [f"{k}={xtext(v)}" for k, v in attributes.items() if not offered or k in offered]
-    # Postfix limits one XFORWARD line (line_length_limit); send a few attributes at a time.
-    for start in range(0, len(pairs), 3):
-        chunk = " ".join(pairs[start : start + 3]).encode("ascii")
-        response = await connection.client.execute_command(b"XFORWARD", chunk)
+    # As few commands as fit in an SMTP command line (512 octets, RFC 5321 4.5.3.1.4): each
+    # is a round trip per message.
+    chunks: list[list[str]] = [[]]
+    for pair in pairs:
+        if chunks[-1] and len(" ".join([*chunks[-1], pair])) > 480:
+            chunks.append([])
+        chunks[-1].append(pair)
+    for chunk in chunks:
+        response = await connection.client.execute_command(b"XFORWARD", " ".join(chunk).encode())
         if response.code != 250:
             log_fields(delivery_log, 30, "XFORWARD refused", reply=f"{response.code}")
             return
