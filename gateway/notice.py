@@ -34,6 +34,9 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "attachment-rebuilt": "・添付ファイル「{name}」を無害化して再作成しました（{reason}）。",
         "attachment-rasterized": "・添付ファイル「{name}」を画像化しました（{reason}）。",
         "attachment-stripped": "・添付ファイル「{name}」を削除しました（{reason}）。",
+        "attachment-held": (
+            "・添付ファイル「{name}」は隔離され、このメールには含まれていません（{reason}）。"
+        ),
         "attachment-renamed": "・添付ファイル「{name}」の名前を「{new_name}」に変更しました。",
         "signature-removed": "・電子署名は内容の変更により検証できなくなるため、取り除きました。",
         "tnef-unpacked": "・Outlook形式（winmail.dat）の添付ファイルを取り出しました。",
@@ -53,6 +56,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "({reason}).",
         "attachment-rasterized": '- Attachment "{name}" was converted to images ({reason}).',
         "attachment-stripped": '- Attachment "{name}" was removed ({reason}).',
+        "attachment-held": '- Attachment "{name}" is held in quarantine, not in this copy '
+        "({reason}).",
         "attachment-renamed": '- Attachment "{name}" was renamed to "{new_name}".',
         "signature-removed": "- The digital signature was removed: it cannot verify after changes.",
         "tnef-unpacked": "- Attachments were unpacked from an Outlook winmail.dat.",
@@ -191,6 +196,8 @@ class Notice:
             line = self._line("attachment-rasterized", name=name, reason=reason)
         elif record.action == "stripped":
             line = self._line("attachment-stripped", name=name, reason=reason)
+        elif record.action == "held":
+            line = self._line("attachment-held", name=name, reason=reason)
         else:
             return ""
         if record.output_filename and record.output_filename != record.untrusted_filename:

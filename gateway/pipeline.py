@@ -189,11 +189,12 @@ class Pipeline:
         if verdict == Verdict.REJECT:
             text = decision.reject_text or "Message rejected by content policy"
             return Outcome(verdict, report, None, Reply(550, "5.7.1", text))
-        if verdict >= Verdict.QUARANTINE or plan is None:
-            if plan is None and verdict < Verdict.QUARANTINE:
-                report.raise_verdict(Verdict.QUARANTINE, "message could not be rebuilt")
+        if plan is None:
+            report.raise_verdict(Verdict.QUARANTINE, "message could not be rebuilt")
             return Outcome(report.verdict, report)
         message = self._build(job, plan, decision, report, settings, results)
+        # A held message keeps its sanitized copy too (what the held parts were replaced by is
+        # said in its notice): an admin can release that copy without exposing the original.
         return Outcome(report.verdict, report, message)
 
     def _build(

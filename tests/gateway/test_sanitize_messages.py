@@ -355,8 +355,10 @@ def test_encrypted_mail_cannot_be_inspected_and_is_quarantined(content_type, cod
     ).encode()
     outcome = run(raw)
     assert outcome.verdict == Verdict.QUARANTINE
-    assert outcome.message is None
     assert code in outcome.report.finding_codes()
+    # The copy kept beside the original holds none of what could not be inspected.
+    assert b"PGP MESSAGE" not in outcome.message
+    assert b"hQEMA" not in outcome.message
 
 
 def test_too_deep_nesting_is_quarantined_with_a_limit_finding():
@@ -448,3 +450,20 @@ def test_empty_and_garbage_input_never_crash_and_never_pass_unsanitized():
         if outcome.message is not None:
             for _, text in text_parts(outcome.message):
                 assert live_links(text) == []
+
+
+def test_a_held_message_keeps_a_sanitized_copy_without_the_held_attachment():
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "a@sender.example", "u@city.example.lg.jp", "x"
+    msg.set_content("請求書を送ります https://example.com/pay")
+    program = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"\x00" * 200
+    msg.add_attachment(program, maintype="application", subtype="octet-stream",
+                       filename="請求書.exe")
+    outcome = run(msg.as_bytes())
+    assert outcome.verdict == Verdict.QUARANTINE
+    assert attachments(outcome.message) == []
+    assert program not in outcome.message
+    text = body_text(outcome.message)
+    assert "添付ファイル「請求書.exe」は隔離され" in text
+    assert "hxxps://example[.]com/pay" in text
+    assert parse(outcome.message)["X-Mugaika-Verdict"] == "quarantine"
