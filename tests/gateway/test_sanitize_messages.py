@@ -457,8 +457,9 @@ def test_a_held_message_keeps_a_sanitized_copy_without_the_held_attachment():
     msg["From"], msg["To"], msg["Subject"] = "a@sender.example", "u@city.example.lg.jp", "x"
     msg.set_content("請求書を送ります https://example.com/pay")
     program = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"\x00" * 200
-    msg.add_attachment(program, maintype="application", subtype="octet-stream",
-                       filename="請求書.exe")
+    msg.add_attachment(
+        program, maintype="application", subtype="octet-stream", filename="請求書.exe"
+    )
     outcome = run(msg.as_bytes())
     assert outcome.verdict == Verdict.QUARANTINE
     assert attachments(outcome.message) == []

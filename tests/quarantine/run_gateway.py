@@ -1,6 +1,7 @@
 """Run a real gateway whose pipeline quarantines everything (tests only).
 
-Usage: ``python -m tests.quarantine.run_gateway CONFIG``.
+Usage: ``python -m tests.quarantine.run_gateway CONFIG [--real]``; with ``--real`` the shipped
+pipeline and default policy run instead (the browser test uses that).
 
 Prints ``READY <smtp port> <admin port or 0>`` on stdout once listening, then serves until
 SIGTERM. Used by the durability tests (which SIGKILL it mid-hold) and the browser test.
@@ -22,11 +23,13 @@ class QuarantiningGateway(GatewayServer):
     pipeline_target = "tests.quarantine.quarantine_pipeline:init_worker"
 
 
-async def main(config_path: Path) -> None:
+async def main(config_path: Path, real_pipeline: bool = False) -> None:
     os.environ["QUARANTINE_EVERYTHING_IN_TESTS"] = "1"
     config = load_config(config_path)
     logs.configure("INFO")
-    server = QuarantiningGateway(config, config_path)
+    # --real: the shipped pipeline and default policy, exactly as `mugaika serve` runs them.
+    server_class = GatewayServer if real_pipeline else QuarantiningGateway
+    server = server_class(config, config_path)
     await server.start()
     server.install_signal_handlers()
     admin_port = 0
@@ -40,4 +43,4 @@ async def main(config_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1])))
+    asyncio.run(main(Path(sys.argv[1]), real_pipeline="--real" in sys.argv[2:]))

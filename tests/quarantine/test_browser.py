@@ -1,12 +1,14 @@
 """The admin UI in real headless Chromium (Debian's, driven by Playwright).
 
-A real gateway process quarantines a message received over SMTP; an admin logs in, finds it,
-reads the detail page, releases it, and the message arrives at a real SMTP sink; the audit
-log shows the release. Screenshots of the main pages go to ``tests/artifacts/``.
+A real gateway process, with the shipped pipeline and default policy, quarantines a message
+received over SMTP (a program disguised as a PDF); an admin logs in, finds it, reads the
+detail page, releases its sanitized copy, and that copy arrives at a real SMTP sink without
+the program; the audit log shows the release. Screenshots go to ``tests/artifacts/``.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import smtplib
@@ -23,15 +25,24 @@ from tests.quarantine.test_durability import Gateway
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PASSWORD = "correct horse battery"
+PROGRAM = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"\x00" * 200
 MESSAGE = (
-    "From: =?UTF-8?B?57eP5YuZ6Kqy?= <soumu@example.com>\r\n"
-    "To: tanaka@city.example.lg.jp\r\n"
-    "Subject: =?UTF-8?B?44CQ6KuL5rGC5pu444CR5LuK5pyI5YiG44Gu44GU6KuL5rGC?=\r\n"
-    "Message-ID: <browser-test@example.com>\r\n"
-    "MIME-Version: 1.0\r\n"
-    "Content-Type: text/html; charset=utf-8\r\n\r\n"
-    '<p>いつもお世話になっております。<a href="http://evil.example/">請求書</a></p>\r\n'
-).encode()
+    (
+        "From: =?UTF-8?B?57eP5YuZ6Kqy?= <soumu@example.com>\r\n"
+        "To: tanaka@city.example.lg.jp\r\n"
+        "Subject: =?UTF-8?B?44CQ6KuL5rGC5pu444CR5LuK5pyI5YiG44Gu44GU6KuL5rGC?=\r\n"
+        "Message-ID: <browser-test@example.com>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        '<p>いつもお世話になっております。<a href="http://evil.example/">請求書</a></p>\r\n'
+        '--b\r\nContent-Type: application/pdf; name="invoice.pdf.exe"\r\n'
+        'Content-Disposition: attachment; filename="invoice.pdf.exe"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    ).encode()
+    + base64.encodebytes(PROGRAM).replace(b"\n", b"\r\n")
+    + b"--b--\r\n"
+)
 
 pytestmark = [pytest.mark.chromium, pytest.mark.slow]
 
@@ -61,7 +72,9 @@ def browser():  # type: ignore[no-untyped-def]
 def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ARTIFACTS.mkdir(exist_ok=True)
     with SmtpSink() as sink:
-        gateway = Gateway(tmp_path, None, admin=True, downstream=f"{sink.host}:{sink.port}")
+        gateway = Gateway(
+            tmp_path, None, admin=True, downstream=f"{sink.host}:{sink.port}", real_pipeline=True
+        )
         try:
             store = open_store(make_config(tmp_path / "data"))
             UserStore(store.engine).add("admin", "superadmin", [], PASSWORD, "ja")
@@ -71,6 +84,7 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
                 )
             assert refused == {}
             [item] = store.list(ItemQuery()).items
+            assert item.status == "held"
             assert sink.messages == []  # held, not delivered
 
             base = f"http://127.0.0.1:{gateway.admin_port}"
@@ -93,8 +107,10 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
             page.wait_for_url(f"{base}/items/{item.id}")
             # The HTML body is shown as text: its link is not a link.
             assert page.locator("a[href^='http://evil']").count() == 0
-            assert "http://evil.example/" in page.locator("pre.preview").inner_text()
+            assert "http://evil.example/" in page.locator("pre.preview").first.inner_text()
+            assert "invoice.pdf.exe" in page.content()
             page.screenshot(path=str(ARTIFACTS / "detail.png"), full_page=True)
+            page.check("form[action$='/release'] input[name=target][value=sanitized]")
             page.fill("form[action$='/release'] input[name=reason]", "受信者に確認済み")
             page.click("form[action$='/release'] button[type=submit]")
             page.wait_for_selector("p.flash.ok")
@@ -102,7 +118,11 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
             [received] = sink.wait_for(1)
             assert received.rcpt_tos == ["tanaka@city.example.lg.jp"]
             assert b"X-Mugaika-Released-By: admin" in received.data
-            assert received.data.endswith(MESSAGE)
+            # The sanitized copy: the program is not in it, the link is not a link.
+            assert PROGRAM not in received.data
+            assert base64.encodebytes(PROGRAM)[:40] not in received.data
+            assert b"Message-ID: <browser-test@example.com>" in received.data
+            assert b"X-Mugaika-Verdict: quarantine" in received.data
             page.goto(f"{base}/audit")
             released = page.locator("table.audit tbody tr", has_text="released")
             assert released.count() == 1
@@ -117,6 +137,6 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
             gateway.stop()
     # The README's screenshots: refreshed only on request, so test runs leave the tree clean.
     docs = Path(__file__).resolve().parents[2] / "docs"
-    if os.environ.get("MUGAIKA_UPDATE_SCREENSHOTS") == "1" and docs.is_dir():
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" and docs.is_dir():
         for name in ("list.png", "detail.png"):
             shutil.copyfile(ARTIFACTS / name, docs / f"admin-{name}")

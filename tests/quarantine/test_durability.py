@@ -35,7 +35,12 @@ MESSAGE = (
 
 class Gateway:
     def __init__(
-        self, tmp: Path, url: str | None, admin: bool = False, downstream: str | None = None
+        self,
+        tmp: Path,
+        url: str | None,
+        admin: bool = False,
+        downstream: str | None = None,
+        real_pipeline: bool = False,
     ) -> None:
         config = {
             "downstream": downstream,
@@ -53,7 +58,13 @@ class Gateway:
         self.log_path = tmp / "gateway.log"
         self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.quarantine.run_gateway", str(path)],
+            [
+                sys.executable,
+                "-m",
+                "tests.quarantine.run_gateway",
+                str(path),
+                *(["--real"] if real_pipeline else []),
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
