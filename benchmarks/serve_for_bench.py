@@ -19,14 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway import logs
-from gateway.config import Config, load_config
-from gateway.pipeline import Job, Outcome, received_header
+from gateway.config import load_config
+from gateway.pipeline import Job, Outcome, WorkerSetup, received_header
 from gateway.report import Report, Verdict
 from gateway.server import GatewayServer
 
 
-def init_identity(config: Config) -> Callable[[Job], Outcome]:
-    hostname = config.hostname
+def init_identity(setup: WorkerSetup) -> Callable[[Job], Outcome]:
+    hostname = setup.config.hostname
 
     def process(job: Job) -> Outcome:
         report = Report(queue_id=job.envelope.queue_id, reference_id=job.reference_id)

@@ -247,6 +247,15 @@ def _without_our_fields(message: bytes) -> bytes:
     return kept + b"\r\n" + rest
 
 
-def init_worker(config: Config) -> Callable[[Job], Outcome]:
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What every worker starts from: the configuration and the policies, both validated in
+    the main process (so a broken policy file can never reach, let alone stop, a worker)."""
+
+    config: Config
+    policies: PolicySet
+
+
+def init_worker(setup: WorkerSetup) -> Callable[[Job], Outcome]:
     """Worker entry point (``WorkerPool`` target): build the pipeline once per process."""
-    return Pipeline(config).process
+    return Pipeline(setup.config, setup.policies).process

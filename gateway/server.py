@@ -16,9 +16,10 @@ DATA finish (their reply is sent) for up to ``grace`` seconds; idle sessions are
 closed; then the workers stop. A message in flight is therefore either answered or, if the
 grace period runs out, never answered 250: the sender retries (no loss).
 
-SIGHUP re-reads the configuration file. A broken file is logged and the running configuration
-stays in force (``mugaika_config_last_reload_successful`` drops to 0). Workers are replaced one
-by one between messages; open sessions are not dropped. Listener addresses need a restart.
+SIGHUP re-reads the configuration file and the policies. A broken file is logged and the
+running configuration and policies stay in force (``mugaika_config_last_reload_successful``
+drops to 0). Workers are replaced one by one between messages; open sessions are not
+dropped. Listener addresses need a restart.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from gateway.errors import ConfigError
 from gateway.http_metrics import MetricsEndpoint, Probe, explained, in_thread
 from gateway.logs import log_fields, smtp_log
 from gateway.metrics import BacklogSource, Metrics
+from gateway.pipeline import WorkerSetup
 from gateway.relay import Relay
 from gateway.smtp import GatewayHandler, GatewaySMTP, make_tls_context
 from gateway.workers import WorkerLimits, WorkerPool
 from quarantine.store import QuarantineStore
+from rules.loader import reload_policies
 
 DEFAULT_GRACE = 60.0
 
@@ -99,9 +102,13 @@ class GatewayServer:
             # Raises SchemaNotCurrent (a ConfigError: exit 2) before any worker starts.
             self.store = open_store(config, create=config.quarantine.url is None)
         self.metrics.workers_total.set(config.worker_count)
+        # Policies are read and validated here, once: a broken file stops the start with
+        # exit code 2 and one line naming file, line and key (ConfigError), and workers get
+        # the compiled set, never a file to parse.
+        policies = reload_policies(config)
         self.pool = WorkerPool(
             self.pipeline_target,
-            config,
+            WorkerSetup(config, policies),
             config.worker_count,
             worker_limits(config),
             preload=("gateway.pipeline",),
@@ -209,9 +216,14 @@ class GatewayServer:
         return self.smtp_server is not None and self.smtp_server.is_serving() and not closing
 
     async def reload(self) -> bool:
-        """Re-read the configuration; keep the running one if the new one is invalid."""
+        """Re-read the configuration and the policies; keep the running ones if either new one
+        is invalid (a broken policy never replaces a working one)."""
+        if self.handler is None:
+            smtp_log.warning("reload ignored: the gateway is still starting")
+            return False
         try:
             new = load_config(self.config_path, overrides=self.overrides)
+            policies = reload_policies(new)
         except ConfigError as exc:
             self.metrics.config_reloads.labels("failure").inc()
             self.metrics.config_last_reload_success.set(0)
@@ -231,7 +243,7 @@ class GatewayServer:
         smtp_log.info("configuration reloaded")
         if self.pool is not None:
             # Workers are replaced between messages; sessions and messages in flight go on.
-            await self.pool.reload(new)
+            await self.pool.reload(WorkerSetup(new, policies))
         return True
 
     async def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
@@ -277,6 +289,8 @@ async def _not_started() -> bool:
 async def serve(config: Config, config_path: Path | None, overrides: dict[str, Any]) -> None:
     """Run the gateway until SIGTERM/SIGINT."""
     server = GatewayServer(config, config_path, overrides)
-    await server.start()
+    # Handlers first: a SIGHUP or SIGTERM that arrives while starting (or right after the
+    # "listening" line a supervisor waits for) must not kill the process by default action.
     server.install_signal_handlers()
+    await server.start()
     await server.wait_stopped()

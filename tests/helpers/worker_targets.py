@@ -15,8 +15,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from gateway.config import Config
-from gateway.pipeline import Job, Outcome, Pipeline
+from gateway.pipeline import Job, Outcome, Pipeline, WorkerSetup
 
 _BEHAVIOUR = re.compile(rb"^X-Test-Behaviour:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
@@ -26,9 +25,9 @@ def _refuse_production() -> None:
         raise RuntimeError("tests.helpers.worker_targets is a test double; not for production")
 
 
-def init_misbehaving(config: Config) -> Callable[[Job], Outcome]:
+def init_misbehaving(setup: WorkerSetup) -> Callable[[Job], Outcome]:
     _refuse_production()
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(setup.config, setup.policies)
 
     def handle(job: Job) -> Outcome:
         head = job.raw.split(b"\r\n\r\n", 1)[0]

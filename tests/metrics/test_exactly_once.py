@@ -17,8 +17,10 @@ import prometheus_client
 from gateway.delivery import MaildirDownstream
 from gateway.message import ClientInfo, Envelope, Recipient
 from gateway.metrics import Metrics
+from gateway.pipeline import WorkerSetup
 from gateway.relay import Relay
 from gateway.workers import WorkerLimits, WorkerPool
+from rules.loader import reload_policies
 from tests.metrics.conftest import make_config, wait_until
 
 MESSAGES = 12
@@ -36,7 +38,7 @@ async def _run(tmp_path: Path, metrics: Metrics) -> list[int]:
     metrics.set_tenants(config.tenants)
     pool = WorkerPool(
         "tests.metrics.worker_targets:init_reporting_worker",
-        config,
+        WorkerSetup(config, reload_policies(config)),
         2,
         WorkerLimits(timeout=60, max_jobs=1),
         on_restart=lambda reason: metrics.worker_restarts.labels(reason).inc(),

@@ -15,8 +15,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 
-from gateway.config import Config
-from gateway.pipeline import Job, Outcome, Pipeline
+from gateway.pipeline import Job, Outcome, Pipeline, WorkerSetup
 from gateway.report import AttachmentRecord
 
 
@@ -25,9 +24,9 @@ def _refuse_production() -> None:
         raise RuntimeError("tests.metrics.worker_targets is a test double; not for production")
 
 
-def init_reporting_worker(config: Config) -> Callable[[Job], Outcome]:
+def init_reporting_worker(setup: WorkerSetup) -> Callable[[Job], Outcome]:
     _refuse_production()
-    pipeline = Pipeline(config)
+    pipeline = Pipeline(setup.config, setup.policies)
     in_worker = Counter(
         "mugaika_worker_side_findings_total", "Counted inside the worker (never exported)"
     )

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from gateway.config import Config
-from gateway.pipeline import Job, Outcome
+from gateway.pipeline import Job, Outcome, WorkerSetup
 from gateway.report import Report, Verdict
 
 
-def init_worker(config: Config) -> Callable[[Job], Outcome]:
+def init_worker(setup: WorkerSetup) -> Callable[[Job], Outcome]:
     if os.environ.get("QUARANTINE_EVERYTHING_IN_TESTS") != "1":
         raise RuntimeError("the quarantine-everything pipeline is for tests only")
 
