@@ -56,6 +56,15 @@ KNOWN_FINDINGS = (
     "DOUBLE_EXTENSION",
     "FILENAME_BIDI_CONTROL",
     "SANITIZE_FAILED",
+    "ARCHIVE_MEMBER_QUARANTINE",
+    "OFFICE_ENCRYPTED",
+    "HTML_SCRIPT",
+    "HTML_FORM",
+    "MIME_HIDDEN_PART",
+    "ENCRYPTED_MESSAGE",
+    "LIMIT_DEPTH",
+    "LIMIT_PARTS",
+    "LIMIT_DECODED_SIZE",
 )
 
 # RFC 8601 section 2.7 result values (the union over SPF, DKIM, DMARC and ARC); anything a
@@ -203,6 +212,13 @@ class Metrics:
         )
         self.findings = Counter(
             "mugaika_findings_total", "Sanitizer findings by code", ["code"], registry=r
+        )
+        self.rule_hits = Counter(
+            "mugaika_rule_hits_total",
+            "Policy rules whose conditions matched, by policy, rule and mode (enforce or "
+            "monitor: monitor-mode rules are counted, not enforced)",
+            ["policy", "rule", "mode"],
+            registry=r,
         )
         self.auth_results = Counter(
             "mugaika_auth_results_total",
@@ -384,6 +400,10 @@ class Metrics:
         html = report.count_actions("html-to-text") + report.count_actions("html-sanitized")
         if html:
             self.html_converted.inc(html)
+        for hit in report.rule_hits:
+            # Rule and policy names come from the operator's policy files: a bounded set.
+            mode = "enforce" if hit.enforced else "monitor"
+            self.rule_hits.labels(report.policy or "default", hit.rule, mode).inc()
         for method, result in report.auth.items():
             method, result = method.lower(), result.lower()
             if method not in AUTH_METHODS:
