@@ -50,6 +50,8 @@ log = logging.getLogger("mugaika.pipeline")
 RULE_HEADERS = ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID", "Sender", "Date")
 # Bookkeeping actions that do not change what a recipient reads.
 _UNCHANGED_OK = frozenset({"received-added", "parsed"})
+# A signed message is "clean" when removing its signature was the only change to make.
+_SIGNED_CLEAN_OK = _UNCHANGED_OK | {"signature-removed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,17 @@ def rule_headers(raw: bytes) -> dict[str, str]:
             except Exception:
                 out[key] = ""
     return out
+
+
+def _signed_and_clean(plan: Plan, report: Report, settings: object) -> bool:
+    """``signed: deliver-unmodified-if-clean``: nothing in the signed content needed a change
+    (no URL, no HTML, no attachment, no finding), so the original, signature intact, is as
+    harmless as its sanitized copy would be."""
+    if not plan.signed or getattr(settings, "signed", "") != "deliver-unmodified-if-clean":
+        return False
+    if report.findings or report.attachments:
+        return False
+    return all(action.kind in _SIGNED_CLEAN_OK for action in report.actions)
 
 
 def _unchanged(plan: Plan | None, report: Report) -> bool:
@@ -211,7 +224,12 @@ class Pipeline:
             if trusted and node.record.action != "held":
                 node.record.action, node.record.reason = "kept", "TRUSTED_SENDER"
         extra = [*decision.tag_headers]
-        if _unchanged(plan, report):
+        if _signed_and_clean(plan, report, settings):
+            report.add_action(
+                "signed-delivered-unmodified", reason="signature kept: nothing to change"
+            )
+            body = job.raw
+        elif _unchanged(plan, report):
             body = job.raw
         else:
             notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]

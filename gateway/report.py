@@ -158,5 +158,12 @@ class Report:
 
 # Actions that record bookkeeping rather than a change a recipient must be told about.
 _NON_MODIFYING_ACTIONS = frozenset(
-    {"received-added", "header-added", "auth-results-added", "arc-sealed", "parsed"}
+    {
+        "received-added",
+        "header-added",
+        "auth-results-added",
+        "arc-sealed",
+        "parsed",
+        "signed-delivered-unmodified",
+    }
 )

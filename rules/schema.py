@@ -192,7 +192,9 @@ class NoticeSettings(_Model):
 
     language: Literal["ja", "en"] = "ja"
     charset: Literal["utf-8", "iso-2022-jp"] = "utf-8"
-    templates: dict[Name, StrictStr] = Field(default_factory=dict)  # notice kind -> file
+    # Notice sentences by kind (see gateway/notice.py TEMPLATES): text with str.format fields
+    # {count}, {name}, {reason}, {new_name}, {reference}; unknown kinds are ignored, logged.
+    templates: dict[Name, StrictStr] = Field(default_factory=dict)
 
 
 class LimitSettings(_Model):

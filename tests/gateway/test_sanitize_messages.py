@@ -468,3 +468,54 @@ def test_a_held_message_keeps_a_sanitized_copy_without_the_held_attachment():
     assert "添付ファイル「請求書.exe」は隔離され" in text
     assert "hxxps://example[.]com/pay" in text
     assert parse(outcome.message)["X-Mugaika-Verdict"] == "quarantine"
+
+
+def _signed(body: str) -> bytes:
+    return (
+        "From: a@sender.example\r\nTo: u@city.example.lg.jp\r\nSubject: signed\r\n"
+        "Message-ID: <signed@sender.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
+        'micalg=sha-256; boundary="s"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\n'
+        f'{body}\r\n--s\r\nContent-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\nMIIBogYJKoZIhvcNAQcC\r\n--s--\r\n"
+    ).encode()
+
+
+def _policy(tmp_path: Path, name: str, text: str):
+    (tmp_path / f"{name}.yaml").write_text(f"extends: lgwan-base\n{text}")
+    config = load_config(
+        environ={},
+        overrides={"auth.enabled": False, "policy.dir": str(tmp_path), "policy.name": name},
+    )
+    return pipeline_with(config)
+
+
+def test_signed_mail_is_held_when_the_policy_says_quarantine(tmp_path):
+    pipeline = _policy(tmp_path, "hold-signed", "signed: quarantine\n")
+    outcome = run(_signed("plain words"), pipeline)
+    assert outcome.verdict == Verdict.QUARANTINE
+    assert "SIGNED_MESSAGE" in outcome.report.finding_codes()
+
+
+def test_clean_signed_mail_keeps_its_signature_when_the_policy_allows(tmp_path):
+    pipeline = _policy(tmp_path, "keep-clean", "signed: deliver-unmodified-if-clean\n")
+    raw = _signed("plain words, nothing active")
+    outcome = run(raw, pipeline)
+    assert outcome.verdict == Verdict.DELIVER
+    assert outcome.message.endswith(raw)  # signature part and signed bytes untouched
+    # With something to change, the signature cannot survive: sanitized as usual.
+    outcome = run(_signed("see https://example.com"), pipeline)
+    assert b"application/pkcs7-signature" not in outcome.message
+    assert "hxxps://example[.]com" in body_text(outcome.message)
+
+
+def test_notice_templates_can_be_overridden_by_policy(tmp_path):
+    pipeline = _policy(
+        tmp_path,
+        "own-words",
+        "notice:\n  templates:\n    title: '【〇〇市 情報政策課より】'\n"
+        "    urls-defanged: '・リンク{count}件を無効化しました。'\n",
+    )
+    text = body_text(run(mail("https://example.com/a https://example.com/b\n"), pipeline).message)
+    assert text.startswith("【〇〇市 情報政策課より】")
+    assert "・リンク2件を無効化しました。" in text
