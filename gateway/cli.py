@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway import __version__, logs
 from gateway.config import Config, load_config
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, MugaikaError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -141,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.messages:
             print(f"mugaika: {line}", file=sys.stderr)
         return EXIT_USAGE
+    except MugaikaError as exc:
+        print(f"mugaika: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
 

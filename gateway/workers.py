@@ -57,6 +57,8 @@ from gateway.errors import (
 from gateway.logs import log_fields, worker_log
 
 MIB = 1024 * 1024
+_READY = b"mugaika-worker-ready"
+STARTUP_TIMEOUT = 120.0  # seconds a new worker may take to import and initialise
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,9 @@ def _worker_main(
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _set_memory_limit(limits.memory_limit_mb)
     handler = _resolve(target)(init_payload)
+    # Only now is this worker able to take a job: the parent counts a job's wall-clock limit
+    # from the job, not from our start-up (imports, policy compilation, DNS setup).
+    conn.send_bytes(_READY)
     while True:
         try:
             job = conn.recv()
@@ -220,6 +225,13 @@ class WorkerPool:
         process.start()
         child_conn.close()
         worker = _Worker(process, parent_conn, self._generation)
+        try:
+            ready = parent_conn.poll(STARTUP_TIMEOUT) and parent_conn.recv_bytes() == _READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            worker.kill()
+            raise WorkerCrashed(f"worker did not start (exit code {process.exitcode})")
         log_fields(worker_log, 20, "worker started", pid=process.pid, generation=self._generation)
         return worker
 
@@ -228,6 +240,19 @@ class WorkerPool:
         worker = await loop.run_in_executor(self._io, self._spawn_sync)
         self._all.add(worker)
         self._idle.put_nowait(worker)
+
+    async def _respawn(self) -> None:
+        """Start a replacement; if it cannot start, keep trying (messages wait, none is lost:
+        each is bounded by its sender's own timeout and gets a 4xx at worst)."""
+        delay = 1.0
+        while not self._closing:
+            try:
+                await self._spawn()
+                return
+            except WorkerCrashed as exc:
+                log_fields(worker_log, 40, "replacement worker failed to start", error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def start(self) -> None:
         await asyncio.gather(*(self._spawn() for _ in range(self.count)))
@@ -246,7 +271,7 @@ class WorkerPool:
         )
         self._on_restart(reason)
         if not self._closing:
-            await self._spawn()
+            await self._respawn()
 
     async def run(self, job: Any) -> Any:
         if self._closing:

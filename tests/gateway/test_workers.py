@@ -144,3 +144,28 @@ def test_run_isolated_returns_the_result_and_leaves_the_parent_limits_alone():
     before = resource.getrlimit(resource.RLIMIT_AS)
     assert run_isolated(_answer, 21, timeout=5, memory_limit_mb=256) == 42
     assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
+def test_a_worker_that_cannot_initialise_fails_the_start_instead_of_taking_jobs():
+    async def body():
+        pool = WorkerPool("tests.helpers.worker_targets:init_failing", None, 1, DEFAULT_LIMITS)
+        try:
+            with pytest.raises(WorkerCrashed, match="did not start"):
+                await pool.start()
+        finally:
+            await pool.close(grace=1)
+
+    run(body())
+
+
+def test_a_job_timeout_does_not_count_the_workers_start_up():
+    # The replacement after a timeout is only handed jobs once it reported ready, so a short
+    # job limit is not eaten by imports and initialisation.
+    async def body(pool):
+        with pytest.raises(WorkerTimeout):
+            await pool.run(("sleep", 30))
+        return [await pool.run(i) for i in range(3)]
+
+    answers, restarts = run(with_pool(body, WorkerLimits(256, timeout=0.5, max_jobs=100)))
+    assert answers == [0, 1, 2]
+    assert restarts == ["timeout"]

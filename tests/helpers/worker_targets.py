@@ -50,6 +50,12 @@ def init_misbehaving(setup: WorkerSetup) -> Callable[[Job], Outcome]:
     return handle
 
 
+def init_failing(payload: object) -> Callable[[object], object]:
+    """A worker whose initialisation fails (a broken install, a missing library)."""
+    _refuse_production()
+    raise ImportError("test: a library the pipeline needs is missing")
+
+
 def init_echo(payload: object) -> Callable[[object], object]:
     """For WorkerPool tests: returns the job, or misbehaves when the job says so."""
     _refuse_production()
