@@ -294,7 +294,9 @@ class Inspector:
         # A "text/plain" body that is really a program or an archive is a file (fail closed).
         if part.payload[:2] == b"MZ" or part.payload[:4] in (b"PK\x03\x04", b"\x7fELF", b"%PDF"):
             return False
-        return b"\x00" not in part.payload[:4096]
+        # NUL bytes mean binary, except in the text encodings made of 16- or 32-bit units.
+        wide = (part.declared_charset or "").lower().startswith(("utf-16", "utf-32", "ucs-"))
+        return wide or b"\x00" not in part.payload[:4096]
 
     def _body(self, part: Part, count_urls: bool = True) -> TextBody | None:
         try:
@@ -318,7 +320,7 @@ class Inspector:
             converted = html_to_text(decoded.text, self.urls)
             self._record_html(part, converted, "html-to-text", count_urls)
             return TextBody(part.part_id, converted.text)
-        text = decoded.text.replace("\r\n", "\n")
+        text = decoded.text.replace("\r\n", "\n").replace("\r", "\n")
         if part.param("format").lower() == "flowed":
             text = _unflow(text, delete_space=part.param("delsp").lower() == "yes")
         result = defang_text(text, self.urls)
@@ -464,20 +466,34 @@ def _is_text_body(part: Part, declared_type: str) -> bool:
 def _unflow(text: str, delete_space: bool = False) -> str:
     """RFC 3676 format=flowed to plain lines, so a URL wrapped by the sender is whole again.
 
-    ``delete_space`` is DelSp=yes (section 4.2): the soft break's space is not content."""
+    A flowed line (ending in a space) joins the next one only at the same quote depth
+    (section 4.5); the continuation's quote marks are not content. ``delete_space`` is
+    DelSp=yes (section 4.2): the soft break's space is not content either."""
     out: list[str] = []
-    pending = ""
-    for line in text.split("\n"):
+    pending: str | None = None
+    pending_depth = 0
+    for raw_line in text.split("\n"):
+        depth = len(raw_line) - len(raw_line.lstrip(">"))
+        line = raw_line[depth:]
         if line.startswith(" "):
             line = line[1:]  # space-stuffing (section 4.4)
+        if pending is not None and depth != pending_depth:
+            out.append(_quoted(pending, pending_depth))
+            pending = None
+        content = line if pending is None else pending + line
         if line.endswith(" ") and line.rstrip() != "--":
-            pending += line[:-1] if delete_space else line
+            pending = content[:-1] if delete_space else content
+            pending_depth = depth
         else:
-            out.append(pending + line)
-            pending = ""
-    if pending:
-        out.append(pending)
+            out.append(_quoted(content, depth))
+            pending = None
+    if pending is not None:
+        out.append(_quoted(pending, pending_depth))
     return "\n".join(out)
+
+
+def _quoted(line: str, depth: int) -> str:
+    return (">" * depth + " " + line) if depth else line
 
 
 _EXTENSIONS = {

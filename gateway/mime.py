@@ -127,6 +127,7 @@ class ParsedMessage:
 
 
 _HEADER_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 def split_header_block(raw: bytes) -> tuple[list[HeaderField], int]:
@@ -142,8 +143,10 @@ def split_header_block(raw: bytes) -> tuple[list[HeaderField], int]:
     name = ""
     length = len(raw)
     while position < length:
-        end = raw.find(b"\n", position)
-        line_end = length if end < 0 else end + 1
+        # CRLF, or a bare CR or LF, as the email parser reads them: a CR-only message must not
+        # have its whole body taken for one header line (and copied through as a header).
+        match = _LINE_END.search(raw, position)
+        line_end = length if match is None else match.end()
         line = raw[position:line_end]
         stripped = line.rstrip(b"\r\n")
         if not stripped:

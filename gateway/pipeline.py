@@ -119,23 +119,30 @@ def rule_headers(raw: bytes) -> dict[str, str]:
     return out
 
 
-def _signed_and_clean(plan: Plan, report: Report, settings: object) -> bool:
+def _signed_and_clean(plan: Plan, report: Report, settings: object, raw: bytes) -> bool:
     """``signed: deliver-unmodified-if-clean``: nothing in the signed content needed a change
     (no URL, no HTML, no attachment, no finding), so the original, signature intact, is as
     harmless as its sanitized copy would be."""
     if not plan.signed or getattr(settings, "signed", "") != "deliver-unmodified-if-clean":
         return False
-    if report.findings or report.attachments:
+    if report.findings or report.attachments or not _canonical_line_ends(raw):
         return False
     return all(action.kind in _SIGNED_CLEAN_OK for action in report.actions)
 
 
-def _unchanged(plan: Plan | None, report: Report) -> bool:
-    """True when the message is one plain-text part that needed no change at all.
+def _canonical_line_ends(raw: bytes) -> bool:
+    return raw.count(b"\n") == raw.count(b"\r\n") == raw.count(b"\r")
+
+
+def _unchanged(plan: Plan | None, report: Report, raw: bytes) -> bool:
+    """True when the message is one plain-text part that needed no change at all, in CRLF
+    lines throughout (a bare CR or LF is read differently by different clients).
 
     Then the original bytes are delivered (with our trace and summary fields on top), so DKIM
     and S/MIME-free plain mail arrives exactly as sent."""
     if plan is None or plan.parsed.root.is_multipart or plan.signed:
+        return False
+    if not _canonical_line_ends(raw):
         return False
     root = plan.parsed.root
     if root.declared_type != "text/plain" or root.is_attachment or root.origin != "mime":
@@ -224,12 +231,12 @@ class Pipeline:
             if trusted and node.record.action != "held":
                 node.record.action, node.record.reason = "kept", "TRUSTED_SENDER"
         extra = [*decision.tag_headers]
-        if _signed_and_clean(plan, report, settings):
+        if _signed_and_clean(plan, report, settings, job.raw):
             report.add_action(
                 "signed-delivered-unmodified", reason="signature kept: nothing to change"
             )
             body = job.raw
-        elif _unchanged(plan, report):
+        elif _unchanged(plan, report, job.raw):
             body = job.raw
         else:
             notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]

@@ -37,11 +37,15 @@ URLS = st.sampled_from(
         "https&#58;//entity.example",
     ]
 )
-WORDS = st.sampled_from(["お知らせ", "請求書", "hello", "①㈱髙", "ｶﾀｶﾅ", "\t", "\n", " ", "<p>", "</p>"])
+WORDS = st.sampled_from(
+    ["お知らせ", "請求書", "hello", "①㈱髙", "ｶﾀｶﾅ", "\t", "\n", " ", "<p>", "</p>"]
+)
 TEXT = st.lists(st.one_of(URLS, WORDS), max_size=12).map(" ".join)
 HTML = TEXT.map(
-    lambda t: f'<html><body><a href="https://evil.example/">{t}</a><script>x()</script>'
-    f'<img src="https://track.example/p.gif">{t}</body></html>'
+    lambda t: (
+        f'<html><body><a href="https://evil.example/">{t}</a><script>x()</script>'
+        f'<img src="https://track.example/p.gif">{t}</body></html>'
+    )
 )
 PAYLOAD = st.one_of(
     TEXT.map(lambda t: t.encode("utf-8")),
@@ -68,9 +72,19 @@ TYPES = st.sampled_from(
     ]
 )
 CHARSETS = st.sampled_from(["utf-8", "iso-2022-jp", "shift_jis", "euc-jp", "x-unknown", ""])
-ENCODINGS = st.sampled_from(["7bit", "8bit", "base64", "quoted-printable", "x-uuencode", "bogus", ""])
+ENCODINGS = st.sampled_from(
+    ["7bit", "8bit", "base64", "quoted-printable", "x-uuencode", "bogus", ""]
+)
 NAMES = st.sampled_from(
-    ["", "report.pdf", "invoice.pdf.exe", "photo\u202egpj.exe", "議事録.docx", "a.js", "winmail.dat"]
+    [
+        "",
+        "report.pdf",
+        "invoice.pdf.exe",
+        "photo\u202egpj.exe",
+        "議事録.docx",
+        "a.js",
+        "winmail.dat",
+    ]
 )
 
 
@@ -96,8 +110,10 @@ def leaf(draw: st.DrawFn) -> bytes:
     if encoding:
         headers.append(f"Content-Transfer-Encoding: {encoding}")
     if name:
-        headers.append(f'Content-Disposition: {draw(st.sampled_from(["attachment", "inline"]))}; '
-                       f'filename="{name}"')
+        headers.append(
+            f"Content-Disposition: {draw(st.sampled_from(['attachment', 'inline']))}; "
+            f'filename="{name}"'
+        )
     head = "\n".join(headers).encode("utf-8")
     return head + b"\n\n" + encode(draw(PAYLOAD), encoding)
 
@@ -108,26 +124,31 @@ def tree(depth: int) -> st.SearchStrategy[bytes]:
 
     @st.composite
     def multipart(draw: st.DrawFn) -> bytes:
-        subtype = draw(st.sampled_from(["mixed", "alternative", "related", "signed", "digest", "x"]))
+        subtype = draw(
+            st.sampled_from(["mixed", "alternative", "related", "signed", "digest", "x"])
+        )
         boundary = draw(st.sampled_from(["b1", "b2", "=_x", "reused"]))
         children = draw(st.lists(tree(depth - 1), min_size=0, max_size=3))
         closing = draw(st.sampled_from([f"--{boundary}--\n", "", f"--{boundary}\n"]))
         body = b"".join(f"--{boundary}\n".encode() + child + b"\n" for child in children)
         head = f'Content-Type: multipart/{subtype}; boundary="{boundary}"\n\n'.encode()
         preamble = draw(st.sampled_from([b"", b"This is a MIME message. https://pre.example\n"]))
-        return head + preamble + body + closing.encode() + draw(st.sampled_from([b"", b"epilogue\n"]))
+        return (
+            head + preamble + body + closing.encode() + draw(st.sampled_from([b"", b"epilogue\n"]))
+        )
 
     return st.one_of(leaf(), multipart())
 
 
 MESSAGES = st.builds(
     lambda top, subject, crlf: (
-        (
-            b"From: sender@partner.example\nTo: user@city.example.lg.jp\n"
-            b"Message-ID: <prop@partner.example>\nMIME-Version: 1.0\n"
-            + b"Subject: " + subject.encode("utf-8") + b"\n" + top
-        ).replace(b"\n", b"\r\n" if crlf else b"\n")
-    ),
+        b"From: sender@partner.example\nTo: user@city.example.lg.jp\n"
+        b"Message-ID: <prop@partner.example>\nMIME-Version: 1.0\n"
+        + b"Subject: "
+        + subject.encode("utf-8")
+        + b"\n"
+        + top
+    ).replace(b"\n", b"\r\n" if crlf else b"\n"),
     tree(3),
     TEXT,
     st.booleans(),
