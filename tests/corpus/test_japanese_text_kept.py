@@ -4,9 +4,10 @@ For each of the 207 corpus mails in a Japanese charset (FLAGS.tsv ``japanese-cha
 plain-text body parts are decoded from the input and defanged with the default URL policy;
 every character of that text must appear, in order, in what the gateway delivers (which adds
 only the notice). Whitespace and quote marks are left out of the comparison: format=flowed
-text is legitimately re-flowed (RFC 3676). The decoding of the input is ``gateway.charsets.decode_body``, itself checked
-against Python's codecs and known samples in ``tests/text/test_charsets_corpus.py``; what
-this test guards is everything after it: rebuilding, re-encoding and the notice.
+text is legitimately re-flowed (RFC 3676). The decoding of the input is
+``gateway.charsets.decode_body``, itself checked against Python's codecs and known samples in
+``tests/text/test_charsets_corpus.py``; what this test guards is everything after it:
+rebuilding, re-encoding and the notice.
 """
 
 from __future__ import annotations
