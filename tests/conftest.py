@@ -13,23 +13,12 @@ os.environ["MUGAIKA_TESTING"] = "1"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-
-def corpus_dir() -> Path | None:
-    """The shared real-world corpus: $MUGAIKA_CORPUS, ../shared/corpus, or /work/shared/corpus."""
-    candidates = [
-        os.environ.get("MUGAIKA_CORPUS"),
-        REPO_ROOT.parent / "shared" / "corpus",
-        "/work/shared/corpus",
-    ]
-    for candidate in candidates:
-        if candidate and Path(candidate, "MANIFEST.tsv").is_file():
-            return Path(candidate)
-    return None
+from tests.helpers.corpus import corpus_root  # noqa: E402 - after MUGAIKA_TESTING is set
 
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    found = corpus_dir()
+    found = corpus_root()
     if found is None:
         pytest.skip("the shared corpus (../shared/corpus) is not present")
     return found

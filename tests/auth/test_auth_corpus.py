@@ -5,8 +5,6 @@ byte for byte, every rule evaluated. DNS is a stub that knows nothing (no networ
 from __future__ import annotations
 
 import csv
-import os
-from pathlib import Path
 
 import authres
 import pytest
@@ -25,21 +23,9 @@ from gateway.message import ClientInfo, Envelope, Recipient
 from gateway.report import Report
 from rules.cli import HEADERS, _decoded
 from rules.loader import load_policies
+from tests.helpers.corpus import corpus_root
 
-
-def _corpus() -> Path | None:
-    root = Path(__file__).resolve().parents[2]
-    for candidate in (
-        os.environ.get("MUGAIKA_CORPUS"),
-        root.parent / "shared" / "corpus",
-        "/work/shared/corpus",
-    ):
-        if candidate and Path(candidate, "MANIFEST.tsv").is_file():
-            return Path(candidate)
-    return None
-
-
-CORPUS = _corpus()
+CORPUS = corpus_root()
 
 
 def _messages() -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import Config
+from gateway.http_metrics import MetricsEndpoint
 from gateway.metrics import Metrics
 from gateway.server import GatewayServer
 
@@ -34,25 +35,25 @@ def make_config(data_dir: Path, **overrides: Any) -> Config:
 
 
 class RunningGateway:
-    """``with RunningGateway(config) as gw: gw.smtp() ...``; stops gracefully on exit."""
+    """``with RunningGateway(config) as gw: gw.smtp() ...``; stops gracefully on exit.
 
-    def __init__(
-        self,
-        config: Config,
-        pipeline_target: str | None = None,
-        store: Any = None,
-    ) -> None:
+    ``server_options`` go to ``GatewayServer`` (``pipeline_target``, ``store``...).
+    """
+
+    def __init__(self, config: Config, **server_options: Any) -> None:
         self.config = config
         self.metrics = Metrics(tenants=config.tenants)
-        self.server = GatewayServer(
-            config, metrics=self.metrics, pipeline_target=pipeline_target, store=store
-        )
+        self.server = GatewayServer(config, metrics=self.metrics, **server_options)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> RunningGateway:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(60)
+        try:
+            self.call(self.server.start())
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -61,7 +62,7 @@ class RunningGateway:
     def stop(self, grace: float = 10.0) -> None:
         if not self._thread.is_alive():
             return
-        asyncio.run_coroutine_threadsafe(self.server.shutdown(grace), self.loop).result(60)
+        self.call(self.server.shutdown(grace))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
@@ -73,9 +74,21 @@ class RunningGateway:
         assert self.server.bound is not None
         return self.server.bound[1]
 
+    smtp_port = port
+
+    @property
+    def endpoint(self) -> MetricsEndpoint:
+        found = [s for s in self.server.services if isinstance(s, MetricsEndpoint)]
+        assert len(found) == 1, self.server.services
+        return found[0]
+
+    @property
+    def metrics_url(self) -> str:
+        return self.endpoint.url
+
     def smtp(self, **kwargs: Any) -> smtplib.SMTP:
-        client = smtplib.SMTP("127.0.0.1", self.port, timeout=kwargs.pop("timeout", 300), **kwargs)
-        return client
+        timeout = kwargs.pop("timeout", 300)
+        return smtplib.SMTP("127.0.0.1", self.port, timeout=timeout, **kwargs)
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         value = self.metrics.registry.get_sample_value(name, labels or {})

@@ -39,26 +39,3 @@ def one_rule(policy_dir: Callable[..., Path]) -> Callable[..., Policy]:
         return load_policies(directory).get("only", frozenset(TENANTS))
 
     return make
-
-
-def corpus_dir() -> Path | None:
-    """$MUGAIKA_CORPUS, ../shared/corpus next to the checkout, or /work/shared/corpus."""
-    import os
-
-    root = Path(__file__).resolve().parents[2]
-    for candidate in (
-        os.environ.get("MUGAIKA_CORPUS"),
-        root.parent / "shared" / "corpus",
-        "/work/shared/corpus",
-    ):
-        if candidate and Path(candidate, "MANIFEST.tsv").is_file():
-            return Path(candidate)
-    return None
-
-
-@pytest.fixture(scope="session")
-def corpus() -> Path:
-    found = corpus_dir()
-    if found is None:
-        pytest.skip("the shared corpus (../shared/corpus) is not present")
-    return found

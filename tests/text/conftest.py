@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.corpus import corpus_root
 
 
 def find_corpus() -> Path | None:
-    """$MUGAIKA_CORPUS, else <repo>/../shared/corpus, else /work/shared/corpus."""
-    for candidate in (
-        os.environ.get("MUGAIKA_CORPUS"),
-        REPO_ROOT.parent / "shared" / "corpus",
-        "/work/shared/corpus",
-    ):
-        if candidate and Path(candidate, "MANIFEST.tsv").is_file():
-            return Path(candidate)
-    return None
+    """See ``tests.helpers.corpus.corpus_root``."""
+    return corpus_root()
 
 
 @pytest.fixture(scope="session")
