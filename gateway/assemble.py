@@ -20,7 +20,7 @@ import base64
 import email.policy
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from email.generator import BytesGenerator
 from email.header import Header
 from email.message import Message
@@ -251,7 +251,3 @@ def serialise_entity(entity: Message) -> bytes:
     out = BytesIO()
     BytesGenerator(out, policy=OUTPUT_POLICY).flatten(entity, linesep="\r\n")
     return out.getvalue()
-
-
-def header_block(fields: Iterable[HeaderField]) -> bytes:
-    return b"".join(f.raw + CRLF for f in fields)

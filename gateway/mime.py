@@ -116,15 +116,6 @@ class ParsedMessage:
     defects: tuple[str, ...] = ()
     body_offset: int = 0
 
-    def header(self, name: str) -> str:
-        """The first field called ``name``, decoded; "" when absent."""
-        lower = name.lower()
-        return next((h.untrusted_value for h in self.headers if h.name.lower() == lower), "")
-
-    def all_headers(self, name: str) -> list[str]:
-        lower = name.lower()
-        return [h.untrusted_value for h in self.headers if h.name.lower() == lower]
-
 
 _HEADER_NAME = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
