@@ -451,7 +451,9 @@ def decode_body(payload: bytes, declared_charset: str | None) -> DecodedText:
         # Short CP932/EUC-JP runs can be valid UTF-8 by accident ("遖①" is "禇@" in UTF-8):
         # the label wins unless UTF-8 reads as more plausibly Japanese.
         labelled = _strict(payload, declared)
-        if labelled is not None and _japanese_score(labelled) >= _japanese_score(utf8):
+        # A few characters are no evidence against the label ("竓Ё" in CP932 is valid UTF-8).
+        few = sum(1 for c in utf8 if ord(c) > 0x7F) < 3
+        if labelled is not None and (few or _japanese_score(labelled) >= _japanese_score(utf8)):
             utf8 = None
     if utf8 is not None and declared not in ("utf-8",) and not declared.startswith("utf-16"):
         # Valid UTF-8 with non-ASCII is rarely another charset by accident.

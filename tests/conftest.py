@@ -7,9 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 # Test doubles (tests/helpers/worker_targets.py) refuse to run without this.
 os.environ["MUGAIKA_TESTING"] = "1"
+
+# Property tests: CI runs a fixed, reproducible set of examples (a red CI must mean a bug, not
+# a lucky draw); HYPOTHESIS_PROFILE=explore searches anew each run, for development.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -401,8 +401,7 @@ def _domain_hits(view: _View, original: str, policy: UrlPolicy) -> list[_Hit]:
     text = view.text
     hits: list[_Hit] = []
     path_end = _PathEnds(text)
-    for match in _RUN_RE.finditer(text):
-        run_start, run_end = match.span()
+    for run_start, run_end in _runs(text):
         # Labels with their view positions; the dot before label i is at starts[i] - 1.
         starts = [run_start]
         for i in range(run_start, run_end):
@@ -430,6 +429,24 @@ def _domain_hits(view: _View, original: str, policy: UrlPolicy) -> list[_Hit]:
             _segment_hit(view, original, policy, labels, starts, segment, run_end, path_end)
         )
     return hits
+
+
+# Prose glued to a host on both sides ("example.comテキストwww.example.com"): a run of
+# non-ASCII letters with ASCII on either side, inside one label, ends one host and starts
+# the next. Without the split, the whole thing is one "label" that no public suffix ends.
+_GLUED_PROSE_RE = re.compile(r"(?<=[A-Za-z0-9\-])[^\x00-\x7f.]+(?=[A-Za-z0-9\-])")
+
+
+def _runs(text: str) -> list[tuple[int, int]]:
+    """Dotted-name runs of ``text``, split where Japanese prose is glued inside a label."""
+    runs: list[tuple[int, int]] = []
+    for match in _RUN_RE.finditer(text):
+        start, end = match.span()
+        for glued in _GLUED_PROSE_RE.finditer(text, start, end):
+            runs.append((start, glued.start()))
+            start = glued.end()
+        runs.append((start, end))
+    return [(s, e) for s, e in runs if e > s]
 
 
 def _segment_hit(
@@ -487,7 +504,9 @@ def _segment_hit(
         return []
     if domain_len == 0:
         domain_len = len(names)  # no public suffix: the whole dotted name is shown defanged
-    edits = [(starts[segment[k]] - 1, "bracket") for k in range(1, domain_len)]
+    # Every dot of the dotted run, not only the host's: what follows may be another host once
+    # markup between text nodes is gone ("www.example.com.com<img>x" shows "com.com").
+    edits = [(starts[segment[k]] - 1, "bracket") for k in range(1, len(names))]
     edits += [(pos, "bracket") for pos in www_dots]
     # The first label may start with Japanese prose ("詳細はexample"): not part of the host.
     first_label = names[0]
