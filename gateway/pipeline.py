@@ -29,7 +29,7 @@ import datetime
 import email.utils
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from gateway import auth
@@ -37,7 +37,7 @@ from gateway.assemble import Assembler
 from gateway.config import Config
 from gateway.inspect import FilePlan, Inspector, IsolationLimits, Plan
 from gateway.message import Envelope
-from gateway.mime import split_header_block
+from gateway.mime import HeaderField, split_header_block
 from gateway.notice import Notice, summary_headers
 from gateway.replies import Reply
 from gateway.report import Report, Verdict
@@ -104,9 +104,11 @@ def received_header(envelope: Envelope, hostname: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def rule_headers(raw: bytes) -> dict[str, str]:
-    """Decoded header fields the rules read, from the raw header block (first of each)."""
-    fields, _ = split_header_block(raw)
+def rule_headers(raw: bytes, fields: Sequence[HeaderField] | None = None) -> dict[str, str]:
+    """Decoded header fields the rules read (first of each), from ``fields`` when the message
+    was already parsed, else from the raw header block."""
+    if fields is None:
+        fields, _ = split_header_block(raw)
     wanted = {name.lower(): name for name in RULE_HEADERS}
     out: dict[str, str] = {}
     for field in fields:
@@ -200,7 +202,11 @@ class Pipeline:
         )
         plan = Inspector(settings, report, limits).plan_bytes(job.raw)
         decision = policy.decide(
-            report, envelope, rule_headers(job.raw), auth=results, message_size=len(job.raw)
+            report,
+            envelope,
+            rule_headers(job.raw, plan.parsed.headers if plan is not None else None),
+            auth=results,
+            message_size=len(job.raw),
         )
         decision.record(report)
         verdict = report.verdict
@@ -235,9 +241,9 @@ class Pipeline:
             report.add_action(
                 "signed-delivered-unmodified", reason="signature kept: nothing to change"
             )
-            body = job.raw
+            body = _without_our_fields(job.raw)
         elif _unchanged(plan, report, job.raw):
-            body = job.raw
+            body = _without_our_fields(job.raw)
         else:
             notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]
             assembler = Assembler(
@@ -250,7 +256,7 @@ class Pipeline:
             f"{name}: {value}\r\n".encode("ascii", "replace")
             for name, value in [*summary_headers(report), *extra]
         )
-        message = head + _without_our_fields(body)
+        message = head + body
         if results is not None:
             message = auth.add_authentication_results(message, results)
             if self.auth_settings is not None and self.auth_settings.arc_key is not None:

@@ -39,6 +39,7 @@ from gateway.config import Config
 from gateway.errors import DownstreamRefused, DownstreamUnavailable
 from gateway.logs import log_fields, smtp_log
 from gateway.message import ClientInfo, Envelope, Recipient
+from gateway.metrics import reply_class
 from gateway.replies import AIOSMTPD_REPLACEMENTS, Reply
 
 if TYPE_CHECKING:
@@ -476,8 +477,6 @@ class GatewayHandler:
 
     def count_command(self, command: str, code: int) -> None:
         if code:
-            from gateway.metrics import reply_class
-
             self.metrics.commands.labels(command, reply_class(code)).inc()
 
     def spawn(self, coroutine: Awaitable[Any]) -> None:
