@@ -18,7 +18,25 @@ class GatewayProcess:
     """``mugaika serve`` in its own process group, listening on a free port."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.args = [sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0", *args]
+        # The admin and metrics listeners default to fixed ports (8025, 9125): tests running in
+        # parallel (or beside a real gateway) must never collide on them, so they are off
+        # unless a test asks for them.
+        defaults = [
+            option
+            for flag in ("--admin-listen", "--metrics-listen")
+            if flag not in args
+            for option in (flag, "off")
+        ]
+        self.args = [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            *defaults,
+            *args,
+        ]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
