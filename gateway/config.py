@@ -30,7 +30,16 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from gateway.errors import ConfigError
-from gateway.yamlfile import Loc, YamlDocument, clean_loc, dotted, load_yaml, validation_messages
+from gateway.yamlfile import (
+    ExpansionError,
+    Loc,
+    YamlDocument,
+    clean_loc,
+    compose_bounded,
+    dotted,
+    load_yaml,
+    validation_messages,
+)
 
 ENV_PREFIX = "MUGAIKA_"
 # Variables with our prefix that are not configuration keys.
@@ -322,7 +331,9 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[Loc, Any, str]]:
             continue
         loc = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = compose_bounded(raw)[1] if raw.strip() else None
+        except ExpansionError as exc:  # bounded like a file (gateway/yamlfile.py)
+            raise ConfigError(f"environment {name}: {exc.problem}") from None
         except yaml.YAMLError:
             value = raw
         out.append((loc, value, f"environment {name}"))
