@@ -48,6 +48,8 @@ from quarantine.sql import Item, SqlStore
 from quarantine.users import Actor, utcnow
 
 MAX_REASON = 1000
+# What leaves the quarantine: the same two words in the API, the web form and the CLI.
+TARGETS = ("sanitized", "original")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _OUR_HEADER = re.compile(rb"^x-mugaika-released-[a-z-]*:", re.IGNORECASE)
 
@@ -70,6 +72,12 @@ class ReleaseResult:
             "reply": self.reply,
             "queue_id": self.queue_id,
         }
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise UserError("say which copy to release: target sanitized or target original")
+    return target
 
 
 def check_reason(reason: str) -> str:
@@ -142,27 +150,20 @@ def _recipients(item: Item, actor: Actor, to: list[str] | None) -> list[Recipien
     return chosen
 
 
-async def release(
-    store: SqlStore,
-    downstream: Downstream,
-    item_id: str,
-    actor: Actor,
-    reason: str,
-    *,
-    to: list[str] | None = None,
-    sanitized: bool = False,
-    force: bool = False,
-    policy: str = "single",
-    approved_request: int | None = None,
-) -> ReleaseResult:
-    """Release ``item_id`` once; see the module docstring for every refusal and failure."""
-    reason = check_reason(reason)
-    item = await asyncio.to_thread(store.get, item_id, actor.scope)
-    target = "sanitized" if sanitized else "original"
+def planned_recipients(item: Item, actor: Actor, to: list[str] | None) -> list[str]:
+    """Who a release by ``actor`` would go to (the confirmation page shows this); raises the
+    same errors as ``release`` would."""
+    return [r.address for r in _recipients(item, actor, to)]
+
+
+def check_release(
+    item: Item, actor: Actor, target: str, policy: str, approved_request: int | None = None
+) -> None:
+    """Raise PermissionDenied or UserError when ``actor`` may not release ``target`` now."""
     if approved_request is not None:
         if not actor.can("approve"):
             raise PermissionDenied("only an approver can carry out an approved request")
-    elif sanitized:
+    elif target == "sanitized":
         if not actor.can("release-sanitized"):
             raise PermissionDenied("your role may not release messages")
     else:
@@ -173,8 +174,30 @@ async def release(
                 "releasing an original needs a second person (release.originals: two_person): "
                 "request it, and an approver approves"
             )
-    if sanitized and not item.sanitized_available:
-        raise UserError(f"{item_id} has no sanitized copy")
+    if target == "sanitized" and not item.sanitized_available:
+        raise UserError(f"{item.id} has no sanitized copy")
+
+
+async def release(
+    store: SqlStore,
+    downstream: Downstream,
+    item_id: str,
+    actor: Actor,
+    reason: str,
+    *,
+    target: str,
+    to: list[str] | None = None,
+    force: bool = False,
+    policy: str = "single",
+    approved_request: int | None = None,
+) -> ReleaseResult:
+    """Release ``target`` (sanitized or original) of ``item_id`` once; see the module
+    docstring for every refusal and failure. There is no default target: the caller says."""
+    target = check_target(target)
+    sanitized = target == "sanitized"
+    reason = check_reason(reason)
+    item = await asyncio.to_thread(store.get, item_id, actor.scope)
+    check_release(item, actor, target, policy, approved_request)
     recipients = _recipients(item, actor, to)
     claim = await asyncio.to_thread(store.claim, item_id, actor, force)
     try:
@@ -247,9 +270,10 @@ def request_release(
     actor: Actor,
     reason: str,
     to: list[str] | None = None,
-    sanitized: bool = False,
+    target: str = "original",
 ) -> int:
     """Record a request to release (normally an original) for an approver to decide."""
+    target = check_target(target)
     reason = check_reason(reason)
     if to:
         to = check_addresses(to)
@@ -257,7 +281,7 @@ def request_release(
         item_id,
         actor,
         reason,
-        target="sanitized" if sanitized else "original",
+        target=target,
         to_addresses=to,
         scope=actor.scope,
     )
@@ -288,8 +312,8 @@ async def decide_request(
             request.item_id,
             actor,
             f"{request.reason} (requested by {request.requested_by}; approved: {reason})",
+            target=request.target,
             to=request.to_addresses,
-            sanitized=request.target == "sanitized",
             approved_request=request_id,
         )
     except Exception:

@@ -30,6 +30,7 @@ import builtins
 import contextlib
 import datetime
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -186,6 +187,28 @@ class ItemQuery:
     search: str | None = None
     limit: int = 50
     offset: int = 0
+
+
+_RELATIVE = re.compile(r"^(\d{1,7})([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str) -> datetime.datetime:
+    """``2026-11-01``, ``2026-11-01T09:00[+09:00]`` (UTC when no offset), or relative ``30m``,
+    ``12h``, ``7d``, ``2w``. Raises ValueError with a sentence a user can act on."""
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    try:
+        if match:
+            age = datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return datetime.datetime.now(datetime.UTC) - age
+        parsed = datetime.datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        pass
+    else:
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+    shown = text[:40] + ("…" if len(text) > 40 else "")
+    raise ValueError(f"{shown!r}: expected an ISO date (2026-11-01) or 30m, 12h, 7d, 2w")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1136,4 +1159,5 @@ __all__ = [
     "Page",
     "SqlStore",
     "open_store",
+    "parse_since",
 ]
