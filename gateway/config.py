@@ -245,8 +245,13 @@ class AdminConfig(_Model):
     # auto: Secure cookies except over plain http to a loopback address (local testing);
     # always: Secure cookies everywhere (put TLS or a TLS proxy in front).
     cookie_secure: Literal["auto", "always"] = "auto"
-    login_attempts: StrictInt = Field(5, ge=1)  # failed logins per user or client address ...
-    login_window_seconds: StrictInt = Field(300, ge=10)  # ... within this window, then 429
+    # Failed logins per (user name, client address) within the window, then 429 for that pair
+    # only; a client failing for 10x this many names in the window is blocked as a whole.
+    login_attempts: StrictInt = Field(5, ge=1)
+    login_window_seconds: StrictInt = Field(300, ge=10)
+    # Reverse proxies whose X-Forwarded-For names the client (rate limits, audit log); from any
+    # other peer the header is ignored. Empty: the TCP peer is the client.
+    trusted_proxies: list[Network] = Field(default_factory=list)
     header_auth: HeaderAuthConfig = HeaderAuthConfig()
 
 

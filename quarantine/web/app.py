@@ -55,6 +55,7 @@ from quarantine.web import i18n
 from quarantine.web.security import (
     SECURITY_HEADERS,
     LoginLimiter,
+    client_address,
     get_cookie,
     is_loopback,
     same_origin,
@@ -138,8 +139,18 @@ class AdminApp:
     def cookie_mode(self) -> str:
         return self.config.admin.cookie_secure
 
-    def remote(self, request: Request) -> str:
+    @staticmethod
+    def peer(request: Request) -> str:
+        """The TCP peer (uvicorn runs with ``proxy_headers=False``, so never a header)."""
         return request.client.host if request.client else ""
+
+    def remote(self, request: Request) -> str:
+        """The client: the peer, or what a trusted proxy says (``client_address``)."""
+        return client_address(
+            self.peer(request),
+            request.headers.getlist("x-forwarded-for"),
+            self.config.admin.trusted_proxies,
+        )
 
     def language(self, request: Request, session: Session | None = None) -> str:
         if session is not None and session.user.language in i18n.LANGUAGES:
@@ -180,7 +191,7 @@ class AdminApp:
     def trusted_proxy(self, request: Request) -> bool:
         import ipaddress
 
-        host = self.remote(request)
+        host = self.peer(request)  # never X-Forwarded-For: a client could name a proxy
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -284,8 +295,7 @@ class AdminApp:
         username = str(form.get("username", ""))[:128]
         password = str(form.get("password", ""))[:1024]
         remote = self.remote(request)
-        keys = (f"user:{username.lower()}", f"addr:{remote}")
-        if self.limiter.blocked(*keys):
+        if self.limiter.blocked(username, remote):
             await run_in_threadpool(
                 self.store.audit,
                 Actor(username or "?", "none", remote=remote),
@@ -296,7 +306,7 @@ class AdminApp:
             return self._login_again(request, "login.throttled", 429)
         user = await run_in_threadpool(self.users.authenticate, username, password)
         if user is None:
-            self.limiter.failed(*keys)
+            self.limiter.failed(username, remote)
             await run_in_threadpool(
                 self.store.audit,
                 Actor(username or "?", "none", remote=remote),
@@ -305,7 +315,7 @@ class AdminApp:
                 None,
             )
             return self._login_again(request, "login.failed", 401)
-        self.limiter.succeeded(*keys)
+        self.limiter.succeeded(username, remote)
         session_id, _csrf = await run_in_threadpool(
             self.users.create_session, user, remote, "password"
         )
