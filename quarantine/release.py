@@ -30,8 +30,10 @@ without domains, such as an approver of every tenant: the item's own recipient d
 superadmin anywhere, and the audit entry then lists ``outside_item_domains``. A request's
 ``to`` is checked when it is made and again when it is carried out.
 
-Headers from the message that imitate ours (``X-Mugaika-Released-*``) are removed before ours
-are added, so a recipient can trust what they read there.
+Every ``X-Mugaika-*`` field of the stored bytes is removed before ours are added (the sanitized
+copy's describe its arrival, an original's were written by its sender), and the release writes
+a summary of the released message itself (``released_summary``), so a recipient can trust
+what they read there.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from gateway.delivery import Downstream, deliver
 from gateway.errors import DownstreamRefused, DownstreamUnavailable
 from gateway.logs import log_fields, quarantine_log, replace_control_chars
 from gateway.message import Recipient
+from gateway.mime import split_header_block
+from gateway.report import Report
 from quarantine.errors import BlobCorrupt, PermissionDenied, ReleaseFailed, UserError
 from quarantine.sql import Item, SqlStore
 from quarantine.users import Actor, utcnow
@@ -56,7 +60,6 @@ MAX_REASON = 1000
 # What leaves the quarantine: the same two words in the API, the web form and the CLI.
 TARGETS = ("sanitized", "original")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]{1,253}$")
-_OUR_HEADER = re.compile(rb"^x-mugaika-released-[a-z-]*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,25 +107,52 @@ def check_addresses(addresses: list[str]) -> list[str]:
     return out
 
 
-def _drop_our_headers(data: bytes) -> bytes:
-    end = data.find(b"\r\n\r\n")
-    newline = b"\r\n"
-    if end < 0 or (0 <= data.find(b"\n\n") < end):
-        end, newline = data.find(b"\n\n"), b"\n"
-    if end < 0:
+def _without_our_fields(data: bytes) -> bytes:
+    """``data`` without any ``X-Mugaika-*`` field: the stored sanitized copy's describe the
+    arrival (``Verdict: quarantine``), an original's were written by its sender."""
+    fields, offset = split_header_block(data)
+    if not any(f.name.lower().startswith("x-mugaika-") for f in fields):
         return data
-    head, body = data[:end], data[end:]
-    kept: list[bytes] = []
-    dropping = False
-    for line in head.split(newline):
-        if line[:1] in (b" ", b"\t") and kept is not None:
-            if not dropping:
-                kept.append(line)
-            continue
-        dropping = bool(_OUR_HEADER.match(line))
-        if not dropping:
-            kept.append(line)
-    return newline.join(kept) + body
+    kept = b"".join(f.raw + b"\r\n" for f in fields if not f.name.lower().startswith("x-mugaika-"))
+    return kept + b"\r\n" + data[offset:]
+
+
+def released_summary(item: Item, target: str) -> bytes:
+    """The ``X-Mugaika-*`` summary of the released message itself (issue 12: a released
+    sanitized copy said ``Verdict: quarantine`` and ``stripped=0`` although its attachment
+    was gone).
+
+    ``Actions`` counts what was done to *this* copy, with the keys of the delivery headers
+    (``gateway.notice.summary_headers``): for the sanitized copy, ``stripped`` is every
+    attachment not in it (stripped, or held in quarantine); for the original, all are 0.
+    ``Findings`` are those of the received message (what an original still contains)."""
+    report = Report.from_dict(item.report)
+    if target == "sanitized":
+        counts = {
+            "html": report.count_actions("html-to-text") + report.count_actions("html-sanitized"),
+            "urls": report.count_actions("urls-defanged") + report.count_actions("urls-removed"),
+            "rebuilt": sum(1 for a in report.attachments if a.action in ("rebuilt", "both")),
+            "rasterized": sum(1 for a in report.attachments if a.action == "rasterized"),
+            "stripped": sum(1 for a in report.attachments if a.action in ("stripped", "held")),
+        }
+    else:
+        counts = dict.fromkeys(("html", "urls", "rebuilt", "rasterized", "stripped"), 0)
+    fields = [
+        ("X-Mugaika-Verdict", "released"),
+        ("X-Mugaika-Released-Target", target),
+        ("X-Mugaika-Policy", report.policy or "default"),
+        ("X-Mugaika-Actions", "; ".join(f"{k}={v}" for k, v in counts.items())),
+        ("X-Mugaika-Reference", item.id),
+    ]
+    codes = sorted(report.finding_codes())
+    if codes:
+        value = ", ".join(codes)
+        if len(value) > 900:
+            value = value[:900].rsplit(",", 1)[0] + ", ..."
+        fields.append(("X-Mugaika-Findings", value))
+    return "".join(f"{name}: {replace_control_chars(value)}\r\n" for name, value in fields).encode(
+        "ascii", "replace"
+    )
 
 
 def release_headers(actor: Actor, reason: str, when: datetime.datetime) -> bytes:
@@ -238,7 +268,11 @@ async def release(
     try:
         data = await asyncio.to_thread(store.sanitized if sanitized else store.original, item_id)
         now = utcnow()
-        message = release_headers(actor, reason, now) + _drop_our_headers(data)
+        message = (
+            release_headers(actor, reason, now)
+            + released_summary(item, target)
+            + _without_our_fields(data)
+        )
         mail_options = [o for o in item.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
         result, refused = await deliver(
             downstream,

@@ -122,7 +122,10 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
             assert PROGRAM not in received.data
             assert base64.encodebytes(PROGRAM)[:40] not in received.data
             assert b"Message-ID: <browser-test@example.com>" in received.data
-            assert b"X-Mugaika-Verdict: quarantine" in received.data
+            # The released copy describes itself, not its arrival (issue 12).
+            assert b"X-Mugaika-Verdict: released\r\n" in received.data
+            assert b"X-Mugaika-Verdict: quarantine" not in received.data
+            assert b"stripped=1" in received.data
             page.goto(f"{base}/audit")
             released = page.locator("table.audit tbody tr", has_text="released")
             assert released.count() == 1
