@@ -305,3 +305,36 @@ def test_bulk_defaults_to_sanitized_and_originals_need_confirmation(
     )
     assert "ok=1" in done.headers["location"]
     assert b"SANITIZED-COPY" in sink.wait_for(3)[2].data
+
+
+def test_confirmation_names_the_attachments_of_a_real_held_message(
+    admin: RunningAdmin,
+    sink,  # type: ignore[no-untyped-def]
+) -> None:
+    from quarantine.store import HoldRequest
+    from tests.helpers import pipeline
+    from tests.quarantine.test_released_copy import MESSAGE
+
+    outcome = pipeline.run(MESSAGE, recipients=(f"tanaka@{CITY}",))
+    admin.store.hold(
+        HoldRequest(
+            outcome.report.reference_id,
+            "quarantined",
+            pipeline.envelope((f"tanaka@{CITY}",)),
+            MESSAGE,
+            outcome.report,
+            outcome.message,
+        )
+    )
+    add_user(admin, "alice", "superadmin")
+    session = login(admin, "alice")
+    page = session.post(
+        f"{admin.url}/items/{outcome.report.reference_id}/release",
+        data={"csrf": csrf(session, admin), "reason": "x", "target": "original"},
+    )
+    assert page.status_code == 200
+    assert "invoice.pdf.exe" in page.text
+    assert f"tanaka@{CITY}" in page.text
+    for reason in outcome.report.reasons:
+        assert reason.split()[0] in page.text
+    assert sink.messages == []
