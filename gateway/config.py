@@ -30,7 +30,16 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from gateway.errors import ConfigError
-from gateway.yamlfile import Loc, YamlDocument, clean_loc, dotted, load_yaml, validation_messages
+from gateway.yamlfile import (
+    ExpansionError,
+    Loc,
+    YamlDocument,
+    clean_loc,
+    compose_bounded,
+    dotted,
+    load_yaml,
+    validation_messages,
+)
 
 ENV_PREFIX = "MUGAIKA_"
 # Variables with our prefix that are not configuration keys.
@@ -236,8 +245,13 @@ class AdminConfig(_Model):
     # auto: Secure cookies except over plain http to a loopback address (local testing);
     # always: Secure cookies everywhere (put TLS or a TLS proxy in front).
     cookie_secure: Literal["auto", "always"] = "auto"
-    login_attempts: StrictInt = Field(5, ge=1)  # failed logins per user or client address ...
-    login_window_seconds: StrictInt = Field(300, ge=10)  # ... within this window, then 429
+    # Failed logins per (user name, client address) within the window, then 429 for that pair
+    # only; a client failing for 10x this many names in the window is blocked as a whole.
+    login_attempts: StrictInt = Field(5, ge=1)
+    login_window_seconds: StrictInt = Field(300, ge=10)
+    # Reverse proxies whose X-Forwarded-For names the client (rate limits, audit log); from any
+    # other peer the header is ignored. Empty: the TCP peer is the client.
+    trusted_proxies: list[Network] = Field(default_factory=list)
     header_auth: HeaderAuthConfig = HeaderAuthConfig()
 
 
@@ -322,7 +336,9 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[Loc, Any, str]]:
             continue
         loc = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = compose_bounded(raw)[1] if raw.strip() else None
+        except ExpansionError as exc:  # bounded like a file (gateway/yamlfile.py)
+            raise ConfigError(f"environment {name}: {exc.problem}") from None
         except yaml.YAMLError:
             value = raw
         out.append((loc, value, f"environment {name}"))

@@ -13,7 +13,16 @@ Each ``Metrics`` owns its ``CollectorRegistry``, so tests read a fresh one with
 Gauges that describe something outside this module are filled in from where that thing lives:
 ``observe_pool`` reads the worker pool at scrape time; ``set_readiness`` and
 ``set_quarantine_backlog`` are fed by ``gateway.http_metrics`` (readiness checks, and the
-quarantine store's ``backlog()`` polled at scrape time). The HTTP endpoint itself is not here.
+quarantine store's ``backlog()`` polled at scrape time). ``mugaika_quarantine_releases_total``
+is the one counter not counted here: admins act through the UI, the API, the CLI in other
+processes and other nodes, so its values are the totals of the store's audit log, reported with
+the backlog. The HTTP endpoint itself is not here.
+
+The ``tenant`` label, for every metric that has one, is a domain configured under
+``tenants:`` or ``other``: for messages, each recipient's domain; for the quarantine series,
+the item's tenant as the store records it (its first recipient's domain). With no tenants
+configured every series says ``other``, while the store and the admin UI show the domain:
+label values must come from a bounded set the operator chose, never from mail.
 """
 
 from __future__ import annotations
@@ -95,17 +104,28 @@ def reply_class(code: int) -> str:
     return f"{code // 100}xx" if 200 <= code < 600 else "5xx"
 
 
+# What admins did to quarantined items, counted from the store's audit log
+# (mugaika_quarantine_releases_total{action}); see QuarantineBacklog.actions.
+QUARANTINE_ACTIONS = ("released", "approved", "refused", "deleted", "requested")
+
+
 @dataclass(frozen=True, slots=True)
 class QuarantineBacklog:
-    """One row of what a quarantine store reports: items held for one tenant domain.
+    """One row of what a quarantine store reports for one tenant domain (the items' tenant:
+    their first recipient's domain): items held, and admin actions on its items so far.
 
     ``oldest_held_at`` is the UNIX time the oldest still-held item was received (None when
     ``items`` is 0). The age is computed at scrape time, so a store need not know the clock.
+    ``actions`` are totals since the store began, per action of ``QUARANTINE_ACTIONS``, read
+    from the store's append-only audit log: they count what every process did (the serving
+    gateway's UI and API, ``mugaika quarantine`` CLI runs, other nodes), which a counter
+    incremented in one process cannot (issue 12).
     """
 
     tenant: str
     items: int
     oldest_held_at: float | None = None
+    actions: tuple[tuple[str, int], ...] = ()
 
 
 @runtime_checkable
@@ -148,6 +168,29 @@ class _PoolBusySeconds:
             "Worker-seconds spent processing messages (rate / mugaika_workers = utilisation)",
         )
         family.add_metric([], self.pool.busy_seconds if self.pool is not None else 0.0)
+        yield family
+
+
+class _QuarantineActions:
+    """Collector for ``mugaika_quarantine_releases_total{action,tenant}``.
+
+    Its values are totals the store reports (``QuarantineBacklog.actions``, polled at scrape
+    time with the backlog), not increments: a count the store holds cannot be lost to a
+    restart of this process or missed because another process acted.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[tuple[str, str], int] = {}
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "mugaika_quarantine_releases",
+            "Admin actions on quarantined items by any process (released, approved, refused, "
+            "deleted, requested), from the store's audit log, by the item's tenant",
+            labels=["action", "tenant"],
+        )
+        for (action, tenant), total in sorted(self.totals.items()):
+            family.add_metric([action, tenant], total)
         yield family
 
 
@@ -276,12 +319,8 @@ class Metrics:
             "Scrape-time polls of the quarantine backlog that failed or timed out",
             registry=r,
         )
-        self.releases = Counter(
-            "mugaika_quarantine_releases_total",
-            "Quarantine actions by kind (released, approved, refused, deleted)",
-            ["action"],
-            registry=r,
-        )
+        self.releases = _QuarantineActions()
+        r.register(self.releases)
         self.config_reloads = Counter(
             "mugaika_config_reloads_total",
             "Configuration and policy reloads by result",
@@ -309,6 +348,8 @@ class Metrics:
                 self.messages.labels(verdict, tenant)
             self.quarantine_items.labels(tenant)
             self.quarantine_oldest_seconds.labels(tenant)
+            for action in QUARANTINE_ACTIONS:
+                self.releases.totals.setdefault((action, tenant), 0)
 
     def _initialise(self) -> None:
         self._initialise_tenants()
@@ -323,8 +364,6 @@ class Metrics:
                 self.auth_results.labels(method, result)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
-        for action in ("released", "approved", "refused", "deleted", "requested"):
-            self.releases.labels(action)
         self.config_last_reload_success.set(1)
 
     def set_tenants(self, tenants: Iterable[str]) -> None:
@@ -338,6 +377,9 @@ class Metrics:
             for gauge in (self.quarantine_items, self.quarantine_oldest_seconds):
                 with contextlib.suppress(KeyError):
                     gauge.remove(gone)
+            # Totals from the store: the next poll counts this tenant's actions under "other".
+            for action in QUARANTINE_ACTIONS:
+                self.releases.totals.pop((action, gone), None)
         self.tenants = new
         self._initialise_tenants()
 
@@ -356,7 +398,7 @@ class Metrics:
     def set_quarantine_backlog(
         self, rows: Iterable[QuarantineBacklog], now: float | None = None
     ) -> None:
-        """Replace the quarantine gauges with what the store reported.
+        """Replace the quarantine gauges and action totals with what the store reported.
 
         Tenants outside the configured list are summed into ``other``; known tenants missing
         from ``rows`` are set to 0 items, so a cleared backlog shows as 0, not as a stale value.
@@ -364,11 +406,20 @@ class Metrics:
         now = time.time() if now is None else now
         items: dict[str, int] = dict.fromkeys((*self.tenants, OTHER_TENANT), 0)
         oldest: dict[str, float] = {}
+        totals = {
+            (action, tenant): 0
+            for action in QUARANTINE_ACTIONS
+            for tenant in (*self.tenants, OTHER_TENANT)
+        }
         for row in rows:
             tenant = self.tenant(row.tenant)
             items[tenant] += max(0, int(row.items))
             if row.items > 0 and row.oldest_held_at is not None:
                 oldest[tenant] = min(oldest.get(tenant, row.oldest_held_at), row.oldest_held_at)
+            for action, total in row.actions:
+                if action in QUARANTINE_ACTIONS:
+                    totals[(action, tenant)] += max(0, int(total))
+        self.releases.totals = totals
         for tenant, count in items.items():
             self.quarantine_items.labels(tenant).set(count)
             age = now - oldest[tenant] if tenant in oldest else 0.0

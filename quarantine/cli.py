@@ -19,7 +19,6 @@ import asyncio
 import datetime
 import getpass
 import json
-import re
 import sys
 from typing import Any
 
@@ -30,10 +29,9 @@ from gateway.errors import ConfigError
 from gateway.logs import replace_control_chars
 from quarantine import db
 from quarantine.errors import QuarantineError
-from quarantine.sql import ItemQuery, SqlStore, open_store
+from quarantine.release import TARGETS
+from quarantine.sql import ItemQuery, SqlStore, open_store, parse_since
 from quarantine.users import ROLES, UserStore, cli_actor
-
-_RELATIVE = re.compile(r"^(\d+)([mhdw])$")
 
 
 def open_for(config: Config) -> SqlStore:
@@ -41,21 +39,12 @@ def open_for(config: Config) -> SqlStore:
     return open_store(config, create=config.quarantine.url is None)
 
 
-def parse_since(value: str) -> datetime.datetime:
-    """``2026-11-01``, ``2026-11-01T09:00``, or relative ``30m``, ``12h``, ``7d``, ``2w``."""
-    match = _RELATIVE.match(value.strip())
-    if match:
-        unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[match.group(2)]
-        return datetime.datetime.now(datetime.UTC) - datetime.timedelta(
-            **{unit: int(match.group(1))}
-        )
+def since_argument(value: str) -> datetime.datetime:
+    """``--since``: see ``quarantine.sql.parse_since``."""
     try:
-        parsed = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: expected an ISO date (2026-11-01) or 30m, 12h, 7d, 2w"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+        return parse_since(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fail(command: str, exc: BaseException) -> int:
@@ -167,6 +156,13 @@ def _release(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     store = open_for(config)
+    if args.target is None:
+        print(
+            "mugaika quarantine release: say which copy: --target sanitized or --target original "
+            "(--sanitized is short for --target sanitized)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     reason = _reason(args, "quarantine release")
     if reason is None:
         return EXIT_USAGE
@@ -180,8 +176,8 @@ def _release(args: argparse.Namespace) -> int:
                 args.id,
                 cli_actor(),
                 reason,
+                target=args.target,
                 to=args.to or None,
-                sanitized=args.sanitized,
                 force=args.force,
                 policy=config.quarantine.release.originals,
             )
@@ -246,10 +242,10 @@ def _export(args: argparse.Namespace) -> int:
     store = open_for(config_from_args(args))
     try:
         item = store.get(args.id)
-        data = store.sanitized(args.id) if args.sanitized else store.original(args.id)
+        data = store.sanitized(args.id) if args.target == "sanitized" else store.original(args.id)
     except QuarantineError as exc:
         return _fail("quarantine export", exc)
-    store.audit(cli_actor(), "exported", args.id, item.summary.tenant, sanitized=args.sanitized)
+    store.audit(cli_actor(), "exported", args.id, item.summary.tenant, target=args.target)
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     return EXIT_OK
@@ -264,7 +260,7 @@ def _request(args: argparse.Namespace) -> int:
         actor = type(actor)(name=f"recipient:{args.by}", role="superadmin", remote="local")
     try:
         request_id = request_release(
-            store, args.id, actor, args.reason, to=args.to or None, sanitized=args.sanitized
+            store, args.id, actor, args.reason, to=args.to or None, target=args.target
         )
     except QuarantineError as exc:
         return _fail("quarantine request", exc)
@@ -462,6 +458,20 @@ def _admin(args: argparse.Namespace) -> int:
     return run_standalone(config)
 
 
+def _target_options(parser: argparse.ArgumentParser, default: str | None, help_text: str) -> None:
+    """``--target sanitized|original`` (the API's and the web form's word) and its short form
+    ``--sanitized``; ``default`` None makes the choice mandatory (checked in the command)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--target", choices=TARGETS, default=default, help=help_text)
+    group.add_argument(
+        "--sanitized",
+        dest="target",
+        action="store_const",
+        const="sanitized",
+        help="short for --target sanitized",
+    )
+
+
 def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Register ``quarantine``, ``user``, ``db`` and ``admin`` (see gateway/cli.py)."""
     q = sub.add_parser("quarantine", help="held messages and retained originals")
@@ -472,7 +482,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--status", choices=("held", "releasing", "released", "deleted", "expired"))
     p.add_argument("--kind", choices=("quarantined", "retained"))
     p.add_argument("--tenant", metavar="DOMAIN", help="items with a recipient in DOMAIN")
-    p.add_argument("--since", type=parse_since, metavar="WHEN", help="2026-11-01, 12h, 7d")
+    p.add_argument("--since", type=since_argument, metavar="WHEN", help="2026-11-01, 12h, 7d")
     p.add_argument("--search", metavar="TEXT", help="in id, addresses, subject, Message-ID")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--offset", type=int, default=0)
@@ -492,7 +502,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("id")
     p.add_argument("--reason", metavar="TEXT", help="why (stored; required)")
     p.add_argument("--to", action="append", metavar="ADDR", help="instead of the recipients")
-    p.add_argument("--sanitized", action="store_true", help="the sanitized copy, not the original")
+    _target_options(p, None, "which copy to send (required)")
     p.add_argument("--downstream", metavar="HOST:PORT", help="default: the configured one")
     p.add_argument("--force", action="store_true", help="even if already released")
     p.set_defaults(func=_release)
@@ -507,7 +517,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = qsub.add_parser("export", parents=[common], help="write the original to stdout")
     p.add_argument("id")
-    p.add_argument("--sanitized", action="store_true")
+    _target_options(p, "original", "which copy to write (default: original)")
     p.set_defaults(func=_export)
 
     p = qsub.add_parser("request", parents=[common], help="record a request to release")
@@ -515,7 +525,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", metavar="TEXT", required=True)
     p.add_argument("--by", metavar="WHO", help="who asked (e.g. the recipient's address)")
     p.add_argument("--to", action="append", metavar="ADDR")
-    p.add_argument("--sanitized", action="store_true")
+    _target_options(p, "original", "what the approver releases (default: original)")
     p.set_defaults(func=_request)
 
     p = qsub.add_parser("requests", parents=[common], help="pending release requests")

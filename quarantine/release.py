@@ -25,8 +25,15 @@ original can only leave through an approved request (``request_release`` by one 
 ``approve_request`` by a different person with the ``approve`` permission). Sanitized copies
 need no approval.
 
-Headers from the message that imitate ours (``X-Mugaika-Released-*``) are removed before ours
-are added, so a recipient can trust what they read there.
+Where a release may go (``to``): a tenant admin only to addresses in their own domains (a role
+without domains, such as an approver of every tenant: the item's own recipient domains); a
+superadmin anywhere, and the audit entry then lists ``outside_item_domains``. A request's
+``to`` is checked when it is made and again when it is carried out.
+
+Every ``X-Mugaika-*`` field of the stored bytes is removed before ours are added (the sanitized
+copy's describe its arrival, an original's were written by its sender), and the release writes
+a summary of the released message itself (``released_summary``), so a recipient can trust
+what they read there.
 """
 
 from __future__ import annotations
@@ -43,13 +50,16 @@ from gateway.delivery import Downstream, deliver
 from gateway.errors import DownstreamRefused, DownstreamUnavailable
 from gateway.logs import log_fields, quarantine_log, replace_control_chars
 from gateway.message import Recipient
+from gateway.mime import split_header_block
+from gateway.report import Report
 from quarantine.errors import BlobCorrupt, PermissionDenied, ReleaseFailed, UserError
 from quarantine.sql import Item, SqlStore
 from quarantine.users import Actor, utcnow
 
 MAX_REASON = 1000
+# What leaves the quarantine: the same two words in the API, the web form and the CLI.
+TARGETS = ("sanitized", "original")
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"]{1,64}@[A-Za-z0-9.-]{1,253}$")
-_OUR_HEADER = re.compile(rb"^x-mugaika-released-[a-z-]*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +82,12 @@ class ReleaseResult:
         }
 
 
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise UserError("say which copy to release: target sanitized or target original")
+    return target
+
+
 def check_reason(reason: str) -> str:
     reason = " ".join((reason or "").split())
     if not reason:
@@ -91,25 +107,52 @@ def check_addresses(addresses: list[str]) -> list[str]:
     return out
 
 
-def _drop_our_headers(data: bytes) -> bytes:
-    end = data.find(b"\r\n\r\n")
-    newline = b"\r\n"
-    if end < 0 or (0 <= data.find(b"\n\n") < end):
-        end, newline = data.find(b"\n\n"), b"\n"
-    if end < 0:
+def _without_our_fields(data: bytes) -> bytes:
+    """``data`` without any ``X-Mugaika-*`` field: the stored sanitized copy's describe the
+    arrival (``Verdict: quarantine``), an original's were written by its sender."""
+    fields, offset = split_header_block(data)
+    if not any(f.name.lower().startswith("x-mugaika-") for f in fields):
         return data
-    head, body = data[:end], data[end:]
-    kept: list[bytes] = []
-    dropping = False
-    for line in head.split(newline):
-        if line[:1] in (b" ", b"\t") and kept is not None:
-            if not dropping:
-                kept.append(line)
-            continue
-        dropping = bool(_OUR_HEADER.match(line))
-        if not dropping:
-            kept.append(line)
-    return newline.join(kept) + body
+    kept = b"".join(f.raw + b"\r\n" for f in fields if not f.name.lower().startswith("x-mugaika-"))
+    return kept + b"\r\n" + data[offset:]
+
+
+def released_summary(item: Item, target: str) -> bytes:
+    """The ``X-Mugaika-*`` summary of the released message itself (issue 12: a released
+    sanitized copy said ``Verdict: quarantine`` and ``stripped=0`` although its attachment
+    was gone).
+
+    ``Actions`` counts what was done to *this* copy, with the keys of the delivery headers
+    (``gateway.notice.summary_headers``): for the sanitized copy, ``stripped`` is every
+    attachment not in it (stripped, or held in quarantine); for the original, all are 0.
+    ``Findings`` are those of the received message (what an original still contains)."""
+    report = Report.from_dict(item.report)
+    if target == "sanitized":
+        counts = {
+            "html": report.count_actions("html-to-text") + report.count_actions("html-sanitized"),
+            "urls": report.count_actions("urls-defanged") + report.count_actions("urls-removed"),
+            "rebuilt": sum(1 for a in report.attachments if a.action in ("rebuilt", "both")),
+            "rasterized": sum(1 for a in report.attachments if a.action == "rasterized"),
+            "stripped": sum(1 for a in report.attachments if a.action in ("stripped", "held")),
+        }
+    else:
+        counts = dict.fromkeys(("html", "urls", "rebuilt", "rasterized", "stripped"), 0)
+    fields = [
+        ("X-Mugaika-Verdict", "released"),
+        ("X-Mugaika-Released-Target", target),
+        ("X-Mugaika-Policy", report.policy or "default"),
+        ("X-Mugaika-Actions", "; ".join(f"{k}={v}" for k, v in counts.items())),
+        ("X-Mugaika-Reference", item.id),
+    ]
+    codes = sorted(report.finding_codes())
+    if codes:
+        value = ", ".join(codes)
+        if len(value) > 900:
+            value = value[:900].rsplit(",", 1)[0] + ", ..."
+        fields.append(("X-Mugaika-Findings", value))
+    return "".join(f"{name}: {replace_control_chars(value)}\r\n" for name, value in fields).encode(
+        "ascii", "replace"
+    )
 
 
 def release_headers(actor: Actor, reason: str, when: datetime.datetime) -> bytes:
@@ -128,9 +171,39 @@ def release_headers(actor: Actor, reason: str, when: datetime.datetime) -> bytes
     ).encode("ascii")
 
 
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower().rstrip(".")
+
+
+def check_destination(item: Item, actor: Actor, addresses: list[str]) -> None:
+    """Refuse ``to`` addresses outside the actor's own domains (issue 11).
+
+    A tenant admin's own domains are their ``domains``; a role without domains (an approver of
+    every tenant) may send only within the item's own recipient domains. Only a superadmin may
+    send anywhere (``release`` audits where it went outside the item's domains)."""
+    if actor.role == "superadmin":
+        return
+    own = actor.domains or frozenset(item.domains)
+    outside = [a for a in addresses if _domain(a) not in own]
+    if outside:
+        shown = ", ".join(replace_control_chars(a)[:100] for a in outside[:5])
+        raise PermissionDenied(
+            f"{shown}: outside your domains ({', '.join(sorted(own))}); only a superadmin may "
+            "release to other addresses"
+        )
+
+
+def outside_item_domains(item: Item, addresses: list[str]) -> list[str]:
+    """The addresses whose domain is none of the item's recipient domains."""
+    domains = {d.lower() for d in item.domains}
+    return [a for a in addresses if _domain(a) not in domains]
+
+
 def _recipients(item: Item, actor: Actor, to: list[str] | None) -> list[Recipient]:
     if to:
-        return [Recipient(address) for address in check_addresses(to)]
+        addresses = check_addresses(to)
+        check_destination(item, actor, addresses)
+        return [Recipient(address) for address in addresses]
     scope = actor.scope
     chosen = [
         Recipient(r["address"], tuple(r.get("options", ())))
@@ -142,27 +215,20 @@ def _recipients(item: Item, actor: Actor, to: list[str] | None) -> list[Recipien
     return chosen
 
 
-async def release(
-    store: SqlStore,
-    downstream: Downstream,
-    item_id: str,
-    actor: Actor,
-    reason: str,
-    *,
-    to: list[str] | None = None,
-    sanitized: bool = False,
-    force: bool = False,
-    policy: str = "single",
-    approved_request: int | None = None,
-) -> ReleaseResult:
-    """Release ``item_id`` once; see the module docstring for every refusal and failure."""
-    reason = check_reason(reason)
-    item = await asyncio.to_thread(store.get, item_id, actor.scope)
-    target = "sanitized" if sanitized else "original"
+def planned_recipients(item: Item, actor: Actor, to: list[str] | None) -> list[str]:
+    """Who a release by ``actor`` would go to (the confirmation page shows this); raises the
+    same errors as ``release`` would."""
+    return [r.address for r in _recipients(item, actor, to)]
+
+
+def check_release(
+    item: Item, actor: Actor, target: str, policy: str, approved_request: int | None = None
+) -> None:
+    """Raise PermissionDenied or UserError when ``actor`` may not release ``target`` now."""
     if approved_request is not None:
         if not actor.can("approve"):
             raise PermissionDenied("only an approver can carry out an approved request")
-    elif sanitized:
+    elif target == "sanitized":
         if not actor.can("release-sanitized"):
             raise PermissionDenied("your role may not release messages")
     else:
@@ -173,14 +239,40 @@ async def release(
                 "releasing an original needs a second person (release.originals: two_person): "
                 "request it, and an approver approves"
             )
-    if sanitized and not item.sanitized_available:
-        raise UserError(f"{item_id} has no sanitized copy")
+    if target == "sanitized" and not item.sanitized_available:
+        raise UserError(f"{item.id} has no sanitized copy")
+
+
+async def release(
+    store: SqlStore,
+    downstream: Downstream,
+    item_id: str,
+    actor: Actor,
+    reason: str,
+    *,
+    target: str,
+    to: list[str] | None = None,
+    force: bool = False,
+    policy: str = "single",
+    approved_request: int | None = None,
+) -> ReleaseResult:
+    """Release ``target`` (sanitized or original) of ``item_id`` once; see the module
+    docstring for every refusal and failure. There is no default target: the caller says."""
+    target = check_target(target)
+    sanitized = target == "sanitized"
+    reason = check_reason(reason)
+    item = await asyncio.to_thread(store.get, item_id, actor.scope)
+    check_release(item, actor, target, policy, approved_request)
     recipients = _recipients(item, actor, to)
     claim = await asyncio.to_thread(store.claim, item_id, actor, force)
     try:
         data = await asyncio.to_thread(store.sanitized if sanitized else store.original, item_id)
         now = utcnow()
-        message = release_headers(actor, reason, now) + _drop_our_headers(data)
+        message = (
+            release_headers(actor, reason, now)
+            + released_summary(item, target)
+            + _without_our_fields(data)
+        )
         mail_options = [o for o in item.mail_options if o.upper().startswith(("BODY=", "SMTPUTF8"))]
         result, refused = await deliver(
             downstream,
@@ -208,6 +300,7 @@ async def release(
         await asyncio.shield(asyncio.to_thread(store.undo_claim, claim, actor, "release aborted"))
         raise
     await asyncio.to_thread(store.finish_release, claim, actor, reason)
+    outside = outside_item_domains(item, [r.address for r in recipients])
     outcome = ReleaseResult(
         item_id=item_id,
         target=target,
@@ -227,15 +320,19 @@ async def release(
         force=force,
         request=approved_request,
         **{"to": outcome.recipients, "refused": outcome.refused, "queue_id": result.queue_id},
+        # A superadmin's destination, or a tenant admin's other domain (check_destination):
+        # said explicitly, so a reviewer need not compare domains by eye.
+        **({"outside_item_domains": outside} if outside else {}),
     )
     log_fields(
         quarantine_log,
-        20,
+        30 if outside else 20,
         "released",
         ref=item_id,
         by=actor.name,
         target=target,
         rcpt=",".join(outcome.recipients),
+        outside=",".join(outside),
         downstream_id=result.queue_id,
     )
     return outcome
@@ -247,17 +344,19 @@ def request_release(
     actor: Actor,
     reason: str,
     to: list[str] | None = None,
-    sanitized: bool = False,
+    target: str = "original",
 ) -> int:
     """Record a request to release (normally an original) for an approver to decide."""
+    target = check_target(target)
     reason = check_reason(reason)
     if to:
         to = check_addresses(to)
+        check_destination(store.get(item_id, actor.scope), actor, to)
     return store.create_request(
         item_id,
         actor,
         reason,
-        target="sanitized" if sanitized else "original",
+        target=target,
         to_addresses=to,
         scope=actor.scope,
     )
@@ -288,8 +387,8 @@ async def decide_request(
             request.item_id,
             actor,
             f"{request.reason} (requested by {request.requested_by}; approved: {reason})",
+            target=request.target,
             to=request.to_addresses,
-            sanitized=request.target == "sanitized",
             approved_request=request_id,
         )
     except Exception:

@@ -30,7 +30,9 @@ import builtins
 import contextlib
 import datetime
 import json
+import re
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,6 +80,16 @@ from quarantine.summary import clean_text, summarize
 from quarantine.users import Actor, utcnow
 
 Scope = frozenset[str] | None  # recipient domains visible; None = all
+# Audit actions exported as mugaika_quarantine_releases_total{action} (gateway.metrics).
+AUDIT_ACTIONS = {
+    "released": "released",
+    "request-approved": "approved",
+    "request-refused": "refused",
+    "deleted": "deleted",
+    "release-requested": "requested",
+}
+# Audit rows older than this are final: no transaction that wrote one is still open.
+ACTION_SETTLE = datetime.timedelta(minutes=10)
 
 
 def _aware(value: datetime.datetime | None) -> datetime.datetime | None:
@@ -186,6 +198,28 @@ class ItemQuery:
     search: str | None = None
     limit: int = 50
     offset: int = 0
+
+
+_RELATIVE = re.compile(r"^(\d{1,7})([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str) -> datetime.datetime:
+    """``2026-11-01``, ``2026-11-01T09:00[+09:00]`` (UTC when no offset), or relative ``30m``,
+    ``12h``, ``7d``, ``2w``. Raises ValueError with a sentence a user can act on."""
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    try:
+        if match:
+            age = datetime.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return datetime.datetime.now(datetime.UTC) - age
+        parsed = datetime.datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        pass
+    else:
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+    shown = text[:40] + ("…" if len(text) > 40 else "")
+    raise ValueError(f"{shown!r}: expected an ISO date (2026-11-01) or 30m, 12h, 7d, 2w")
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +350,10 @@ class SqlStore:
         self.retention_days = retention_days
         self.tenant_retention = dict(tenant_retention or {})
         self.node = node or secrets.token_hex(4)
+        # action_totals' cache: counts of settled audit rows up to the watermark id.
+        self._action_lock = threading.Lock()
+        self._action_watermark = 0
+        self._action_settled: dict[tuple[str, str], int] = {}
 
     @property
     def backend(self) -> str:
@@ -645,19 +683,75 @@ class SqlStore:
             ]
 
     def backlog(self) -> builtins.list[QuarantineBacklog]:
-        """Held items per tenant and the oldest one's arrival (``gateway.metrics`` polls it)."""
+        """Held items per tenant, the oldest one's arrival, and the totals of admin actions on
+        each tenant's items from the audit log (``gateway.metrics`` polls it at scrape time)."""
         statement = (
             select(items.c.tenant, func.count(), func.min(items.c.received_at))
             .where(items.c.status == HELD, items.c.kind == "quarantined")
             .group_by(items.c.tenant)
         )
         with self.engine.connect() as conn:
-            return [
-                QuarantineBacklog(
-                    str(tenant), int(count), _aware(oldest).timestamp() if oldest else None
-                )
+            held = {
+                str(tenant): (int(count), _aware(oldest).timestamp() if oldest else None)
                 for tenant, count, oldest in conn.execute(statement)
-            ]
+            }
+        actions: dict[str, dict[str, int]] = {}
+        for (tenant, action), total in self.action_totals().items():
+            actions.setdefault(tenant, {})[action] = total
+        return [
+            QuarantineBacklog(
+                tenant,
+                held.get(tenant, (0, None))[0],
+                held.get(tenant, (0, None))[1],
+                tuple(sorted(actions.get(tenant, {}).items())),
+            )
+            for tenant in sorted(held.keys() | actions.keys())
+        ]
+
+    def action_totals(self) -> dict[tuple[str, str], int]:
+        """(tenant, action) → how many times it happened, from the append-only audit log.
+
+        Bounded per call: rows older than ``ACTION_SETTLE`` are counted once, into a cache
+        behind a watermark id, and only the rows after the watermark are counted again. The
+        watermark stops before the first row that is not yet settled, so a row whose
+        transaction commits late (or comes from a node with a skewed clock) within that time
+        is still counted when it appears. The first call counts the whole log once."""
+        with self._action_lock:
+            settle = utcnow() - ACTION_SETTLE
+            counted = audit_log.c.action.in_(sorted(AUDIT_ACTIONS))
+            with self.engine.connect() as conn:
+                first_unsettled = conn.execute(
+                    select(func.min(audit_log.c.id)).where(
+                        audit_log.c.id > self._action_watermark, audit_log.c.at >= settle
+                    )
+                ).scalar()
+                if first_unsettled is None:
+                    last = conn.execute(select(func.max(audit_log.c.id))).scalar()
+                    upto = int(last) if last is not None else self._action_watermark
+                else:
+                    upto = int(first_unsettled) - 1
+                if upto > self._action_watermark:
+                    for tenant, action, count in conn.execute(
+                        select(audit_log.c.tenant, audit_log.c.action, func.count())
+                        .where(
+                            counted,
+                            audit_log.c.id > self._action_watermark,
+                            audit_log.c.id <= upto,
+                        )
+                        .group_by(audit_log.c.tenant, audit_log.c.action)
+                    ):
+                        key = (tenant or "", AUDIT_ACTIONS[action])
+                        self._action_settled[key] = self._action_settled.get(key, 0) + int(count)
+                    self._action_watermark = upto
+                totals = dict(self._action_settled)
+                for tenant, action, count in conn.execute(
+                    select(audit_log.c.tenant, audit_log.c.action, func.count())
+                    .where(counted, audit_log.c.id > self._action_watermark)
+                    .group_by(audit_log.c.tenant, audit_log.c.action)
+                ):
+                    key = (tenant or "", AUDIT_ACTIONS[action])
+                    totals[key] = totals.get(key, 0) + int(count)
+        return totals
 
     def status_counts(self, scope: Scope = None) -> dict[str, int]:
         visible = self._visible(scope)
@@ -1136,4 +1230,5 @@ __all__ = [
     "Page",
     "SqlStore",
     "open_store",
+    "parse_since",
 ]

@@ -3,77 +3,160 @@
 Same rules as the UI: tenant scope (404 outside it), role permissions (403), a reason for
 every release, errors as ``{"error": CODE, "detail": text}``. Tokens are sent as
 ``Authorization: Bearer mgk_…``; cookies are ignored here, so the API needs no CSRF token.
-``GET /api/v1/openapi.json`` describes every route (OpenAPI 3.1, from the docstrings below).
+
+The contract lives in ``quarantine/web/models.py``: each route below names its query model and
+its body model, the wrapper validates both before the handler runs, and
+``GET /api/v1/openapi.json`` (OpenAPI 3.1) is generated from the same table and models.
+
+=========  ==================  ===========================================================
+status     error               when
+=========  ==================  ===========================================================
+400        INVALID_PARAMETER   a query parameter is unknown, repeated or has a bad value
+                               (``since=yesterday``), or a path id is malformed
+401        UNAUTHENTICATED     no valid bearer token
+403        FORBIDDEN           the role may not do this (or the two-person rule applies)
+404        NOT_FOUND           no such item or request in the caller's tenants
+422        INVALID_REQUEST     the body is not JSON, not an object, or a field is unknown,
+                               missing or invalid (the detail names each field)
+=========  ==================  ===========================================================
+
+Domain refusals keep their own codes (``USER_ERROR`` 400, ``RELEASE_REFUSED`` 409,
+``RELEASE_FAILED`` 502); nothing answers with a traceback.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.schemas import SchemaGenerator
 
-from quarantine.cli import parse_since
-from quarantine.errors import PermissionDenied, QuarantineError, UserError
-from quarantine.release import decide_request, release, request_release
-from quarantine.sql import ItemQuery
+from gateway.logs import replace_control_chars
+from gateway.yamlfile import dotted
+from quarantine.errors import PermissionDenied, QuarantineError
+from quarantine.release import check_reason, decide_request, release, request_release
+from quarantine.sql import ItemQuery, parse_since
 from quarantine.users import Actor
+from quarantine.web.models import (
+    AuditQuery,
+    DecisionBody,
+    DeleteQuery,
+    ItemListQuery,
+    NoQuery,
+    ReleaseBody,
+    RequestBody,
+    RequestListQuery,
+)
 
 if TYPE_CHECKING:
     from quarantine.web.app import AdminApp
 
 MAX_BODY = 64 * 1024
+REF_TEMPLATE = "#/components/schemas/{model}"
 
-schemas = SchemaGenerator(
-    {
-        "openapi": "3.1.0",
-        "info": {"title": "Mugaika quarantine API", "version": "1"},
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-    }
-)
+
+class InvalidParameter(QuarantineError):
+    """A query or path parameter the API cannot use."""
+
+    code = "INVALID_PARAMETER"
+    http_status = 400
+
+
+class InvalidRequest(QuarantineError):
+    """A request body that does not match its model."""
+
+    code = "INVALID_REQUEST"
+    http_status = 422
 
 
 def _error(exc: QuarantineError) -> JSONResponse:
     return JSONResponse({"error": exc.code, "detail": str(exc)}, exc.http_status)
 
 
-async def _body(request: Request) -> dict[str, Any]:
+def _problem(error: Any) -> str:
+    """One pydantic error as ``field: problem`` (the configuration files' wording)."""
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        problem = "unknown field"
+    elif kind == "missing":
+        problem = "required field is missing"
+    else:
+        problem = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        value = error.get("input")
+        if isinstance(value, str | int | float | bool) and kind not in ("model_type", "dict_type"):
+            shown = value[:60] + "…" if isinstance(value, str) and len(value) > 60 else value
+            problem = f"{shown!r}: {problem}"
+    return replace_control_chars(f"{dotted(error.get('loc', ()))}: {problem}")
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(_problem(error) for error in exc.errors())
+
+
+def parse_query(request: Request, model: type[BaseModel]) -> Any:
+    """The query string as ``model``; empty values count as absent. Raises InvalidParameter."""
+    values: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name in values:
+            raise InvalidParameter(f"{replace_control_chars(name)[:60]}: given more than once")
+        if value != "":
+            values[name] = value
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise InvalidParameter(_describe(exc)) from None
+
+
+async def parse_body(request: Request, model: type[BaseModel]) -> Any:
+    """The JSON body as ``model``. Raises InvalidRequest naming every bad field."""
     raw = await request.body()
     if len(raw) > MAX_BODY:
-        raise UserError("request body too large")
-    if not raw:
-        return {}
+        raise InvalidRequest(f"the body is larger than {MAX_BODY} bytes")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError):
-        raise UserError("the body must be a JSON object") from None
+        raise InvalidRequest("the body is not valid JSON") from None
     if not isinstance(data, dict):
-        raise UserError("the body must be a JSON object")
-    return data
+        raise InvalidRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(_describe(exc)) from None
 
 
-def _str_list(value: Any, name: str) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise UserError(f"{name} must be a string or a list of strings")
+def _request_id(request: Request) -> int:
+    text = request.path_params["request_id"]
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        raise InvalidParameter("request_id: request ids are positive integers")
+    return int(text)
+
+
+Handler = Callable[[Request, Actor, Any, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    """One route of the API: what the wrapper checks and what the OpenAPI document says."""
+
+    path: str
+    method: str
+    name: str
+    handler: Handler
+    summary: str
+    permission: str = "view"
+    query: type[BaseModel] = NoQuery
+    body: type[BaseModel] | None = None
+    responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
 
 
 def api_routes(admin: AdminApp) -> list[BaseRoute]:
-    def endpoint(
-        handler: Callable[[Request, Actor], Awaitable[Any]], permission: str = "view"
-    ) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(route: ApiRoute) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
             auth = request.headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
@@ -88,49 +171,30 @@ def api_routes(admin: AdminApp) -> list[BaseRoute]:
                 )
             actor = user.actor(admin.remote(request))
             try:
-                if not actor.can(permission):
+                if not actor.can(route.permission):
                     raise PermissionDenied("your role may not do this")
-                result = await handler(request, actor)
+                query = parse_query(request, route.query)
+                body = await parse_body(request, route.body) if route.body else None
+                result = await route.handler(request, actor, query, body)
             except QuarantineError as exc:
                 return _error(exc)
             if isinstance(result, Response):
                 return result
             return JSONResponse(result)
 
-        wrapped.__doc__ = handler.__doc__
         return wrapped
 
-    async def list_items(request: Request, actor: Actor) -> Any:
-        """
-        summary: List items, newest first
-        parameters:
-          - {name: status, in: query, schema: {type: string}}
-          - {name: kind, in: query, schema: {type: string}}
-          - {name: tenant, in: query, schema: {type: string}}
-          - {name: since, in: query, schema: {type: string}, description: "ISO date or 7d"}
-          - {name: search, in: query, schema: {type: string}}
-          - {name: limit, in: query, schema: {type: integer, default: 50, maximum: 1000}}
-          - {name: offset, in: query, schema: {type: integer, default: 0}}
-        responses:
-          200: {description: "{items: [...], total, offset, limit}"}
-        """
-        params = request.query_params
-        try:
-            since = parse_since(params["since"]) if params.get("since") else None
-            limit = int(params.get("limit") or 50)
-            offset = int(params.get("offset") or 0)
-        except (ValueError, TypeError) as exc:
-            raise UserError(str(exc)) from None
+    async def list_items(request: Request, actor: Actor, query: ItemListQuery, _: None) -> Any:
         page = await run_in_threadpool(
             admin.store.list,
             ItemQuery(
-                status=params.get("status") or None,
-                kind=params.get("kind") or None,
-                tenant=params.get("tenant") or None,
-                since=since,
-                search=params.get("search") or None,
-                limit=limit,
-                offset=offset,
+                status=query.status,
+                kind=query.kind,
+                tenant=query.tenant,
+                since=parse_since(query.since) if query.since else None,
+                search=query.search,
+                limit=query.limit,
+                offset=query.offset,
             ),
             actor.scope,
         )
@@ -141,91 +205,46 @@ def api_routes(admin: AdminApp) -> list[BaseRoute]:
             "limit": page.limit,
         }
 
-    async def get_item(request: Request, actor: Actor) -> Any:
-        """
-        summary: One item with its report, headers and status history
-        responses:
-          200: {description: the item}
-          404: {description: no such item in your tenants}
-        """
+    async def get_item(request: Request, actor: Actor, query: NoQuery, _: None) -> Any:
         item_id = request.path_params["item_id"]
         item = await run_in_threadpool(admin.store.get, item_id, actor.scope)
         history = await run_in_threadpool(admin.store.history, item_id)
         await run_in_threadpool(admin.store.audit, actor, "viewed", item_id, item.summary.tenant)
         return {**item.to_dict(), "history": [h.to_dict() for h in history]}
 
-    async def release_item(request: Request, actor: Actor) -> Any:
-        """
-        summary: Release an item through the downstream
-        requestBody:
-          content:
-            application/json:
-              schema:
-                type: object
-                required: [reason]
-                properties:
-                  reason: {type: string}
-                  to: {type: array, items: {type: string}}
-                  sanitized: {type: boolean}
-                  force: {type: boolean}
-        responses:
-          200: {description: released}
-          403: {description: role or two-person rule}
-          409: {description: already released or being released}
-          502: {description: the downstream refused; the item stays held}
-        """
-        body = await _body(request)
+    async def release_item(
+        request: Request, actor: Actor, query: NoQuery, body: ReleaseBody
+    ) -> Any:
         result = await release(
             admin.store,
             admin.downstream,
             request.path_params["item_id"],
             actor,
-            str(body.get("reason") or ""),
-            to=_str_list(body.get("to"), "to"),
-            sanitized=body.get("sanitized") is True,
-            force=body.get("force") is True,
+            body.reason,
+            target=body.target,
+            to=list(body.to) if body.to else None,
+            force=body.force,
             policy=admin.config.quarantine.release.originals,
         )
         return result.to_dict()
 
-    async def request_item(request: Request, actor: Actor) -> Any:
-        """
-        summary: Request the release of an original (two-person rule)
-        requestBody:
-          content:
-            application/json:
-              schema:
-                type: object
-                required: [reason]
-                properties:
-                  reason: {type: string}
-                  to: {type: array, items: {type: string}}
-                  sanitized: {type: boolean}
-        responses:
-          201: {description: "{request: id}"}
-        """
-        body = await _body(request)
+    async def request_item(
+        request: Request, actor: Actor, query: NoQuery, body: RequestBody
+    ) -> Any:
         request_id = await run_in_threadpool(
             request_release,
             admin.store,
             request.path_params["item_id"],
             actor,
-            str(body.get("reason") or ""),
-            _str_list(body.get("to"), "to"),
-            body.get("sanitized") is True,
+            body.reason,
+            list(body.to) if body.to else None,
+            body.target,
         )
         return JSONResponse({"request": request_id}, 201)
 
-    async def delete_item(request: Request, actor: Actor) -> Any:
-        """
-        summary: Delete an item's content (metadata and history stay)
-        responses:
-          200: {description: deleted}
-        """
-        from quarantine.release import check_reason
-
+    async def delete_item(request: Request, actor: Actor, query: DeleteQuery, _: None) -> Any:
         item_id = request.path_params["item_id"]
-        reason = check_reason(request.query_params.get("reason") or "deleted through the API")
+        reason = check_reason(query.reason or "deleted through the API")
         item = await run_in_threadpool(admin.store.get, item_id, actor.scope)
         await run_in_threadpool(admin.store.delete, item_id, actor, reason, actor.scope)
         await run_in_threadpool(
@@ -233,36 +252,18 @@ def api_routes(admin: AdminApp) -> list[BaseRoute]:
         )
         return {"id": item_id, "status": "deleted"}
 
-    async def list_requests(request: Request, actor: Actor) -> Any:
-        """
-        summary: Release requests (default pending)
-        parameters:
-          - {name: status, in: query, schema: {type: string}}
-        responses:
-          200: {description: a list of requests}
-        """
-        status = request.query_params.get("status", "pending")
-        found = await run_in_threadpool(admin.store.requests, actor.scope, status or None)
+    async def list_requests(
+        request: Request, actor: Actor, query: RequestListQuery, _: None
+    ) -> Any:
+        status = None if query.status == "all" else query.status
+        found = await run_in_threadpool(admin.store.requests, actor.scope, status)
         return [r.to_dict() for r in found]
 
-    async def decide(request: Request, actor: Actor) -> Any:
-        """
-        summary: Approve (and release) or refuse a request
-        requestBody:
-          content:
-            application/json:
-              schema: {type: object, required: [reason], properties: {reason: {type: string}}}
-        responses:
-          200: {description: decided}
-        """
-        body = await _body(request)
-        try:
-            request_id = int(request.path_params["request_id"])
-        except ValueError:
-            raise UserError("request ids are integers") from None
+    async def decide(request: Request, actor: Actor, query: NoQuery, body: DecisionBody) -> Any:
+        request_id = _request_id(request)
         approve = request.url.path.endswith("/approve")
         result = await decide_request(
-            admin.store, admin.downstream, request_id, actor, approve, str(body.get("reason") or "")
+            admin.store, admin.downstream, request_id, actor, approve, body.reason
         )
         return {
             "request": request_id,
@@ -270,63 +271,198 @@ def api_routes(admin: AdminApp) -> list[BaseRoute]:
             "release": result.to_dict() if result else None,
         }
 
-    async def audit(request: Request, actor: Actor) -> Any:
-        """
-        summary: The audit log, newest first
-        parameters:
-          - {name: item, in: query, schema: {type: string}}
-          - {name: actor, in: query, schema: {type: string}}
-          - {name: action, in: query, schema: {type: string}}
-          - {name: limit, in: query, schema: {type: integer}}
-          - {name: offset, in: query, schema: {type: integer}}
-        responses:
-          200: {description: "{entries: [...], total}"}
-        """
-        params = request.query_params
-        try:
-            limit = int(params.get("limit") or 100)
-            offset = int(params.get("offset") or 0)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+    async def audit(request: Request, actor: Actor, query: AuditQuery, _: None) -> Any:
         entries, total = await run_in_threadpool(
             lambda: admin.store.audit_entries(
                 actor.scope,
-                item_id=params.get("item") or None,
-                actor=params.get("actor") or None,
-                action=params.get("action") or None,
-                limit=limit,
-                offset=offset,
+                item_id=query.item,
+                actor=query.actor,
+                action=query.action,
+                limit=query.limit,
+                offset=query.offset,
             )
         )
         return {"entries": [e.to_dict() for e in entries], "total": total}
 
-    routes: list[BaseRoute] = [
-        Route("/api/v1/items", endpoint(list_items), methods=["GET"]),
-        Route("/api/v1/items/{item_id}", endpoint(get_item), methods=["GET"]),
-        Route("/api/v1/items/{item_id}", endpoint(delete_item, "delete"), methods=["DELETE"]),
-        Route("/api/v1/items/{item_id}/release", endpoint(release_item), methods=["POST"]),
-        Route(
+    async def openapi(request: Request, actor: Actor, query: NoQuery, _: None) -> Any:
+        return openapi_document(table)
+
+    not_found = {404: "No such item or request in your tenants"}
+    table = [
+        ApiRoute(
+            "/api/v1/items",
+            "GET",
+            "listItems",
+            list_items,
+            "List items, newest first",
+            query=ItemListQuery,
+            responses={200: "{items: [...], total, offset, limit}"},
+        ),
+        ApiRoute(
+            "/api/v1/items/{item_id}",
+            "GET",
+            "getItem",
+            get_item,
+            "One item with its report, headers and status history",
+            responses={200: "The item", **not_found},
+        ),
+        ApiRoute(
+            "/api/v1/items/{item_id}",
+            "DELETE",
+            "deleteItem",
+            delete_item,
+            "Delete an item's content (metadata, history and audit stay)",
+            permission="delete",
+            query=DeleteQuery,
+            responses={200: "Deleted", **not_found, 409: "Being released or already gone"},
+        ),
+        ApiRoute(
+            "/api/v1/items/{item_id}/release",
+            "POST",
+            "releaseItem",
+            release_item,
+            "Release the sanitized copy or the original through the downstream",
+            body=ReleaseBody,
+            responses={
+                200: "Released: {id, target, recipients, refused, reply, queue_id}",
+                **not_found,
+                409: "Already released or being released",
+                502: "The downstream refused or was unreachable; the item stays held",
+            },
+        ),
+        ApiRoute(
             "/api/v1/items/{item_id}/requests",
-            endpoint(request_item, "request-original"),
-            methods=["POST"],
+            "POST",
+            "requestRelease",
+            request_item,
+            "Request the release of an original (two-person rule)",
+            permission="request-original",
+            body=RequestBody,
+            responses={201: "{request: id}", **not_found, 409: "A request is already pending"},
         ),
-        Route("/api/v1/requests", endpoint(list_requests), methods=["GET"]),
-        Route(
-            "/api/v1/requests/{request_id}/approve", endpoint(decide, "approve"), methods=["POST"]
+        ApiRoute(
+            "/api/v1/requests",
+            "GET",
+            "listRequests",
+            list_requests,
+            "Release requests (default: pending)",
+            query=RequestListQuery,
+            responses={200: "A list of requests"},
         ),
-        Route(
-            "/api/v1/requests/{request_id}/refuse", endpoint(decide, "approve"), methods=["POST"]
+        ApiRoute(
+            "/api/v1/requests/{request_id}/approve",
+            "POST",
+            "approveRequest",
+            decide,
+            "Approve a request and release what it asks for",
+            permission="approve",
+            body=DecisionBody,
+            responses={200: "{request, decision, release}", **not_found, 409: "Not pending"},
         ),
-        Route("/api/v1/audit", endpoint(audit, "audit"), methods=["GET"]),
+        ApiRoute(
+            "/api/v1/requests/{request_id}/refuse",
+            "POST",
+            "refuseRequest",
+            decide,
+            "Refuse a request",
+            permission="approve",
+            body=DecisionBody,
+            responses={200: "{request, decision}", **not_found, 409: "Not pending"},
+        ),
+        ApiRoute(
+            "/api/v1/audit",
+            "GET",
+            "auditLog",
+            audit,
+            "The audit log, newest first",
+            permission="audit",
+            query=AuditQuery,
+            responses={200: "{entries: [...], total}"},
+        ),
+        ApiRoute(
+            "/api/v1/openapi.json",
+            "GET",
+            "openapi",
+            openapi,
+            "This document",
+            responses={200: "OpenAPI 3.1"},
+        ),
     ]
+    return [Route(r.path, endpoint(r), methods=[r.method]) for r in table]
 
-    async def openapi(request: Request, actor: Actor) -> Any:
-        """
-        summary: This document
-        responses:
-          200: {description: OpenAPI 3.1}
-        """
-        return schemas.get_schema(routes=routes)
 
-    routes.append(Route("/api/v1/openapi.json", endpoint(openapi), methods=["GET"]))
-    return routes
+def _parameters(route: ApiRoute) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name in ("item_id", "request_id"):
+        if "{" + name + "}" in route.path:
+            kind = "integer" if name == "request_id" else "string"
+            out.append({"name": name, "in": "path", "required": True, "schema": {"type": kind}})
+    schema = route.query.model_json_schema(ref_template=REF_TEMPLATE)
+    required = set(schema.get("required", ()))
+    for name, prop in schema.get("properties", {}).items():
+        prop = {k: v for k, v in prop.items() if k not in ("title", "description")}
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": prop,
+        }
+        description = schema["properties"][name].get("description")
+        if description:
+            parameter["description"] = description
+        out.append(parameter)
+    return out
+
+
+def openapi_document(routes: list[ApiRoute]) -> dict[str, Any]:
+    """OpenAPI 3.1 for ``routes``, with request schemas from their pydantic models."""
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error", "detail"],
+            "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+        }
+    }
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        responses: dict[str, Any] = {
+            str(code): {"description": text} for code, text in route.responses.items()
+        }
+        for code, text in (
+            (400, "INVALID_PARAMETER (or USER_ERROR): a parameter or value the API cannot use"),
+            (401, "UNAUTHENTICATED: no valid bearer token"),
+            (403, "FORBIDDEN: your role may not do this"),
+        ):
+            responses.setdefault(str(code), {"description": text, "content": error})
+        operation: dict[str, Any] = {
+            "operationId": route.name,
+            "summary": route.summary,
+            "parameters": _parameters(route),
+            "responses": responses,
+        }
+        if route.body is not None:
+            schema = route.body.model_json_schema(ref_template=REF_TEMPLATE)
+            schemas.update(schema.pop("$defs", {}))
+            schemas[route.body.__name__] = schema
+            reference = {"$ref": REF_TEMPLATE.format(model=route.body.__name__)}
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": reference}},
+            }
+            responses["422"] = {
+                "description": "INVALID_REQUEST: the body is not a JSON object, or a field is "
+                "unknown, missing or invalid",
+                "content": error,
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Mugaika quarantine API", "version": "1"},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }

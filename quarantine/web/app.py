@@ -39,14 +39,23 @@ from gateway.config import Config
 from gateway.delivery import Downstream
 from gateway.logs import replace_control_chars
 from quarantine import summary as summary_module
-from quarantine.errors import ItemNotFound, PermissionDenied, QuarantineError
-from quarantine.release import decide_request, release, request_release
-from quarantine.sql import ItemQuery, SqlStore
+from quarantine.errors import ItemNotFound, PermissionDenied, QuarantineError, UserError
+from quarantine.release import (
+    check_reason,
+    check_release,
+    check_target,
+    decide_request,
+    planned_recipients,
+    release,
+    request_release,
+)
+from quarantine.sql import Item, ItemQuery, SqlStore
 from quarantine.users import Actor, Session, UserStore
 from quarantine.web import i18n
 from quarantine.web.security import (
     SECURITY_HEADERS,
     LoginLimiter,
+    client_address,
     get_cookie,
     is_loopback,
     same_origin,
@@ -130,8 +139,18 @@ class AdminApp:
     def cookie_mode(self) -> str:
         return self.config.admin.cookie_secure
 
-    def remote(self, request: Request) -> str:
+    @staticmethod
+    def peer(request: Request) -> str:
+        """The TCP peer (uvicorn runs with ``proxy_headers=False``, so never a header)."""
         return request.client.host if request.client else ""
+
+    def remote(self, request: Request) -> str:
+        """The client: the peer, or what a trusted proxy says (``client_address``)."""
+        return client_address(
+            self.peer(request),
+            request.headers.getlist("x-forwarded-for"),
+            self.config.admin.trusted_proxies,
+        )
 
     def language(self, request: Request, session: Session | None = None) -> str:
         if session is not None and session.user.language in i18n.LANGUAGES:
@@ -172,7 +191,7 @@ class AdminApp:
     def trusted_proxy(self, request: Request) -> bool:
         import ipaddress
 
-        host = self.remote(request)
+        host = self.peer(request)  # never X-Forwarded-For: a client could name a proxy
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -276,8 +295,7 @@ class AdminApp:
         username = str(form.get("username", ""))[:128]
         password = str(form.get("password", ""))[:1024]
         remote = self.remote(request)
-        keys = (f"user:{username.lower()}", f"addr:{remote}")
-        if self.limiter.blocked(*keys):
+        if self.limiter.blocked(username, remote):
             await run_in_threadpool(
                 self.store.audit,
                 Actor(username or "?", "none", remote=remote),
@@ -288,7 +306,7 @@ class AdminApp:
             return self._login_again(request, "login.throttled", 429)
         user = await run_in_threadpool(self.users.authenticate, username, password)
         if user is None:
-            self.limiter.failed(*keys)
+            self.limiter.failed(username, remote)
             await run_in_threadpool(
                 self.store.audit,
                 Actor(username or "?", "none", remote=remote),
@@ -297,7 +315,7 @@ class AdminApp:
                 None,
             )
             return self._login_again(request, "login.failed", 401)
-        self.limiter.succeeded(*keys)
+        self.limiter.succeeded(username, remote)
         session_id, _csrf = await run_in_threadpool(
             self.users.create_session, user, remote, "password"
         )
@@ -439,30 +457,71 @@ class AdminApp:
             done_to=request.query_params.get("to", ""),
         )
 
+    @staticmethod
+    def _addresses(form: Any) -> list[str]:
+        return [a for a in str(form.get("to", "")).replace(",", " ").split() if a]
+
     async def release_item(
         self, request: Request, session: Session, actor: Actor, form: Any
     ) -> Response:
         item_id = request.path_params["item_id"]
-        to = [a for a in str(form.get("to", "")).replace(",", " ").split() if a]
+        target = check_target(str(form.get("target", "")))
+        to = self._addresses(form)
+        reason = check_reason(str(form.get("reason", "")))
+        force = form.get("force") == "1"
+        policy = self.config.quarantine.release.originals
+        if target == "original" and form.get("confirm") != "yes":
+            # An original may carry exactly what the item was held for: say what goes to whom
+            # and send only after a second, deliberate submit (no script: the CSP allows none).
+            item = await run_in_threadpool(self.store.get, item_id, actor.scope)
+            check_release(item, actor, target, policy)
+            plans = [(item, planned_recipients(item, actor, to or None))]
+            fields = {"target": target, "reason": reason, "to": " ".join(to)}
+            fields["force"] = "1" if force else ""
+            here = f"/items/{urllib.parse.quote(item_id)}"
+            return self._confirm(request, session, f"{here}/release", here, plans, fields)
         result = await release(
             self.store,
             self.downstream,
             item_id,
             actor,
-            str(form.get("reason", "")),
+            reason,
+            target=target,
             to=to or None,
-            sanitized=form.get("target") == "sanitized",
-            force=form.get("force") == "1",
-            policy=self.config.quarantine.release.originals,
+            force=force,
+            policy=policy,
         )
         query = urllib.parse.urlencode({"done": "released", "to": ",".join(result.recipients)})
         return RedirectResponse(f"/items/{urllib.parse.quote(item_id)}?{query}", 303)
+
+    def _confirm(
+        self,
+        request: Request,
+        session: Session,
+        action: str,
+        cancel: str,
+        plans: list[tuple[Item, list[str]]],
+        fields: dict[str, str],
+        selected: int = 1,
+    ) -> Response:
+        """The confirmation page: each original, its recipients, and one form to go on."""
+        return self.render(
+            request,
+            "confirm.html",
+            session=session,
+            action=action,
+            cancel=cancel,
+            plans=plans,
+            fields={k: v for k, v in fields.items() if v},
+            bulk=action == "/items/bulk",
+            skipped=selected - len(plans),
+        )
 
     async def request_item(
         self, request: Request, session: Session, actor: Actor, form: Any
     ) -> Response:
         item_id = request.path_params["item_id"]
-        to = [a for a in str(form.get("to", "")).replace(",", " ").split() if a]
+        to = self._addresses(form)
         await run_in_threadpool(
             request_release,
             self.store,
@@ -470,15 +529,13 @@ class AdminApp:
             actor,
             str(form.get("reason", "")),
             to or None,
-            form.get("target") == "sanitized",
+            str(form.get("target") or "original"),
         )
         return RedirectResponse(f"/items/{urllib.parse.quote(item_id)}?done=requested", 303)
 
     async def delete_item(
         self, request: Request, session: Session, actor: Actor, form: Any
     ) -> Response:
-        from quarantine.release import check_reason
-
         item_id = request.path_params["item_id"]
         reason = check_reason(str(form.get("reason", "")))
         item = await run_in_threadpool(self.store.get, item_id, actor.scope)
@@ -488,12 +545,26 @@ class AdminApp:
         )
         return RedirectResponse(f"/items/{urllib.parse.quote(item_id)}?done=deleted", 303)
 
-    async def bulk(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
-        from quarantine.release import check_reason
+    BULK_ACTIONS = ("release-sanitized", "release-original", "request", "delete")
 
+    async def bulk(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
         ids = [str(i) for i in form.getlist("ids")][:500]
         action = str(form.get("action", ""))
+        if action not in self.BULK_ACTIONS:
+            raise UserError(f"unknown action {action[:40]!r}")
         reason = check_reason(str(form.get("reason", "")))
+        policy = self.config.quarantine.release.originals
+        if action == "release-original" and form.get("confirm") != "yes":
+            plans = []
+            for item_id in ids:
+                try:
+                    item = await run_in_threadpool(self.store.get, item_id, actor.scope)
+                    check_release(item, actor, "original", policy)
+                    plans.append((item, planned_recipients(item, actor, None)))
+                except QuarantineError:
+                    continue  # not shown, not sent: counted as failed when confirmed
+            fields = {"action": action, "reason": reason}
+            return self._confirm(request, session, "/items/bulk", "/items", plans, fields, len(ids))
         done = failed = 0
         for item_id in ids:
             try:
@@ -510,20 +581,18 @@ class AdminApp:
                         item.summary.tenant,
                         reason=reason,
                     )
-                elif action in ("release", "release-sanitized"):
+                elif action in ("release-sanitized", "release-original"):
                     await release(
                         self.store,
                         self.downstream,
                         item_id,
                         actor,
                         reason,
-                        sanitized=action == "release-sanitized",
-                        policy=self.config.quarantine.release.originals,
+                        target=action.removeprefix("release-"),
+                        policy=policy,
                     )
-                elif action == "request":
-                    await run_in_threadpool(request_release, self.store, item_id, actor, reason)
                 else:
-                    raise PermissionDenied(f"unknown action {action!r}")
+                    await run_in_threadpool(request_release, self.store, item_id, actor, reason)
                 done += 1
             except QuarantineError:
                 failed += 1

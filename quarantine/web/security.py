@@ -13,8 +13,15 @@
 - CSRF: a per-session synchronizer token in every form, compared in constant time, plus an
   Origin check when the browser sends one (OWASP CSRF cheat sheet). The login form uses a
   double-submit cookie, because there is no session yet (login CSRF).
-- Login attempts are limited per user name and per client address in a sliding window
-  (per process; each node counts its own).
+- Login attempts are limited per (user name, client address) in a sliding window, so an
+  attacker locks out only their own pair, never the same user at another address nor other
+  users (issue 11: behind a proxy, the old per-name and per-address keys let one attacker lock
+  out every admin). A client failing for ``SPRAY_FACTOR`` times as many attempts over any
+  names is blocked as a whole (that client only). Per process; each node counts its own.
+- The client address is the TCP peer, or, when the peer is one of ``admin.trusted_proxies``,
+  the rightmost ``X-Forwarded-For`` entry that is not itself a trusted proxy
+  (``client_address``): entries to the left of it were written by the client and prove
+  nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Sequence
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -98,35 +106,80 @@ def tokens_match(expected: str | None, given: str | None) -> bool:
     return bool(expected) and bool(given) and secrets.compare_digest(expected, given)  # type: ignore[arg-type]
 
 
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+MAX_FORWARDED_HOPS = 20
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: Networks) -> bool:
+    return any(address in network for network in proxies)
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], proxies: Networks) -> str:
+    """The client behind ``peer`` (see module docstring); ``peer`` itself when it is not a
+    trusted proxy, when there is no header, or when the header is malformed."""
+    address = _ip(peer)
+    if address is None or not proxies or not _trusted(address, proxies):
+        return peer
+    hops = [hop for value in forwarded_for for hop in value.split(",")][-MAX_FORWARDED_HOPS:]
+    client = peer
+    for hop in reversed(hops):
+        address = _ip(hop)
+        if address is None:
+            break  # garbage: keep the last address a trusted proxy vouched for
+        client = str(address)
+        if not _trusted(address, proxies):
+            break
+    return client
+
+
+SPRAY_FACTOR = 10
+
+
 class LoginLimiter:
-    """At most ``attempts`` failures per key within ``window`` seconds."""
+    """At most ``attempts`` failures per (name, client) within ``window`` seconds, and at
+    most ``attempts * SPRAY_FACTOR`` per client over all names."""
 
     def __init__(self, attempts: int, window: float) -> None:
         self.attempts = attempts
         self.window = window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def _trim(self, key: str, now: float) -> deque[float]:
+    @staticmethod
+    def _keys(name: str, client: str) -> tuple[tuple[str, str], tuple[str, str]]:
+        return ("pair", f"{name.lower()}\0{client}"), ("client", client)
+
+    def _trim(self, key: tuple[str, str], now: float) -> deque[float]:
         failures = self._failures[key]
         while failures and now - failures[0] > self.window:
             failures.popleft()
         return failures
 
-    def blocked(self, *keys: str) -> bool:
+    def blocked(self, name: str, client: str) -> bool:
+        pair, whole = self._keys(name, client)
         now = time.monotonic()
         with self._lock:
-            return any(len(self._trim(k, now)) >= self.attempts for k in keys)
+            return (
+                len(self._trim(pair, now)) >= self.attempts
+                or len(self._trim(whole, now)) >= self.attempts * SPRAY_FACTOR
+            )
 
-    def failed(self, *keys: str) -> None:
+    def failed(self, name: str, client: str) -> None:
         now = time.monotonic()
         with self._lock:
-            for key in keys:
+            for key in self._keys(name, client):
                 self._trim(key, now).append(now)
             if len(self._failures) > 100_000:  # bounded memory under a spraying attack
                 self._failures.clear()
 
-    def succeeded(self, *keys: str) -> None:
+    def succeeded(self, name: str, client: str) -> None:
+        # Only the pair: a valid login of one account must not clear a client's spraying.
         with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
+            self._failures.pop(self._keys(name, client)[0], None)

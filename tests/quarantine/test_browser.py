@@ -122,7 +122,10 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
             assert PROGRAM not in received.data
             assert base64.encodebytes(PROGRAM)[:40] not in received.data
             assert b"Message-ID: <browser-test@example.com>" in received.data
-            assert b"X-Mugaika-Verdict: quarantine" in received.data
+            # The released copy describes itself, not its arrival (issue 12).
+            assert b"X-Mugaika-Verdict: released\r\n" in received.data
+            assert b"X-Mugaika-Verdict: quarantine" not in received.data
+            assert b"stripped=1" in received.data
             page.goto(f"{base}/audit")
             released = page.locator("table.audit tbody tr", has_text="released")
             assert released.count() == 1
@@ -140,3 +143,60 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
     if os.environ.get("UPDATE_SCREENSHOTS") == "1" and docs.is_dir():
         for name in ("list.png", "detail.png"):
             shutil.copyfile(ARTIFACTS / name, docs / f"admin-{name}")
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_releasing_an_original_asks_for_confirmation_in_chromium(browser, admin, sink) -> None:  # type: ignore[no-untyped-def]
+    """No script runs (the CSP allows none): the confirmation is a page of its own, and the
+    list's bulk action starts on the sanitized copy."""
+    from tests.quarantine.conftest import hold_request
+
+    UserStore(admin.store.engine).add("admin", "superadmin", [], PASSWORD, "ja")
+    items = []
+    for _ in range(2):
+        request = hold_request(
+            recipients=("tanaka@city.example.lg.jp",),
+            raw=MESSAGE,
+            sanitized=b"Subject: s\r\n\r\nSANITIZED-COPY\r\n",
+        )
+        admin.store.hold(request)
+        items.append(request.reference_id)
+    page = browser.new_page(viewport={"width": 1366, "height": 900}, locale="ja-JP")
+    page.goto(f"{admin.url}/login")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{admin.url}/items")
+    assert page.locator("select[name=action]").input_value() == "release-sanitized"
+
+    page.goto(f"{admin.url}/items/{items[0]}")
+    assert page.locator("input[name=target][value=sanitized]").is_checked()
+    page.check("form[action$='/release'] input[name=target][value=original]")
+    page.fill("form[action$='/release'] input[name=reason]", "受信者に確認済み")
+    page.click("form[action$='/release'] button[type=submit]")
+    page.wait_for_selector("form.confirm")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "confirm.png"), full_page=True)
+    shown = page.locator("table.confirm").inner_text()
+    assert items[0] in shown
+    assert "原本" in shown
+    assert "tanaka@city.example.lg.jp" in shown
+    assert "OOXML_VBA_MACRO" in shown  # why it was held
+    assert "<script" not in page.content()
+    assert sink.messages == []  # nothing leaves before the second, deliberate click
+    page.click("form.confirm button[type=submit]")
+    page.wait_for_selector("p.flash.ok")
+    [received] = sink.wait_for(1)
+    assert received.rcpt_tos == ["tanaka@city.example.lg.jp"]
+    assert base64.encodebytes(PROGRAM)[:40].replace(b"\n", b"") in received.data
+
+    # The confirmation's cancel link sends nothing.
+    page.goto(f"{admin.url}/items/{items[1]}")
+    page.check("form[action$='/release'] input[name=target][value=original]")
+    page.fill("form[action$='/release'] input[name=reason]", "やめる")
+    page.click("form[action$='/release'] button[type=submit]")
+    page.wait_for_selector("form.confirm")
+    page.click("form.confirm a")
+    page.wait_for_url(f"{admin.url}/items/{items[1]}")
+    assert len(sink.messages) == 1
+    assert admin.store.get(items[1]).summary.status == "held"

@@ -116,6 +116,8 @@ def test_show_export_release_delete_purge(store, data_dir, capsys) -> None:  # t
             "quarantine",
             "release",
             ref,
+            "--target",
+            "original",
             "--reason",
             "checked",
             "--downstream",
@@ -130,6 +132,8 @@ def test_show_export_release_delete_purge(store, data_dir, capsys) -> None:  # t
             "quarantine",
             "release",
             ref,
+            "--target",
+            "original",
             "--reason",
             "again",
             "--downstream",
@@ -158,7 +162,14 @@ def test_release_without_reason_is_a_usage_error(store, data_dir, capsys, monkey
     store.hold(request)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     code, _, err = run(
-        capsys, "quarantine", "release", request.reference_id, "--data-dir", str(data_dir)
+        capsys,
+        "quarantine",
+        "release",
+        request.reference_id,
+        "--target",
+        "original",
+        "--data-dir",
+        str(data_dir),
     )
     assert code == 2
     assert "--reason TEXT is required" in err
@@ -269,3 +280,45 @@ def test_db_upgrade_and_status_for_a_configured_url(tmp_path: Path, capsys) -> N
     assert "upgraded (empty) →" in out
     code, out, _ = run(capsys, "db", "status", "--config", str(config))
     assert code == 0
+
+
+def test_release_target_is_required_and_named_like_the_api(store, data_dir, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``--target sanitized|original`` (``--sanitized`` is its short form); no default: a
+    script that once relied on the original being the default now stops with exit 2."""
+    items = []
+    for _ in range(3):
+        request = hold_request(
+            raw=message(body="ORIGINAL-BODY"), sanitized=b"Subject: s\r\n\r\nSANITIZED-BODY\r\n"
+        )
+        store.hold(request)
+        items.append(request.reference_id)
+    with SmtpSink() as sink:
+        common = ["--reason", "checked", "--downstream", f"{sink.host}:{sink.port}"]
+        common += ["--data-dir", str(data_dir)]
+        code, _, err = run(capsys, "quarantine", "release", items[0], *common)
+        assert code == 2
+        assert "--target sanitized or --target original" in err
+        with pytest.raises(SystemExit) as exited:
+            main(["quarantine", "release", items[0], "--target", "copy", *common])
+        assert exited.value.code == 2
+        assert "invalid choice: 'copy'" in capsys.readouterr().err
+        assert store.get(items[0]).summary.status == "held"
+        assert sink.messages == []
+        code, out, err = run(
+            capsys, "quarantine", "release", items[0], "--target", "sanitized", *common
+        )
+        assert code == 0, err
+        assert "(sanitized)" in out
+        code, out, err = run(capsys, "quarantine", "release", items[1], "--sanitized", *common)
+        assert code == 0, err
+        code, out, err = run(
+            capsys, "quarantine", "release", items[2], "--target", "original", *common
+        )
+        assert code == 0, err
+        assert "(original)" in out
+        delivered = [m.data for m in sink.wait_for(3)]
+    assert b"SANITIZED-BODY" in delivered[0]
+    assert b"ORIGINAL-BODY" not in delivered[0]
+    assert b"SANITIZED-BODY" in delivered[1]
+    assert b"ORIGINAL-BODY" not in delivered[1]
+    assert b"ORIGINAL-BODY" in delivered[2]

@@ -37,7 +37,14 @@ def test_release_delivers_once_with_headers_and_audit(store: SqlStore, sink: Smt
     request = hold_request(raw=raw)
     store.hold(request)
     result = asyncio.run(
-        release(store, downstream(sink), request.reference_id, ADMIN, "業務上必要と確認")
+        release(
+            store,
+            downstream(sink),
+            request.reference_id,
+            ADMIN,
+            "業務上必要と確認",
+            target="original",
+        )
     )
     assert result.recipients == ["user@city.example.lg.jp"]
     [received] = sink.wait_for(1)
@@ -57,9 +64,23 @@ def test_release_delivers_once_with_headers_and_audit(store: SqlStore, sink: Smt
     assert entries[0].detail["reason"] == "業務上必要と確認"
 
     with pytest.raises(ReleaseRefused, match="already released"):
-        asyncio.run(release(store, downstream(sink), request.reference_id, ADMIN, "again"))
+        asyncio.run(
+            release(
+                store, downstream(sink), request.reference_id, ADMIN, "again", target="original"
+            )
+        )
     assert len(sink.messages) == 1
-    asyncio.run(release(store, downstream(sink), request.reference_id, ADMIN, "again", force=True))
+    asyncio.run(
+        release(
+            store,
+            downstream(sink),
+            request.reference_id,
+            ADMIN,
+            "again",
+            force=True,
+            target="original",
+        )
+    )
     assert len(sink.wait_for(2)) == 2
 
 
@@ -74,7 +95,7 @@ def test_release_to_another_address_and_sanitized_copy(store: SqlStore, sink: Sm
             TENANT_A,
             "send the safe copy",
             to=["clerk@city.example.lg.jp"],
-            sanitized=True,
+            target="sanitized",
         )
     )
     [received] = sink.wait_for(1)
@@ -89,7 +110,9 @@ def test_forged_release_headers_are_removed(store: SqlStore, sink: SmtpSink) -> 
     )
     request = hold_request(raw=raw)
     store.hold(request)
-    asyncio.run(release(store, downstream(sink), request.reference_id, ADMIN, "ok"))
+    asyncio.run(
+        release(store, downstream(sink), request.reference_id, ADMIN, "ok", target="original")
+    )
     data = sink.wait_for(1)[0].data
     assert b"the-mayor" not in data
     assert b"continued" not in data
@@ -105,11 +128,15 @@ def test_a_refused_release_returns_the_item_to_held(
     store.hold(request)
     sink.fail_next(stage, code)
     with pytest.raises(ReleaseFailed, match=str(code)):
-        asyncio.run(release(store, downstream(sink), request.reference_id, ADMIN, "try"))
+        asyncio.run(
+            release(store, downstream(sink), request.reference_id, ADMIN, "try", target="original")
+        )
     assert store.get(request.reference_id).summary.status == "held"
     entries, _ = store.audit_entries(item_id=request.reference_id)
     assert entries[0].action == "release-failed"
-    asyncio.run(release(store, downstream(sink), request.reference_id, ADMIN, "retry"))
+    asyncio.run(
+        release(store, downstream(sink), request.reference_id, ADMIN, "retry", target="original")
+    )
     assert len(sink.wait_for(1)) == 1
 
 
@@ -120,7 +147,7 @@ def test_unreachable_downstream_fails_cleanly(store: SqlStore) -> None:
         port = gone.port
     dead = SmtpDownstream("127.0.0.1", port, "gw", connect_timeout=2, starttls="off")
     with pytest.raises(ReleaseFailed, match="DOWNSTREAM_UNAVAILABLE"):
-        asyncio.run(release(store, dead, request.reference_id, ADMIN, "try"))
+        asyncio.run(release(store, dead, request.reference_id, ADMIN, "try", target="original"))
     assert store.get(request.reference_id).summary.status == "held"
 
 
@@ -135,7 +162,9 @@ def test_concurrent_releases_from_two_nodes_deliver_once(store_factory, sink: Sm
         async def go() -> None:
             barrier.wait()
             try:
-                await release(node, downstream(sink), request.reference_id, ADMIN, "race")
+                await release(
+                    node, downstream(sink), request.reference_id, ADMIN, "race", target="original"
+                )
                 outcomes.append("released")
             except ReleaseRefused:
                 outcomes.append("refused")
@@ -155,7 +184,11 @@ def test_tenant_scope_hides_other_tenants_items(store: SqlStore, sink: SmtpSink)
     request = hold_request(recipients=("u@city.example.lg.jp",))
     store.hold(request)
     with pytest.raises(ItemNotFound):
-        asyncio.run(release(store, downstream(sink), request.reference_id, TENANT_B, "mine?"))
+        asyncio.run(
+            release(
+                store, downstream(sink), request.reference_id, TENANT_B, "mine?", target="original"
+            )
+        )
     assert sink.messages == []
 
 
@@ -164,7 +197,9 @@ def test_a_multi_tenant_message_goes_only_to_the_admins_own_recipients(
 ) -> None:
     request = hold_request(recipients=("u@city.example.lg.jp", "v@town.example.lg.jp"))
     store.hold(request)
-    asyncio.run(release(store, downstream(sink), request.reference_id, TENANT_B, "mine"))
+    asyncio.run(
+        release(store, downstream(sink), request.reference_id, TENANT_B, "mine", target="original")
+    )
     assert sink.wait_for(1)[0].rcpt_tos == ["v@town.example.lg.jp"]
 
 
@@ -173,7 +208,11 @@ def test_auditor_and_approver_cannot_release_directly(store: SqlStore, sink: Smt
     store.hold(request)
     for actor in (Actor("kato", "auditor"), APPROVER):
         with pytest.raises(PermissionDenied):
-            asyncio.run(release(store, downstream(sink), request.reference_id, actor, "x"))
+            asyncio.run(
+                release(
+                    store, downstream(sink), request.reference_id, actor, "x", target="original"
+                )
+            )
     assert store.get(request.reference_id).summary.status == "held"
 
 
@@ -181,7 +220,9 @@ def test_a_reason_is_required(store: SqlStore, sink: SmtpSink) -> None:
     request = hold_request()
     store.hold(request)
     with pytest.raises(Exception, match="reason is required"):
-        asyncio.run(release(store, downstream(sink), request.reference_id, ADMIN, "  "))
+        asyncio.run(
+            release(store, downstream(sink), request.reference_id, ADMIN, "  ", target="original")
+        )
 
 
 def test_two_person_rule_for_originals(store: SqlStore, sink: SmtpSink) -> None:
@@ -189,7 +230,17 @@ def test_two_person_rule_for_originals(store: SqlStore, sink: SmtpSink) -> None:
     store.hold(request)
     ds = downstream(sink)
     with pytest.raises(PermissionDenied, match="second person"):
-        asyncio.run(release(store, ds, request.reference_id, TENANT_A, "need", policy="two_person"))
+        asyncio.run(
+            release(
+                store,
+                ds,
+                request.reference_id,
+                TENANT_A,
+                "need",
+                policy="two_person",
+                target="original",
+            )
+        )
     request_id = request_release(store, request.reference_id, TENANT_A, "受信者から依頼")
     with pytest.raises(PermissionDenied, match="may not decide"):
         asyncio.run(decide_request(store, ds, request_id, TENANT_A, True, "self"))

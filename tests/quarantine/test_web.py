@@ -285,7 +285,7 @@ def test_csrf_is_required_for_every_post(admin: RunningAdmin, sink) -> None:  # 
     assert sink.messages == []
     released = session.post(
         f"{admin.url}/items/{request.reference_id}/release",
-        data={"csrf": good, "reason": "ok", "target": "original"},
+        data={"csrf": good, "reason": "ok", "target": "original", "confirm": "yes"},
         headers={"Origin": admin.url},
         allow_redirects=False,
     )
@@ -323,9 +323,10 @@ def test_tenant_isolation_over_every_route(admin: RunningAdmin, sink) -> None:  
             expected = 404 if role in PERMISSIONS[route_permission(path, method)] else 403
             url = admin.url + fill(path, city_item.reference_id, request.id)
             if path.startswith("/api/"):
-                response = requests.request(
-                    method, url, headers=api, json={"reason": "x"}, timeout=10
-                )
+                body = {"reason": "x"}
+                if not path.endswith(("/approve", "/refuse")):
+                    body["target"] = "original"  # a valid body: the lookup decides
+                response = requests.request(method, url, headers=api, json=body, timeout=10)
             else:
                 data = {"csrf": web_csrf, "reason": "x", "target": "original"}
                 response = web.request(method, url, data=data, allow_redirects=False)
@@ -411,7 +412,12 @@ def test_release_from_the_ui_reaches_the_sink(admin: RunningAdmin, sink) -> None
     session = login(admin, "alice")
     response = session.post(
         f"{admin.url}/items/{request.reference_id}/release",
-        data={"csrf": csrf(session, admin), "reason": "確認済み", "target": "original"},
+        data={
+            "csrf": csrf(session, admin),
+            "reason": "確認済み",
+            "target": "original",
+            "confirm": "yes",
+        },
     )
     assert response.status_code == 200
     assert "解放しました" in response.text
@@ -419,7 +425,12 @@ def test_release_from_the_ui_reaches_the_sink(admin: RunningAdmin, sink) -> None
     assert b"X-Mugaika-Released-By: alice" in received.data
     again = session.post(
         f"{admin.url}/items/{request.reference_id}/release",
-        data={"csrf": csrf(session, admin), "reason": "again", "target": "original"},
+        data={
+            "csrf": csrf(session, admin),
+            "reason": "again",
+            "target": "original",
+            "confirm": "yes",
+        },
     )
     assert again.status_code == 409
     assert len(sink.messages) == 1
@@ -456,8 +467,9 @@ def test_list_search_filters_and_bulk(admin: RunningAdmin, sink) -> None:  # typ
         data={
             "csrf": csrf(session, admin),
             "ids": [first.reference_id, second.reference_id],
-            "action": "release",
+            "action": "release-original",
             "reason": "bulk",
+            "confirm": "yes",
         },
         allow_redirects=False,
     )
@@ -521,7 +533,7 @@ def test_api_list_show_release_and_openapi(admin: RunningAdmin, sink) -> None:  
     no_reason = requests.post(
         f"{admin.url}/api/v1/items/{request.reference_id}/release",
         headers=headers,
-        json={},
+        json={"target": "original", "reason": "   "},
         timeout=10,
     )
     assert no_reason.status_code == 400
@@ -529,7 +541,7 @@ def test_api_list_show_release_and_openapi(admin: RunningAdmin, sink) -> None:  
     released = requests.post(
         f"{admin.url}/api/v1/items/{request.reference_id}/release",
         headers=headers,
-        json={"reason": "api", "to": ["clerk@city.example.lg.jp"]},
+        json={"reason": "api", "target": "original", "to": ["clerk@city.example.lg.jp"]},
         timeout=10,
     )
     assert released.status_code == 200, released.text
@@ -548,5 +560,5 @@ def test_api_list_show_release_and_openapi(admin: RunningAdmin, sink) -> None:  
         data=b"[1,2",
         timeout=10,
     )
-    assert malformed.status_code == 400
-    assert json.loads(malformed.text)["error"] == "USER_ERROR"
+    assert malformed.status_code == 422
+    assert json.loads(malformed.text)["error"] == "INVALID_REQUEST"
