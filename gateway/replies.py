@@ -114,8 +114,12 @@ def downstream_reply(code: int, text: str) -> Reply:
 
     The downstream text usually starts with its enhanced code ("5.1.1 User unknown"); we keep it
     when present and well-formed, else derive one from the reply class (RFC 3463 section 3.1).
+    A multi-line reply (aiosmtplib joins its lines with LF) becomes one line, the repeated
+    enhanced codes dropped: a line break in our reply would end it early and leave the rest to
+    be read as the answer to the sender's next command. Other controls become "?".
     """
-    first, _, rest = text.partition(" ")
+    lines = [line.strip() for line in text.split("\n")]
+    first, _, rest = lines[0].partition(" ")
     parts = first.split(".")
     if (
         len(parts) == 3
@@ -123,5 +127,10 @@ def downstream_reply(code: int, text: str) -> Reply:
         and parts[0] in "245"
         and parts[0] == str(code)[0]
     ):
-        return Reply(code, first, rest.strip() or "Downstream reply")
-    return Reply(code, f"{str(code)[0]}.0.0", text.strip() or "Downstream reply")
+        more = [line.removeprefix(first).strip() for line in lines[1:]]
+        return Reply(code, first, _one_line(" ".join([rest.strip(), *more])) or "Downstream reply")
+    return Reply(code, f"{str(code)[0]}.0.0", _one_line(" ".join(lines)) or "Downstream reply")
+
+
+def _one_line(text: str) -> str:
+    return "".join(char if char.isprintable() else "?" for char in text).strip()

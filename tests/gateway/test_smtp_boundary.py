@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.message import ClientInfo, Envelope, Recipient
 from gateway.pipeline import received_header
+from gateway.replies import Reply, downstream_reply
 from gateway.smtp import tls_summary
 from tests.helpers.gateway import RunningGateway, make_config
 from tests.helpers.raw_smtp import RawReply, RawSmtp
@@ -475,3 +476,11 @@ def test_received_header_replaces_a_forging_helo_name():
         b"Received: from mx.example.com?MIME-Version: 1.0?Content-Type: multipart/mixed; "
         b'boundary="XX"?X-Pad: x (unknown [192.0.2.1])'
     )
+
+
+def test_multiline_downstream_reply_becomes_one_line_without_controls():
+    joined = "5.1.1 <a@example.lg.jp>: Recipient address rejected:\n5.1.1 User unknown\x00"
+    assert downstream_reply(550, joined) == Reply(
+        550, "5.1.1", "<a@example.lg.jp>: Recipient address rejected: User unknown?"
+    )
+    assert downstream_reply(451, "try\nla\x07ter\r") == Reply(451, "4.0.0", "try la?ter")
