@@ -52,8 +52,15 @@ R221_BYE = Reply(221, "2.0.0", "Bye")
 # 4xx: the sender must keep the message and retry.
 R421_TOO_MANY_SESSIONS = Reply(421, "4.3.2", "Too many concurrent sessions, try again later")
 R421_SHUTTING_DOWN = Reply(421, "4.3.2", "Gateway shutting down, try again later")
+R421_TOO_MANY_CLIENT_SESSIONS = Reply(
+    421, "4.7.0", "Too many concurrent sessions from your address, try again later"
+)
 R421_TOO_MANY_COMMANDS = Reply(421, "4.7.0", "Too many commands in this session")
+R421_NO_PROGRESS = Reply(
+    421, "4.7.0", "Too many commands without a completed message, closing connection"
+)
 R421_IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle timeout, closing connection")
+R421_IDLE_TIMEOUT_BEFORE_MAIL = Reply(421, "4.4.2", "Idle timeout before MAIL, closing connection")
 R451_INTERNAL = Reply(451, "4.3.0", "Temporary failure, try again later")
 R451_DOWNSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Downstream server unavailable, try again later")
 R451_DOWNSTREAM_TEMPFAIL = Reply(451, "4.4.0", "Downstream server deferred the message")

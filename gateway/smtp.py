@@ -11,8 +11,11 @@ What this module adds, each as a small override:
 - XFORWARD (Postfix XFORWARD_README) from ``smtp.xforward_hosts`` only.
 - Relay control with Postfix's semantics: ``permitted_networks`` may relay anywhere, other
   clients only to ``accepted_domains``; everything else gets 554 5.7.1 at RCPT.
-- Limits with precise replies: sessions (421 4.3.2 at connect), commands per session
-  (421 4.7.0), recipients (452 4.5.3), idle timeout (421 4.4.2 before closing).
+- Limits with precise replies: sessions (421 4.3.2 at connect), sessions per client address
+  (421 4.7.0 at connect), commands per session and commands without a completed message
+  (421 4.7.0), recipients (452 4.5.3), idle timeouts (421 4.4.2 before closing), shorter
+  outside a mail transaction than inside one. Together they keep idle sessions (a client
+  holding every slot with NOOPs, issue 11) from locking other clients out.
 - Every reply carries an RFC 3463 enhanced code, including aiosmtpd's own stock replies, and
   never a control character (aiosmtpd echoes some arguments).
 - Nothing with a control character (CR, LF, NUL, other C0 and C1 controls, DEL) or a byte
@@ -34,6 +37,7 @@ import re
 import secrets
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -294,7 +298,12 @@ class GatewaySMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.gateway_handler = handler
         self._refused = False
+        self.client_key = ""
         self._commands_left = config.max_commands
+        # Commands since the last completed message that did not advance a transaction.
+        self._without_progress = 0
+        self._data_accepted = False
+        self._downstream_answered = False
         self._last_code = 0
         self._command: str | None = None
         self._smtp_methods = {
@@ -305,11 +314,15 @@ class GatewaySMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starttls_reentry = self._original_transport is not None
-        if not starttls_reentry and not self.gateway_handler.admit(self):
-            self._refused = True
-            transport.write(f"{self.gateway_handler.refusal_reply()}\r\n".encode())  # type: ignore[attr-defined]
-            transport.close()
-            return
+        if not starttls_reentry:
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            refusal = self.gateway_handler.admit(self, address)
+            if refusal is not None:
+                self._refused = True
+                transport.write(f"{refusal}\r\n".encode())  # type: ignore[attr-defined]
+                transport.close()
+                return
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -325,9 +338,28 @@ class GatewaySMTP(SMTP):
         return super().eof_received()
 
     def _timeout_cb(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(f"{replies.R421_IDLE_TIMEOUT}\r\n".encode())  # type: ignore[attr-defined]
+        if self.transport is None:  # the connection is already gone
+            return
+        if not self.transport.is_closing():
+            reply = replies.R421_IDLE_TIMEOUT
+            if not self._in_transaction:
+                reply = replies.R421_IDLE_TIMEOUT_BEFORE_MAIL
+            self.transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
         super()._timeout_cb()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd calls this with no duration at connect and before each command; we call it
+        # again after each command, when the transaction state is known.
+        if duration is None:
+            config = self.gateway_handler.config.smtp
+            duration = config.idle_timeout
+            if not self._in_transaction:
+                duration = min(duration, config.idle_timeout_before_mail)
+        super()._reset_timeout(duration)
+
+    @property
+    def _in_transaction(self) -> bool:
+        return self.envelope is not None and self.envelope.mail_from is not None
 
     def extend_timeout(self, seconds: float) -> None:
         """Keep the session open while a message is being processed (not idle)."""
@@ -339,11 +371,14 @@ class GatewaySMTP(SMTP):
         async def limited(arg: str | None) -> None:
             self._commands_left -= 1
             if self._commands_left < 0:
-                await self.push(str(replies.R421_TOO_MANY_COMMANDS))
-                if self.transport is not None:
-                    self.transport.close()
+                await self._close_with(replies.R421_TOO_MANY_COMMANDS)
+                return
+            limit = self.gateway_handler.config.smtp.max_commands_without_progress
+            if self._without_progress >= limit:
+                await self._close_with(replies.R421_NO_PROGRESS)
                 return
             self._command = name
+            self._data_accepted = self._downstream_answered = False
             problem = None
             if arg is not None and name not in _CHECKS_OWN_ARGUMENT:
                 problem = value_problem(arg)
@@ -355,14 +390,36 @@ class GatewaySMTP(SMTP):
                 field = f"{name} name" if name in ("HELO", "EHLO") else f"{name} argument"
                 await self.push(str(replies.R501_BAD_ARGUMENT.with_text(f"{field} {problem}")))
             self.gateway_handler.count_command(name, self._last_code)
+            self._count_progress(name)
+            self._reset_timeout()
 
         return limited
+
+    def _count_progress(self, name: str) -> None:
+        """A completed message (DATA answered after its 354) restarts the count; an accepted
+        MAIL or RCPT, or a RCPT the downstream itself refused (its verdict on a recipient, not
+        idling), does not count; anything else counts as a command without progress."""
+        accepted = name in ("MAIL", "RCPT") and 200 <= self._last_code < 300
+        if name == "DATA" and self._data_accepted:
+            self._without_progress = 0
+        elif not accepted and not (name == "RCPT" and self._downstream_answered):
+            self._without_progress += 1
+
+    async def _close_with(self, reply: Reply) -> None:
+        await self.push(str(reply))
+        if self.transport is not None:
+            self.transport.close()
+
+    def downstream_answered(self) -> None:
+        """The reply to the current RCPT is the downstream's own (see ``_count_progress``)."""
+        self._downstream_answered = True
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
             status = self._well_formed(status)
             if status[:3].isdigit() and status[3:4] == " ":
                 self._last_code = int(status[:3])
+                self._data_accepted |= self._last_code == 354
         await super().push(status)
 
     def _well_formed(self, status: str) -> str:
@@ -664,26 +721,39 @@ class GatewayHandler:
         self.relay = relay
         self.metrics = metrics
         self.sessions: set[GatewaySMTP] = set()
+        self.sessions_by_client: Counter[str] = Counter()
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.background: set[asyncio.Task[Any]] = set()
         self.closing = False
 
     # -- admission ---------------------------------------------------------------------------
 
-    def admit(self, session: GatewaySMTP) -> bool:
-        if self.closing or len(self.sessions) >= self.config.smtp.max_sessions:
+    def admit(self, session: GatewaySMTP, peer_address: str) -> Reply | None:
+        """None when ``session`` may start, else the 421 to send before closing it."""
+        key = client_key(peer_address)
+        refusal = None
+        if self.closing:
+            refusal = replies.R421_SHUTTING_DOWN
+        elif len(self.sessions) >= self.config.smtp.max_sessions:
+            refusal = replies.R421_TOO_MANY_SESSIONS
+        elif self.sessions_by_client[key] >= self.config.smtp.max_sessions_per_client:
+            refusal = replies.R421_TOO_MANY_CLIENT_SESSIONS
+        if refusal is not None:
             self.metrics.sessions_refused.inc()
-            return False
+            return refusal
+        session.client_key = key
         self.sessions.add(session)
+        self.sessions_by_client[key] += 1
         self.metrics.sessions.inc()
         self.metrics.sessions_active.set(len(self.sessions))
-        return True
-
-    def refusal_reply(self) -> Reply:
-        return replies.R421_SHUTTING_DOWN if self.closing else replies.R421_TOO_MANY_SESSIONS
+        return None
 
     def session_closed(self, session: GatewaySMTP) -> None:
-        self.sessions.discard(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.sessions_by_client[session.client_key] -= 1
+            if self.sessions_by_client[session.client_key] <= 0:
+                del self.sessions_by_client[session.client_key]
         self.metrics.sessions_active.set(len(self.sessions))
 
     def may_xforward(self, address: str) -> bool:
@@ -787,6 +857,7 @@ class GatewayHandler:
             envelope.transaction = None
             self.metrics.downstream_failures.labels("unavailable").inc()
             return replies.R451_DOWNSTREAM_UNAVAILABLE
+        server.downstream_answered()
         if reply.is_success:
             envelope.recipients.append(recipient)
             envelope.rcpt_tos.append(recipient.address)
@@ -812,7 +883,6 @@ class GatewayHandler:
             if task is not None:
                 self.in_flight.discard(task)
             _reset_xforward(session)  # XFORWARD applies to one transaction (XFORWARD_README)
-            server.extend_timeout(self.config.smtp.idle_timeout)
         return str(reply)
 
     def _client_info(self, server: GatewaySMTP) -> ClientInfo:
@@ -866,6 +936,20 @@ class GatewayHandler:
             smtputf8=bool(envelope.smtp_utf8),
             body=body,
         )
+
+
+def client_key(address: str) -> str:
+    """Whose session this is, for ``max_sessions_per_client``: the IPv4 address, or the /64
+    of an IPv6 address (one subscriber's usual allocation, RFC 6177), IPv4-mapped as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _is_port(value: str) -> bool:
