@@ -59,6 +59,9 @@ R421_TOO_MANY_COMMANDS = Reply(421, "4.7.0", "Too many commands in this session"
 R421_NO_PROGRESS = Reply(
     421, "4.7.0", "Too many commands without a completed message, closing connection"
 )
+R421_TOO_MANY_UNKNOWN_COMMANDS = Reply(
+    421, "4.7.0", "Too many unrecognized commands, closing connection"
+)
 R421_IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle timeout, closing connection")
 R421_IDLE_TIMEOUT_BEFORE_MAIL = Reply(421, "4.4.2", "Idle timeout before MAIL, closing connection")
 R451_INTERNAL = Reply(451, "4.3.0", "Temporary failure, try again later")
@@ -112,6 +115,8 @@ AIOSMTPD_REPLACEMENTS: dict[str, Reply] = {
     ),
     "500 Error: strict ASCII mode": Reply(500, "5.6.7", "Non-ASCII input requires SMTPUTF8"),
     "221 Bye": R221_BYE,
+    # aiosmtpd closes the connection after this one: RFC 5321 section 3.8 wants a 421 then.
+    "502 5.5.1 Too many unrecognized commands, goodbye.": R421_TOO_MANY_UNKNOWN_COMMANDS,
     "250 OK": R250_OK,
 }
 

@@ -32,6 +32,7 @@ What happens to a received message is ``gateway.relay``'s business, not this mod
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import secrets
@@ -41,7 +42,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, Session, syntax
 from aiosmtpd.smtp import Envelope as AiosmtpdEnvelope
 
 from gateway import replies
@@ -393,7 +394,9 @@ class GatewaySMTP(SMTP):
             self._count_progress(name)
             self._reset_timeout()
 
-        return limited
+        # Keep aiosmtpd's @syntax attributes: HELP reads them (without, HELP answered
+        # "501 Supported commands:" with an empty list; found by tests/fuzz).
+        return functools.update_wrapper(limited, method)
 
     def _count_progress(self, name: str) -> None:
         """A completed message (DATA answered after its 354) restarts the count; an accepted
@@ -465,12 +468,18 @@ class GatewaySMTP(SMTP):
             self.gateway_handler.spawn(transaction.abort())
 
     @property
+    def xforward_allowed(self) -> bool:
+        """Whether this client may send XFORWARD (HELP lists it only then)."""
+        return self.gateway_handler.may_xforward(self.peer_address)
+
+    @property
     def peer_address(self) -> str:
         peer = self.session.peer if self.session else None
         return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
     # -- commands --------------------------------------------------------------------------
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
         if await self.check_helo_needed():
             return
@@ -561,6 +570,7 @@ class GatewaySMTP(SMTP):
                 ), False
         return None, smtputf8
 
+    @syntax("RCPT TO: <address>", extended=" [SP <rcpt-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
         if await self.check_helo_needed():
             return
@@ -636,6 +646,7 @@ class GatewaySMTP(SMTP):
                 )
         return None
 
+    @syntax("XFORWARD attribute=value ...", when="xforward_allowed")
     async def smtp_XFORWARD(self, arg: str | None) -> None:  # noqa: N802
         if await self.check_helo_needed():
             return
