@@ -14,6 +14,7 @@ from __future__ import annotations
 import email
 import email.policy
 import itertools
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -24,11 +25,13 @@ from gateway.message import ClientInfo, Envelope, Recipient
 from gateway.pipeline import received_header
 from gateway.replies import Reply, downstream_reply
 from gateway.smtp import tls_summary
+from tests.gateway import test_tls_and_cli
 from tests.helpers.gateway import RunningGateway, make_config
 from tests.helpers.raw_smtp import RawReply, RawSmtp
 from tests.helpers.smtp_sink import ReceivedMessage, SmtpSink
 
 _ids = itertools.count(1)
+certificate = test_tls_and_cli.certificate  # the module-scoped self-signed test certificate
 
 # A plain message (no Content-Type) whose body looks like MIME parts: harmless as text/plain,
 # an executable attachment if a header block above it declares multipart/mixed; boundary=XX.
@@ -163,14 +166,18 @@ def test_xforward_xtext_cr_cannot_forge_headers_downstream(gateway, sink, attrib
 
 # --- HELO/EHLO name ---------------------------------------------------------------------------
 
-CONTROLS = [b"\r", b"\x00", b"\t", b"\x0b", b"\x0c", b"\x1b", b"\x1f", b"\x7f"]
+# C0 controls, DEL, and (as UTF-8) the C1 NEL and the line separator, which some readers
+# take for line breaks.
+CONTROLS = [
+    "\r", "\x00", "\t", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x85", "\u2028",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("verb", [b"EHLO", b"HELO"])
 @pytest.mark.parametrize("char", CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
 def test_control_character_in_helo_name_gets_501(gateway, verb, char):
     with RawSmtp(gateway.port) as client:
-        answer = client.command(verb + b" mx" + char + b"example.com")
+        answer = client.command(verb + b" mx" + char.encode() + b"example.com")
         after = client.command(b"MAIL FROM:<sender@example.com>")
     field = verb.decode()
     assert seen(answer) == reply(
@@ -410,6 +417,36 @@ def test_tls_summary_keeps_only_token_characters():
     assert tls_summary(hostile) == "TLS"
     assert tls_summary({"cipher": None}) == "TLS"
     assert tls_summary({}) == "TLS"
+
+
+def test_tls_details_of_a_real_session_are_plain_tokens(tmp_path, sink, certificate):
+    """What the session records of TLS (``ClientInfo.tls``) is ``version:cipher`` from
+    OpenSSL, never a peer-supplied string (no client certificate is requested)."""
+    cert, key = certificate
+    config = make_config(
+        tmp_path, downstream=sink.address, **{"smtp.tls.cert": str(cert), "smtp.tls.key": str(key)}
+    )
+    seen_envelopes = []
+    with RunningGateway(config) as gateway:
+        relay = gateway.server.handler.relay
+        original = relay.handle
+
+        async def spy(envelope, raw, transaction):
+            seen_envelopes.append(envelope)
+            return await original(envelope, raw, transaction)
+
+        relay.handle = spy
+        with gateway.smtp() as client:
+            client.ehlo("client.example")
+            client.starttls(context=test_tls_and_cli._client_context())
+            client.ehlo("client.example")
+            assert (
+                client.sendmail("a@example.com", ["u@example.lg.jp"], b"Subject: x\r\n\r\nx") == {}
+            )
+    [envelope] = seen_envelopes
+    assert re.fullmatch(r"TLSv1\.[23]:[A-Z0-9_]+", envelope.peer.tls), envelope.peer.tls
+    assert envelope.peer.proto == "ESMTPS"
+    assert b"with ESMTPS id " in sink.messages[-1].data
 
 
 def test_smtp_session_without_problem_still_delivers(gateway, sink):
