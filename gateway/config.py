@@ -107,8 +107,19 @@ class SmtpConfig(_Model):
     # Postfix accepts longer lines; every part we rebuild is re-encoded within the limit anyway.
     max_line_length: StrictInt = Field(32768, ge=1000, le=1_048_576)
     max_commands: StrictInt = Field(1000, ge=10)  # per session; 421 4.7.0, then close
-    idle_timeout: StrictFloat = Field(300.0, gt=0)  # seconds; RFC 5321 section 4.5.3.2.7
+    # Commands that do not advance a mail transaction (NOOP, RSET, HELP, VRFY, HELO/EHLO,
+    # XFORWARD, refused commands...) since the last completed one; then 421 4.7.0 and close.
+    # Postfix in front sends at most four per message (EHLO, two XFORWARD, RSET).
+    max_commands_without_progress: StrictInt = Field(20, ge=5)
+    # Seconds without a command inside a mail transaction (after MAIL); RFC 5321 4.5.3.2.7.
+    idle_timeout: StrictFloat = Field(300.0, gt=0)
+    # Seconds without a command outside one (after the greeting, after each message); the
+    # shorter of this and idle_timeout. Idle sessions then give their slot back sooner.
+    idle_timeout_before_mail: StrictFloat = Field(30.0, gt=0)
     max_sessions: StrictInt = Field(100, ge=1)  # 421 4.3.2 at connect when full
+    # Concurrent sessions from one client address (IPv6: one /64); more → 421 4.7.0 at
+    # connect. Keep it above Postfix's maxproc for the mugaika transport (10 in deploy/postfix).
+    max_sessions_per_client: StrictInt = Field(20, ge=1)
     # Clients allowed to relay to any recipient (Postfix mynetworks).
     permitted_networks: list[Network] = Field(default_factory=lambda: list(LOOPBACK))
     # Recipient domains anyone may send to (Postfix relay_domains); subdomains not included.

@@ -11,7 +11,10 @@ the sender gets 250 only after the downstream's 250 to DATA.
 Passed through unchanged when the downstream offers the extension: DSN parameters (RET,
 ENVID, NOTIFY, ORCPT; RFC 3461), SMTPUTF8 (RFC 6531), BODY=8BITMIME (RFC 6152), and XFORWARD
 (the original client, as Postfix's content filters expect). Connections are kept in a small
-pool and reused with RSET; every command has a timeout.
+pool and reused with RSET; every command has a timeout. On every failure path (a refusal, an
+error, a timeout, a session cancelled mid-command) a connection is returned to the pool or
+closed, never left open; values that cannot be written on a command line (controls, bytes
+that are not UTF-8) are refused before a connection is taken (issue 11).
 
 Not done here: queueing and retrying. The gateway has no queue of its own by design (the
 sending MTA has one); what cannot be delivered now is answered 4xx.
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import socket
 import ssl
 import time
@@ -42,6 +46,28 @@ from gateway.replies import Reply, downstream_reply
 
 MAIL_PARAMS_PASSED = {"RET": "DSN", "ENVID": "DSN", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8"}
 RCPT_PARAMS_PASSED = {"NOTIFY": "DSN", "ORCPT": "DSN"}
+
+# What cannot go into a command line or a header field we write: C0 controls, DEL, and lone
+# surrogates (bytes that were not UTF-8, kept by aiosmtpd's surrogateescape decoding). The SMTP
+# layer refuses such values already; here they are refused again before a connection is taken,
+# so that no caller can make us leak one (issue 11) or write a bare CR downstream.
+_UNWRITABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+R553_SENDER_UNWRITABLE = replies.R553_BAD_SENDER.with_text(
+    "Sender address cannot be passed on (control character or not UTF-8)"
+)
+R553_RECIPIENT_UNWRITABLE = replies.R553_BAD_RECIPIENT.with_text(
+    "Recipient address cannot be passed on (control character or not UTF-8)"
+)
+R501_PARAM_UNWRITABLE = replies.R501_SYNTAX_PARAMS.with_text(
+    "Parameter cannot be passed on (control character or not UTF-8)"
+)
+
+
+def wire(value: str) -> bytes | None:
+    """``value`` as UTF-8 for a command line, or None when it holds what cannot go there."""
+    if _UNWRITABLE.search(value):
+        return None
+    return value.encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +229,15 @@ class SmtpDownstream:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             client.close()
             raise DownstreamUnavailable(f"{self.description}: {exc}") from None
+        except BaseException:
+            client.close()  # cancelled (session gone, shutdown) or unforeseen: never leak it
+            raise
         return _Connection(client)
+
+    @property
+    def pooled(self) -> int:
+        """Idle connections kept for reuse: after any failure, the only ones left open."""
+        return len(self._idle)
 
     async def _checkout(self) -> tuple[_Connection, bool]:
         while self._idle:
@@ -233,32 +267,58 @@ class SmtpDownstream:
         client: ClientInfo | None,
         smtputf8: bool,
     ) -> SmtpTransaction:
+        # Everything is encoded before a connection is taken: a value that cannot be written is
+        # refused without touching the pool.
+        sender = wire(mail_from)
+        if sender is None:
+            raise DownstreamRefused(R553_SENDER_UNWRITABLE, "MAIL")
+        options = [(option, wire(option)) for option in mail_options]
+        if any(encoded is None for _, encoded in options):
+            raise DownstreamRefused(R501_PARAM_UNWRITABLE, "MAIL")
         # A pooled connection may have been closed by the server since; retry once on a new one.
         for attempt in (1, 2):
             connection, reused = await self._checkout()
-            if smtputf8 and not connection.supports("smtputf8"):
-                self._checkin(connection)
-                raise DownstreamRefused(replies.R554_SMTPUTF8_UNSUPPORTED, "MAIL")
             try:
-                if client is not None and connection.supports("xforward"):
-                    await _send_xforward(connection, client)
-                params = _pass_params(mail_options, MAIL_PARAMS_PASSED, connection)
-                response = await connection.client.execute_command(
-                    b"MAIL", b"FROM:<" + mail_from.encode("utf-8") + b">", *params
-                )
-            except (aiosmtplib.SMTPServerDisconnected, OSError) as exc:
-                connection.client.close()
+                return await self._mail(connection, sender, mail_options, client, smtputf8)
+            except _StaleConnection as exc:
                 if reused and attempt == 1:
                     continue
                 raise DownstreamUnavailable(f"{self.description}: {exc}") from None
-            except (aiosmtplib.SMTPException, TimeoutError) as exc:
-                connection.client.close()
-                raise DownstreamUnavailable(f"{self.description}: {exc}") from None
-            if response.code != 250:
-                await _reset_and_return(self, connection)
-                raise DownstreamRefused(downstream_reply(response.code, response.message), "MAIL")
-            return SmtpTransaction(self, connection)
         raise DownstreamUnavailable(self.description)  # pragma: no cover - loop always returns
+
+    async def _mail(
+        self,
+        connection: _Connection,
+        sender: bytes,
+        mail_options: Sequence[str],
+        client: ClientInfo | None,
+        smtputf8: bool,
+    ) -> SmtpTransaction:
+        """XFORWARD and MAIL FROM on ``connection``. On every path the connection is handed to
+        the returned transaction, returned to the pool, or closed: never left behind."""
+        if smtputf8 and not connection.supports("smtputf8"):
+            self._checkin(connection)
+            raise DownstreamRefused(replies.R554_SMTPUTF8_UNSUPPORTED, "MAIL")
+        try:
+            if client is not None and connection.supports("xforward"):
+                await _send_xforward(connection, client)
+            params = _pass_params(mail_options, MAIL_PARAMS_PASSED, connection)
+            response = await connection.client.execute_command(
+                b"MAIL", b"FROM:<" + sender + b">", *params
+            )
+        except (aiosmtplib.SMTPServerDisconnected, OSError) as exc:
+            connection.client.close()
+            raise _StaleConnection(str(exc)) from None
+        except (aiosmtplib.SMTPException, TimeoutError) as exc:
+            connection.client.close()
+            raise DownstreamUnavailable(f"{self.description}: {exc}") from None
+        except BaseException:
+            connection.client.close()  # cancelled mid-command: the protocol state is unknown
+            raise
+        if response.code != 250:
+            await _reset_and_return(self, connection)
+            raise DownstreamRefused(downstream_reply(response.code, response.message), "MAIL")
+        return SmtpTransaction(self, connection)
 
     async def probe(self) -> bool:
         try:
@@ -270,12 +330,19 @@ class SmtpDownstream:
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             connection.client.close()
             return False
+        except BaseException:
+            connection.client.close()
+            raise
         self._checkin(connection)
         return response.code == 250
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         await asyncio.gather(*(_quit(c.client) for c in idle), return_exceptions=True)
+
+
+class _StaleConnection(Exception):
+    """The server closed the connection (a pooled one may have timed out): try a new one."""
 
 
 async def _quit(client: aiosmtplib.SMTP) -> None:
@@ -290,6 +357,9 @@ async def _reset_and_return(downstream: SmtpDownstream, connection: _Connection)
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         connection.client.close()
         return
+    except BaseException:
+        connection.client.close()
+        raise
     if response.code == 250:
         downstream._checkin(connection)
     else:
@@ -297,12 +367,14 @@ async def _reset_and_return(downstream: SmtpDownstream, connection: _Connection)
 
 
 def _pass_params(options: Sequence[str], table: dict[str, str], conn: _Connection) -> list[bytes]:
+    """The parameters the downstream supports; callers have checked ``wire`` for each."""
     out = []
     for option in options:
         keyword = option.partition("=")[0].upper()
         extension = table.get(keyword)
-        if extension and conn.supports(extension.lower()):
-            out.append(option.encode("utf-8"))
+        encoded = wire(option)
+        if extension and encoded is not None and conn.supports(extension.lower()):
+            out.append(encoded)
     return out
 
 
@@ -312,15 +384,21 @@ async def _send_xforward(connection: _Connection, client: ClientInfo) -> None:
     for line in connection.client.esmtp_extensions.get("xforward", "").split():
         offered.add(line.upper())
     attributes = {
-        "NAME": client.name or "[UNAVAILABLE]",
-        "ADDR": client.address or "[UNAVAILABLE]",
-        "PORT": str(client.port) if client.port else "[UNAVAILABLE]",
-        "PROTO": client.proto or "[UNAVAILABLE]",
-        "HELO": client.helo or "[UNAVAILABLE]",
-        "IDENT": client.ident or "[UNAVAILABLE]",
+        "NAME": client.name,
+        "ADDR": client.address,
+        "PORT": str(client.port) if client.port else "",
+        "PROTO": client.proto,
+        "HELO": client.helo,
+        "IDENT": client.ident,
         "SOURCE": "REMOTE",
     }
-    pairs = [f"{k}={xtext(v)}" for k, v in attributes.items() if not offered or k in offered]
+    # The downstream decodes the xtext and writes the value into its own Received: field, so
+    # a value that is not clean UTF-8 text is not sent at all (Postfix's own convention).
+    pairs = [
+        f"{k}={xtext(v) if v and wire(v) is not None else '[UNAVAILABLE]'}"
+        for k, v in attributes.items()
+        if not offered or k in offered
+    ]
     # As few commands as fit in an SMTP command line (512 octets, RFC 5321 4.5.3.1.4): each
     # is a round trip per message.
     chunks: list[list[str]] = [[]]
@@ -343,15 +421,24 @@ class SmtpTransaction:
         self.done = False
 
     async def add_recipient(self, recipient: Recipient) -> Reply:
+        address = wire(recipient.address)
+        if address is None:
+            return R553_RECIPIENT_UNWRITABLE
+        if any(wire(option) is None for option in recipient.options):
+            return R501_PARAM_UNWRITABLE
         params = _pass_params(recipient.options, RCPT_PARAMS_PASSED, self.connection)
         try:
             response = await self.connection.client.execute_command(
-                b"RCPT", b"TO:<" + recipient.address.encode("utf-8") + b">", *params
+                b"RCPT", b"TO:<" + address + b">", *params
             )
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             self.connection.client.close()
             self.done = True
             raise DownstreamUnavailable(f"{self.downstream.description}: {exc}") from None
+        except BaseException:
+            self.connection.client.close()  # cancelled mid-command: state unknown
+            self.done = True
+            raise
         if response.code in (250, 251):
             self.accepted += 1
             return replies.R250_RECIPIENT_OK
@@ -370,6 +457,9 @@ class SmtpTransaction:
             # which may duplicate but never loses (RFC 5321 section 6.1).
             client.close()
             raise DownstreamUnavailable(f"{self.downstream.description}: {exc}") from None
+        except BaseException:
+            client.close()
+            raise
         self.downstream._checkin(self.connection)
         return DeliveryResult(
             replies.R250_DELIVERED.with_text(response.message), _queue_id_from(response.message)
@@ -409,6 +499,8 @@ class MaildirDownstream:
         client: ClientInfo | None,
         smtputf8: bool,
     ) -> MaildirTransaction:
+        if wire(mail_from) is None:  # it becomes the Return-Path: field
+            raise DownstreamRefused(R553_SENDER_UNWRITABLE, "MAIL")
         return MaildirTransaction(self, mail_from)
 
     async def probe(self) -> bool:
@@ -456,6 +548,8 @@ class MaildirTransaction:
         self.recipients: list[str] = []
 
     async def add_recipient(self, recipient: Recipient) -> Reply:
+        if wire(recipient.address) is None:  # it becomes the Delivered-To: field
+            return R553_RECIPIENT_UNWRITABLE
         self.recipients.append(recipient.address)
         return replies.R250_RECIPIENT_OK
 

@@ -81,22 +81,31 @@ def received_header(envelope: Envelope, hostname: str) -> bytes:
     ``from`` names the original client (from XFORWARD when Postfix forwarded it); ``with`` is
     the protocol of our own session. ``for`` is given only for a single recipient, as Postfix
     does, so a Bcc recipient list is not disclosed.
+
+    Never emits a control character, whatever it is given: each value has CR, LF, NUL, other
+    controls, undecodable bytes and non-printable separators replaced by "?". The SMTP layer
+    refuses such values already (``gateway.smtp``); this keeps the trace field from ever
+    being a way to write header lines (issue 11: bare CRs in an EHLO name forged MIME fields).
     """
+
+    def printable(untrusted: str) -> str:
+        return "".join(char if char.isprintable() else "?" for char in untrusted)
+
     client = envelope.client
-    helo = client.helo or "unknown"
-    name = client.name or "unknown"
-    address = client.address or "unknown"
+    helo = printable(client.helo or "unknown")
+    name = printable(client.name or "unknown")
+    address = printable(client.address or "unknown")
     if ":" in address and not address.startswith("IPv6:"):
         address = f"IPv6:{address}"
-    protocol = envelope.peer.proto or "SMTP"
+    protocol = printable(envelope.peer.proto or "SMTP")
     lines = [
         f"Received: from {helo} ({name} [{address}])",
-        f"\tby {hostname} (Mugaika) with {protocol} id {envelope.queue_id}",
+        f"\tby {printable(hostname)} (Mugaika) with {protocol} id {printable(envelope.queue_id)}",
     ]
     when = datetime.datetime.fromtimestamp(envelope.received_at, tz=datetime.UTC)
     stamp = email.utils.format_datetime(email.utils.localtime(when))
     if len(envelope.recipients) == 1:
-        lines.append(f"\tfor <{envelope.recipients[0].address}>; {stamp}")
+        lines.append(f"\tfor <{printable(envelope.recipients[0].address)}>; {stamp}")
     else:
         lines[-1] += ";"
         lines.append(f"\t{stamp}")

@@ -52,8 +52,18 @@ R221_BYE = Reply(221, "2.0.0", "Bye")
 # 4xx: the sender must keep the message and retry.
 R421_TOO_MANY_SESSIONS = Reply(421, "4.3.2", "Too many concurrent sessions, try again later")
 R421_SHUTTING_DOWN = Reply(421, "4.3.2", "Gateway shutting down, try again later")
+R421_TOO_MANY_CLIENT_SESSIONS = Reply(
+    421, "4.7.0", "Too many concurrent sessions from your address, try again later"
+)
 R421_TOO_MANY_COMMANDS = Reply(421, "4.7.0", "Too many commands in this session")
+R421_NO_PROGRESS = Reply(
+    421, "4.7.0", "Too many commands without a completed message, closing connection"
+)
+R421_TOO_MANY_UNKNOWN_COMMANDS = Reply(
+    421, "4.7.0", "Too many unrecognized commands, closing connection"
+)
 R421_IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle timeout, closing connection")
+R421_IDLE_TIMEOUT_BEFORE_MAIL = Reply(421, "4.4.2", "Idle timeout before MAIL, closing connection")
 R451_INTERNAL = Reply(451, "4.3.0", "Temporary failure, try again later")
 R451_DOWNSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Downstream server unavailable, try again later")
 R451_DOWNSTREAM_TEMPFAIL = Reply(451, "4.4.0", "Downstream server deferred the message")
@@ -66,12 +76,18 @@ R454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 # 5xx: permanent; the sender bounces.
 R500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 section 4.5.3.1.6)")
 R500_SYNTAX = Reply(500, "5.5.2", "Syntax error")
+R500_UNKNOWN_COMMAND = Reply(500, "5.5.1", "Command not recognized")
+R501_BAD_ARGUMENT = Reply(501, "5.5.2", "Syntax error in command argument")
+R501_BAD_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
+R501_BAD_RECIPIENT = Reply(501, "5.1.3", "Bad recipient address syntax")
 R501_SYNTAX_PARAMS = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
 R501_BAD_XFORWARD = Reply(501, "5.5.4", "Bad XFORWARD attribute")
 R503_BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
 R530_STARTTLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 R550_XFORWARD_DENIED = Reply(550, "5.7.0", "XFORWARD not permitted from this client")
 R552_MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+R553_BAD_SENDER = Reply(553, "5.1.7", "Malformed sender address")
+R553_BAD_RECIPIENT = Reply(553, "5.1.3", "Malformed recipient address")
 R553_SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 R554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 R554_SMTPUTF8_UNSUPPORTED = Reply(
@@ -99,6 +115,8 @@ AIOSMTPD_REPLACEMENTS: dict[str, Reply] = {
     ),
     "500 Error: strict ASCII mode": Reply(500, "5.6.7", "Non-ASCII input requires SMTPUTF8"),
     "221 Bye": R221_BYE,
+    # aiosmtpd closes the connection after this one: RFC 5321 section 3.8 wants a 421 then.
+    "502 5.5.1 Too many unrecognized commands, goodbye.": R421_TOO_MANY_UNKNOWN_COMMANDS,
     "250 OK": R250_OK,
 }
 
@@ -108,8 +126,12 @@ def downstream_reply(code: int, text: str) -> Reply:
 
     The downstream text usually starts with its enhanced code ("5.1.1 User unknown"); we keep it
     when present and well-formed, else derive one from the reply class (RFC 3463 section 3.1).
+    A multi-line reply (aiosmtplib joins its lines with LF) becomes one line, the repeated
+    enhanced codes dropped: a line break in our reply would end it early and leave the rest to
+    be read as the answer to the sender's next command. Other controls become "?".
     """
-    first, _, rest = text.partition(" ")
+    lines = [line.strip() for line in text.split("\n")]
+    first, _, rest = lines[0].partition(" ")
     parts = first.split(".")
     if (
         len(parts) == 3
@@ -117,5 +139,10 @@ def downstream_reply(code: int, text: str) -> Reply:
         and parts[0] in "245"
         and parts[0] == str(code)[0]
     ):
-        return Reply(code, first, rest.strip() or "Downstream reply")
-    return Reply(code, f"{str(code)[0]}.0.0", text.strip() or "Downstream reply")
+        more = [line.removeprefix(first).strip() for line in lines[1:]]
+        return Reply(code, first, _one_line(" ".join([rest.strip(), *more])) or "Downstream reply")
+    return Reply(code, f"{str(code)[0]}.0.0", _one_line(" ".join(lines)) or "Downstream reply")
+
+
+def _one_line(text: str) -> str:
+    return "".join(char if char.isprintable() else "?" for char in text).strip()

@@ -11,9 +11,18 @@ What this module adds, each as a small override:
 - XFORWARD (Postfix XFORWARD_README) from ``smtp.xforward_hosts`` only.
 - Relay control with Postfix's semantics: ``permitted_networks`` may relay anywhere, other
   clients only to ``accepted_domains``; everything else gets 554 5.7.1 at RCPT.
-- Limits with precise replies: sessions (421 4.3.2 at connect), commands per session
-  (421 4.7.0), recipients (452 4.5.3), idle timeout (421 4.4.2 before closing).
-- Every reply carries an RFC 3463 enhanced code, including aiosmtpd's own stock replies.
+- Limits with precise replies: sessions (421 4.3.2 at connect), sessions per client address
+  (421 4.7.0 at connect), commands per session and commands without a completed message
+  (421 4.7.0), recipients (452 4.5.3), idle timeouts (421 4.4.2 before closing), shorter
+  outside a mail transaction than inside one. Together they keep idle sessions (a client
+  holding every slot with NOOPs, issue 11) from locking other clients out.
+- Every reply carries an RFC 3463 enhanced code, including aiosmtpd's own stock replies, and
+  never a control character (aiosmtpd echoes some arguments).
+- Nothing with a control character (CR, LF, NUL, other C0 and C1 controls, DEL) or a byte
+  that is not UTF-8 reaches a header field we write or the downstream: HELO/EHLO names, the
+  sender and recipient addresses and every ESMTP parameter (ENVID and ORCPT also after xtext
+  decoding) are refused with a 501 or 553 that names the field; an XFORWARD attribute with
+  such a value becomes ``[UNAVAILABLE]`` (issue 11).
 - Each RCPT is passed to the downstream at once (see ``gateway.delivery``), so the sender
   gets the downstream's own verdict per recipient.
 
@@ -23,15 +32,17 @@ What happens to a received message is ``gateway.relay``'s business, not this mod
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import secrets
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, Session, syntax
 from aiosmtpd.smtp import Envelope as AiosmtpdEnvelope
 
 from gateway import replies
@@ -48,21 +59,97 @@ if TYPE_CHECKING:
     from gateway.relay import Relay
 
 XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
-_XTEXT_HEX = re.compile(r"\+([0-9A-F]{2})")
+_XFORWARD_UNAVAILABLE = ("[UNAVAILABLE]", "[TEMPUNAVAIL]")
+_XTEXT_HEX = re.compile(rb"\+([0-9A-F]{2})")
 _ENVID_MAX = 100  # RFC 3461 section 4.4
 _NOTIFY_VALUES = {"SUCCESS", "FAILURE", "DELAY"}
 
+# What may never reach a header field we write (Received:, Authentication-Results:) or a
+# command we send downstream: C0 controls (CR, LF, NUL, TAB...), DEL, C1 controls (U+0085 NEL
+# ends a line for some readers) and the Unicode line and paragraph separators. aiosmtpd ends a
+# command line at LF only, so a bare CR arrives inside an argument (issue 11: an EHLO name
+# with bare CRs forged MIME header fields, From: and Authentication-Results downstream).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# aiosmtpd decodes arguments as UTF-8 with surrogateescape: a byte that is not UTF-8 arrives
+# as a lone surrogate, which no encoder will write (UnicodeEncodeError downstream).
+_NOT_UTF8 = re.compile(r"[\ud800-\udfff]")
+_TLS_TOKEN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
-def xtext_decode(value: str) -> str:
-    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), value)
+
+def control_character(untrusted: str) -> str | None:
+    """``"contains a control character (U+000D)"`` for the first one in ``untrusted``, or None."""
+    found = _CONTROL.search(untrusted)
+    if found is None:
+        return None
+    return f"contains a control character (U+{ord(found.group()):04X})"
+
+
+def value_problem(untrusted: str) -> str | None:
+    """Why ``untrusted`` may not go into a header field or downstream, or None if it may."""
+    problem = control_character(untrusted)
+    if problem is None and _NOT_UTF8.search(untrusted):
+        problem = "is not valid UTF-8"
+    return problem
+
+
+def printable(untrusted: str, limit: int = 40) -> str:
+    """``untrusted`` shortened, with controls and undecodable bytes as "?", to quote in a reply."""
+    return _NOT_UTF8.sub("?", _CONTROL.sub("?", untrusted[:limit]))
+
+
+def xtext_decode(value: str) -> bytes:
+    """RFC 3461 section 4 xtext to the bytes it stands for (``+0D`` is a CR, ``+E4`` a byte)."""
+    raw = value.encode("utf-8", "surrogateescape")
+    return _XTEXT_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
 # RFC 3461 section 4: xchar is any printable ASCII except "+" and "="; "+XX" is a hexchar.
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")
+# RFC 3461 section 4.2: addr-type is an atom (RFC 5322 atext).
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]+")
 
 
 def _is_xtext(value: str) -> bool:
     return _XTEXT.fullmatch(value) is not None
+
+
+def dsn_xtext_problem(untrusted: str) -> str | None:
+    """ENVID and ORCPT: xtext whose decoded value is printable US-ASCII (RFC 3461 sections 4.2,
+    4.4), because the downstream writes it into a DSN header field; None when it is."""
+    if not _is_xtext(untrusted):
+        return "must be xtext (RFC 3461 section 4)"
+    decoded = xtext_decode(untrusted)
+    problem = control_character(decoded.decode("latin-1"))
+    if problem is None and not decoded.isascii():
+        problem = "must be printable US-ASCII (RFC 3461 section 4)"
+    return problem
+
+
+def xforward_value(untrusted: str) -> tuple[str, str | None]:
+    """An XFORWARD attribute value decoded (xtext, then UTF-8), and why it cannot be used.
+
+    Postfix xtext-encodes each byte, so a UTF-8 HELO name arrives as ``+E4+BE+8B...``: the
+    bytes are read as UTF-8. ``[UNAVAILABLE]`` and ``[TEMPUNAVAIL]`` become "".
+    """
+    problem = control_character(untrusted)
+    if problem is not None:
+        return "", problem
+    value = xtext_decode(untrusted).decode("utf-8", "surrogateescape")
+    problem = value_problem(value)
+    if problem is not None or value in _XFORWARD_UNAVAILABLE:
+        return "", problem
+    return value, None
+
+
+def tls_summary(ssl_info: dict[str, Any]) -> str:
+    """``TLSv1.3:TLS_AES_256_GCM_SHA384`` from aiosmtpd's ``session.ssl``, or just ``TLS`` when
+    either name is not a plain token (it would be quoted in logs and trace fields)."""
+    cipher = ssl_info.get("cipher")
+    if isinstance(cipher, tuple) and len(cipher) >= 2:
+        name, version = str(cipher[0]), str(cipher[1])
+        if _TLS_TOKEN.fullmatch(name) and _TLS_TOKEN.fullmatch(version):
+            return f"{version}:{name}"
+    return "TLS"
 
 
 # RFC 5321 section 4.1.2, with RFC 6531 UTF-8 (any non-ASCII character) in atext and labels.
@@ -78,6 +165,30 @@ _MAILBOX = re.compile(rf"(?:{_DOT_STRING}|{_QUOTED_STRING})@(?:{_DOMAIN}|{_ADDRE
 _SOURCE_ROUTE = re.compile(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:")
 
 
+def split_path(untrusted_arg: str) -> tuple[str, str]:
+    """Split ``<mailbox> params`` into the path (brackets kept) and the rest, judging neither.
+
+    The path ends at the first ``>`` outside a quoted string; an unterminated ``<`` takes the
+    whole text. A bare mailbox without brackets ends at the first space.
+    """
+    text = untrusted_arg.lstrip(" ")
+    if not text.startswith("<"):
+        path, space, rest = text.partition(" ")
+        return path, space + rest
+    end, quoted = 1, False
+    while end < len(text):
+        char = text[end]
+        if char == "\\" and quoted:
+            end += 2
+            continue
+        if char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return text[: end + 1], text[end + 1 :]
+        end += 1
+    return text, ""
+
+
 def parse_path(untrusted_arg: str, allow_null: bool) -> tuple[str, str] | None:
     """Split ``<mailbox> params`` (RFC 5321 Path) into (mailbox, params); None if malformed.
 
@@ -86,33 +197,37 @@ def parse_path(untrusted_arg: str, allow_null: bool) -> tuple[str, str] | None:
     as Postfix does by default. ``<>`` yields "" when ``allow_null``; ``<postmaster>`` is
     allowed (RFC 5321 section 4.5.1), the caller decides where.
     """
-    text = untrusted_arg.strip()
-    if text.startswith("<"):
-        end, quoted = 1, False
-        while end < len(text):
-            char = text[end]
-            if char == "\\" and quoted:
-                end += 2
-                continue
-            if char == '"':
-                quoted = not quoted
-            elif char == ">" and not quoted:
-                break
-            end += 1
-        else:
+    path, rest = split_path(untrusted_arg.strip())
+    if rest and not rest.startswith(" "):
+        return None
+    inner = path
+    if path.startswith("<"):
+        if len(path) < 2 or not path.endswith(">"):
             return None
-        inner, rest = text[1:end], text[end + 1 :]
-        if rest and not rest.startswith(" "):
-            return None
+        inner = path[1:-1]
         route = _SOURCE_ROUTE.match(inner)
         if route:
             inner = inner[route.end() :]
-    else:
-        inner, _, rest = text.partition(" ")
     if inner == "":
         return ("", rest.strip()) if allow_null else None
     if inner.lower() == "postmaster" or _MAILBOX.fullmatch(inner):
         return inner, rest.strip()
+    return None
+
+
+def esmtp_params(untrusted_rest: str) -> list[str]:
+    """The parameters after a path: separated by SP only (RFC 5321 section 4.1.2), so a TAB
+    or CR stays inside the parameter it was written in and is refused with it."""
+    return [param for param in untrusted_rest.split(" ") if param]
+
+
+def params_problem(command: str, params: list[str]) -> Reply | None:
+    """501 naming the first parameter with a control character or a byte that is not UTF-8."""
+    for param in params:
+        problem = value_problem(param)
+        if problem is not None:
+            keyword = printable(param.partition("=")[0].upper())
+            return replies.R501_SYNTAX_PARAMS.with_text(f"{command} parameter {keyword} {problem}")
     return None
 
 
@@ -137,6 +252,24 @@ class GatewayEnvelope(AiosmtpdEnvelope):
         self.recipients: list[Recipient] = []
         self.params: list[str] = []
         self.transaction: Transaction | None = None
+
+
+# Commands that check the parts of their argument themselves, so that the reply names the part
+# (sender address, a parameter, an XFORWARD attribute); every other argument is one value.
+_CHECKS_OWN_ARGUMENT = frozenset({"MAIL", "RCPT", "XFORWARD"})
+# RFC 2034 section 3: the greeting and the replies to HELO/EHLO carry no enhanced code, nor do
+# intermediate replies (354, 334).
+_NO_ENHANCED_CODE = frozenset({"220", "334", "354"})
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3} ")
+# RFC 3463 codes for aiosmtpd's own replies that carry none (syntax, sequence, TLS).
+_DEFAULT_ENHANCED = {
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "454": "4.7.0",
+}
 
 
 def _hook_names(cls: type) -> list[str]:
@@ -166,8 +299,14 @@ class GatewaySMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.gateway_handler = handler
         self._refused = False
+        self.client_key = ""
         self._commands_left = config.max_commands
+        # Commands since the last completed message that did not advance a transaction.
+        self._without_progress = 0
+        self._data_accepted = False
+        self._downstream_answered = False
         self._last_code = 0
+        self._command: str | None = None
         self._smtp_methods = {
             name: self._limited(name, method) for name, method in self._smtp_methods.items()
         }
@@ -176,11 +315,15 @@ class GatewaySMTP(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         starttls_reentry = self._original_transport is not None
-        if not starttls_reentry and not self.gateway_handler.admit(self):
-            self._refused = True
-            transport.write(f"{self.gateway_handler.refusal_reply()}\r\n".encode())  # type: ignore[attr-defined]
-            transport.close()
-            return
+        if not starttls_reentry:
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            refusal = self.gateway_handler.admit(self, address)
+            if refusal is not None:
+                self._refused = True
+                transport.write(f"{refusal}\r\n".encode())  # type: ignore[attr-defined]
+                transport.close()
+                return
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -196,9 +339,28 @@ class GatewaySMTP(SMTP):
         return super().eof_received()
 
     def _timeout_cb(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(f"{replies.R421_IDLE_TIMEOUT}\r\n".encode())  # type: ignore[attr-defined]
+        if self.transport is None:  # the connection is already gone
+            return
+        if not self.transport.is_closing():
+            reply = replies.R421_IDLE_TIMEOUT
+            if not self._in_transaction:
+                reply = replies.R421_IDLE_TIMEOUT_BEFORE_MAIL
+            self.transport.write(f"{reply}\r\n".encode())  # type: ignore[attr-defined]
         super()._timeout_cb()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        # aiosmtpd calls this with no duration at connect and before each command; we call it
+        # again after each command, when the transaction state is known.
+        if duration is None:
+            config = self.gateway_handler.config.smtp
+            duration = config.idle_timeout
+            if not self._in_transaction:
+                duration = min(duration, config.idle_timeout_before_mail)
+        super()._reset_timeout(duration)
+
+    @property
+    def _in_transaction(self) -> bool:
+        return self.envelope is not None and self.envelope.mail_from is not None
 
     def extend_timeout(self, seconds: float) -> None:
         """Keep the session open while a message is being processed (not idle)."""
@@ -210,25 +372,82 @@ class GatewaySMTP(SMTP):
         async def limited(arg: str | None) -> None:
             self._commands_left -= 1
             if self._commands_left < 0:
-                await self.push(str(replies.R421_TOO_MANY_COMMANDS))
-                if self.transport is not None:
-                    self.transport.close()
+                await self._close_with(replies.R421_TOO_MANY_COMMANDS)
                 return
-            await method(arg)
+            limit = self.gateway_handler.config.smtp.max_commands_without_progress
+            if self._without_progress >= limit:
+                await self._close_with(replies.R421_NO_PROGRESS)
+                return
+            self._command = name
+            self._data_accepted = self._downstream_answered = False
+            problem = None
+            if arg is not None and name not in _CHECKS_OWN_ARGUMENT:
+                problem = value_problem(arg)
+            if problem is None:
+                await method(arg)
+            else:
+                # Not passed to aiosmtpd at all: a refused EHLO leaves the session as it was
+                # (RFC 5321 section 4.1.4), and no handler ever sees the value.
+                field = f"{name} name" if name in ("HELO", "EHLO") else f"{name} argument"
+                await self.push(str(replies.R501_BAD_ARGUMENT.with_text(f"{field} {problem}")))
             self.gateway_handler.count_command(name, self._last_code)
+            self._count_progress(name)
+            self._reset_timeout()
 
-        return limited
+        # Keep aiosmtpd's @syntax attributes: HELP reads them (without, HELP answered
+        # "501 Supported commands:" with an empty list; found by tests/fuzz).
+        return functools.update_wrapper(limited, method)
+
+    def _count_progress(self, name: str) -> None:
+        """A completed message (DATA answered after its 354) restarts the count; an accepted
+        MAIL or RCPT, or a RCPT the downstream itself refused (its verdict on a recipient, not
+        idling), does not count; anything else counts as a command without progress."""
+        accepted = name in ("MAIL", "RCPT") and 200 <= self._last_code < 300
+        if name == "DATA" and self._data_accepted:
+            self._without_progress = 0
+        elif not accepted and not (name == "RCPT" and self._downstream_answered):
+            self._without_progress += 1
+
+    async def _close_with(self, reply: Reply) -> None:
+        await self.push(str(reply))
+        if self.transport is not None:
+            self.transport.close()
+
+    def downstream_answered(self) -> None:
+        """The reply to the current RCPT is the downstream's own (see ``_count_progress``)."""
+        self._downstream_answered = True
 
     async def push(self, status: str | bytes) -> None:
         if isinstance(status, str):
-            replacement = AIOSMTPD_REPLACEMENTS.get(status)
-            if replacement is not None:
-                status = str(replacement)
-            elif status.startswith("503 Error: send"):
-                status = str(replies.R503_BAD_SEQUENCE.with_text("Send HELO/EHLO first"))
+            status = self._well_formed(status)
             if status[:3].isdigit() and status[3:4] == " ":
                 self._last_code = int(status[:3])
+                self._data_accepted |= self._last_code == 354
         await super().push(status)
+
+    def _well_formed(self, status: str) -> str:
+        """Every reply line as RFC 5321 and RFC 2034 want it: aiosmtpd's stock texts replaced
+        by ours, an enhanced code on every final line but the greeting and HELO/EHLO's 2xx,
+        and never a control character or an undecodable byte (aiosmtpd echoes arguments)."""
+        replacement = AIOSMTPD_REPLACEMENTS.get(status)
+        if replacement is not None:
+            return str(replacement)
+        if status.startswith("503 Error: send"):
+            return str(replies.R503_BAD_SEQUENCE.with_text("Send HELO/EHLO first"))
+        if status.startswith('500 Error: command "'):
+            return str(replies.R500_UNKNOWN_COMMAND)
+        status = _NOT_UTF8.sub("?", _CONTROL.sub("?", status))
+        code, separator, text = status[:3], status[3:4], status[4:]
+        if (
+            separator == " "
+            and code.isdigit()
+            and code not in _NO_ENHANCED_CODE
+            and not (self._command in ("HELO", "EHLO") and code[0] == "2")
+            and not _ENHANCED.match(text)
+        ):
+            enhanced = _DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
+            return f"{code} {enhanced} {text}"
+        return status
 
     # -- transaction state -----------------------------------------------------------------
 
@@ -249,12 +468,18 @@ class GatewaySMTP(SMTP):
             self.gateway_handler.spawn(transaction.abort())
 
     @property
+    def xforward_allowed(self) -> bool:
+        """Whether this client may send XFORWARD (HELP lists it only then)."""
+        return self.gateway_handler.may_xforward(self.peer_address)
+
+    @property
     def peer_address(self) -> str:
         peer = self.session.peer if self.session else None
         return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
     # -- commands --------------------------------------------------------------------------
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:  # noqa: N802
         if await self.check_helo_needed():
             return
@@ -268,21 +493,36 @@ class GatewaySMTP(SMTP):
         if self.envelope.mail_from is not None:
             await self.push(str(replies.R503_BAD_SEQUENCE.with_text("Nested MAIL command")))
             return
+        path, rest = split_path(address_part)
+        problem = control_character(path)
+        if problem is not None:
+            await self.push(str(replies.R501_BAD_SENDER.with_text(f"Sender address {problem}")))
+            return
+        params = esmtp_params(rest)
+        refused = params_problem("MAIL", params)
+        if refused is not None:
+            await self.push(str(refused))
+            return
         parsed = parse_path(address_part, allow_null=True)
         if parsed is None or parsed[0].lower() == "postmaster":
-            await self.push("553 5.1.7 Malformed sender address")
+            await self.push(str(replies.R553_BAD_SENDER))
             return
-        address, params_text = parsed
-        params = params_text.split()
+        address = parsed[0]
         if params and not self.session.extended_smtp:
             await self.push(str(syntax))
             return
-        problem, smtputf8 = self._check_mail_params(params)
-        if problem is not None:
-            await self.push(str(problem))
+        problem_reply, smtputf8 = self._check_mail_params(params)
+        if problem_reply is not None:
+            await self.push(str(problem_reply))
             return
         if not smtputf8 and not address.isascii():
             await self.push(str(replies.R553_SMTPUTF8_REQUIRED))
+            return
+        if _NOT_UTF8.search(address):
+            # RFC 6531 section 3.3: with SMTPUTF8 the mailbox is UTF-8, and this is not.
+            await self.push(
+                str(replies.R553_BAD_SENDER.with_text("Sender address is not valid UTF-8"))
+            )
             return
         self.envelope.mail_from = address
         self.envelope.smtp_utf8 = smtputf8
@@ -300,7 +540,7 @@ class GatewaySMTP(SMTP):
                 return replies.R501_SYNTAX_PARAMS, False
             seen.add(keyword)
             if keyword == "SIZE":
-                if not value.isdigit():
+                if not (value.isascii() and value.isdigit()):
                     return replies.R501_SYNTAX_PARAMS.with_text("SIZE needs a number"), False
                 if self.data_size_limit and int(value) > self.data_size_limit:
                     return replies.R552_MESSAGE_TOO_BIG, False
@@ -317,14 +557,20 @@ class GatewaySMTP(SMTP):
                 if value.upper() not in ("FULL", "HDRS"):
                     return replies.R501_SYNTAX_PARAMS.with_text("RET must be FULL or HDRS"), False
             elif keyword == "ENVID":
-                if len(value) > _ENVID_MAX or not _is_xtext(value):
-                    return replies.R501_SYNTAX_PARAMS.with_text("ENVID must be xtext"), False
+                problem = dsn_xtext_problem(value)
+                if len(value) > _ENVID_MAX:
+                    problem = f"is longer than {_ENVID_MAX} characters (RFC 3461 section 4.4)"
+                if problem is not None:
+                    return replies.R501_SYNTAX_PARAMS.with_text(
+                        f"MAIL parameter ENVID {problem}"
+                    ), False
             else:
                 return replies.R555_PARAM_NOT_RECOGNIZED.with_text(
-                    f"MAIL parameter {keyword} not recognized"
+                    f"MAIL parameter {printable(keyword)} not recognized"
                 ), False
         return None, smtputf8
 
+    @syntax("RCPT TO: <address>", extended=" [SP <rcpt-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:  # noqa: N802
         if await self.check_helo_needed():
             return
@@ -338,21 +584,37 @@ class GatewaySMTP(SMTP):
         if address_part is None:
             await self.push(str(syntax))
             return
+        path, rest = split_path(address_part)
+        problem = control_character(path)
+        if problem is not None:
+            await self.push(
+                str(replies.R501_BAD_RECIPIENT.with_text(f"Recipient address {problem}"))
+            )
+            return
+        params = esmtp_params(rest)
+        refused = params_problem("RCPT", params)
+        if refused is not None:
+            await self.push(str(refused))
+            return
         parsed = parse_path(address_part, allow_null=False)
         if parsed is None:
-            await self.push("553 5.1.3 Malformed recipient address")
+            await self.push(str(replies.R553_BAD_RECIPIENT))
             return
-        address, params_text = parsed
-        params = params_text.split()
+        address = parsed[0]
         if params and not self.session.extended_smtp:
             await self.push(str(syntax))
             return
-        problem = self._check_rcpt_params(params)
-        if problem is not None:
-            await self.push(str(problem))
+        problem_reply = self._check_rcpt_params(params)
+        if problem_reply is not None:
+            await self.push(str(problem_reply))
             return
         if not self.envelope.smtp_utf8 and not address.isascii():
             await self.push(str(replies.R553_SMTPUTF8_REQUIRED))
+            return
+        if _NOT_UTF8.search(address):
+            await self.push(
+                str(replies.R553_BAD_RECIPIENT.with_text("Recipient address is not valid UTF-8"))
+            )
             return
         reply = await self.gateway_handler.add_recipient(self, Recipient(address, tuple(params)))
         await self.push(str(reply))
@@ -373,14 +635,18 @@ class GatewaySMTP(SMTP):
                     )
             elif keyword == "ORCPT":
                 addr_type, semi, original = value.partition(";")
-                if not semi or not addr_type or not _is_xtext(original):
+                if not semi or not _ATOM.fullmatch(addr_type):
                     return replies.R501_SYNTAX_PARAMS.with_text("ORCPT must be addr-type;xtext")
+                problem = dsn_xtext_problem(original)
+                if problem is not None:
+                    return replies.R501_SYNTAX_PARAMS.with_text(f"RCPT parameter ORCPT {problem}")
             else:
                 return replies.R555_PARAM_NOT_RECOGNIZED.with_text(
-                    f"RCPT parameter {keyword} not recognized"
+                    f"RCPT parameter {printable(keyword)} not recognized"
                 )
         return None
 
+    @syntax("XFORWARD attribute=value ...", when="xforward_allowed")
     async def smtp_XFORWARD(self, arg: str | None) -> None:  # noqa: N802
         if await self.check_helo_needed():
             return
@@ -398,16 +664,26 @@ class GatewaySMTP(SMTP):
             await self.push(str(replies.R501_BAD_XFORWARD))
             return
         attributes: dict[str, str] = {}
-        for item in arg.split():
-            name, eq, value = item.partition("=")
+        unavailable: list[str] = []
+        for item in esmtp_params(arg):
+            name, eq, untrusted_value = item.partition("=")
             name = name.upper()
             if not eq or name not in XFORWARD_ATTRIBUTES:
                 await self.push(
-                    str(replies.R501_BAD_XFORWARD.with_text(f"Bad XFORWARD attribute {name}"))
+                    str(
+                        replies.R501_BAD_XFORWARD.with_text(
+                            f"Bad XFORWARD attribute {printable(name)}"
+                        )
+                    )
                 )
                 return
-            decoded = xtext_decode(value)
-            attributes[name] = "" if decoded in ("[UNAVAILABLE]", "[TEMPUNAVAIL]") else decoded
+            # A value that cannot be used is "[UNAVAILABLE]", as Postfix itself sends for a
+            # value it does not know, rather than a refusal: the mail still flows, and nothing
+            # from the value reaches our Received: field or the downstream.
+            value, problem = xforward_value(untrusted_value)
+            if problem is not None:
+                unavailable.append(f"{name} is [UNAVAILABLE]: it {problem}")
+            attributes[name] = value
         if attributes.get("ADDR"):
             candidate = attributes["ADDR"].removeprefix("IPv6:").removeprefix("IPV6:")
             try:
@@ -418,6 +694,18 @@ class GatewaySMTP(SMTP):
             attributes["ADDR"] = candidate
         assert isinstance(self.session, GatewaySession)
         self.session.xforward.update(attributes)
+        if unavailable:
+            log_fields(
+                smtp_log,
+                30,
+                "XFORWARD attribute unusable",
+                peer=self.peer_address,
+                problems="; ".join(unavailable),
+            )
+            await self.push(
+                str(replies.R250_XFORWARD_OK.with_text("; ".join(["XFORWARD OK", *unavailable])))
+            )
+            return
         await self.push(str(replies.R250_XFORWARD_OK))
 
 
@@ -444,26 +732,39 @@ class GatewayHandler:
         self.relay = relay
         self.metrics = metrics
         self.sessions: set[GatewaySMTP] = set()
+        self.sessions_by_client: Counter[str] = Counter()
         self.in_flight: set[asyncio.Task[Any]] = set()
         self.background: set[asyncio.Task[Any]] = set()
         self.closing = False
 
     # -- admission ---------------------------------------------------------------------------
 
-    def admit(self, session: GatewaySMTP) -> bool:
-        if self.closing or len(self.sessions) >= self.config.smtp.max_sessions:
+    def admit(self, session: GatewaySMTP, peer_address: str) -> Reply | None:
+        """None when ``session`` may start, else the 421 to send before closing it."""
+        key = client_key(peer_address)
+        refusal = None
+        if self.closing:
+            refusal = replies.R421_SHUTTING_DOWN
+        elif len(self.sessions) >= self.config.smtp.max_sessions:
+            refusal = replies.R421_TOO_MANY_SESSIONS
+        elif self.sessions_by_client[key] >= self.config.smtp.max_sessions_per_client:
+            refusal = replies.R421_TOO_MANY_CLIENT_SESSIONS
+        if refusal is not None:
             self.metrics.sessions_refused.inc()
-            return False
+            return refusal
+        session.client_key = key
         self.sessions.add(session)
+        self.sessions_by_client[key] += 1
         self.metrics.sessions.inc()
         self.metrics.sessions_active.set(len(self.sessions))
-        return True
-
-    def refusal_reply(self) -> Reply:
-        return replies.R421_SHUTTING_DOWN if self.closing else replies.R421_TOO_MANY_SESSIONS
+        return None
 
     def session_closed(self, session: GatewaySMTP) -> None:
-        self.sessions.discard(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.sessions_by_client[session.client_key] -= 1
+            if self.sessions_by_client[session.client_key] <= 0:
+                del self.sessions_by_client[session.client_key]
         self.metrics.sessions_active.set(len(self.sessions))
 
     def may_xforward(self, address: str) -> bool:
@@ -567,6 +868,7 @@ class GatewayHandler:
             envelope.transaction = None
             self.metrics.downstream_failures.labels("unavailable").inc()
             return replies.R451_DOWNSTREAM_UNAVAILABLE
+        server.downstream_answered()
         if reply.is_success:
             envelope.recipients.append(recipient)
             envelope.rcpt_tos.append(recipient.address)
@@ -592,7 +894,6 @@ class GatewayHandler:
             if task is not None:
                 self.in_flight.discard(task)
             _reset_xforward(session)  # XFORWARD applies to one transaction (XFORWARD_README)
-            server.extend_timeout(self.config.smtp.idle_timeout)
         return str(reply)
 
     def _client_info(self, server: GatewaySMTP) -> ClientInfo:
@@ -602,7 +903,7 @@ class GatewayHandler:
         if xforward:
             return ClientInfo(
                 address=xforward.get("ADDR", ""),
-                port=int(xforward["PORT"]) if xforward.get("PORT", "").isdigit() else 0,
+                port=int(xforward["PORT"]) if _is_port(xforward.get("PORT", "")) else 0,
                 helo=xforward.get("HELO", ""),
                 name=xforward.get("NAME", ""),
                 proto=xforward.get("PROTO", ""),
@@ -615,10 +916,7 @@ class GatewayHandler:
         session = server.session
         assert session is not None
         peer = session.peer if isinstance(session.peer, tuple) else ("", 0)
-        tls = ""
-        if session.ssl:
-            cipher = session.ssl.get("cipher")
-            tls = f"{cipher[1]}:{cipher[0]}" if cipher else "TLS"
+        tls = tls_summary(session.ssl) if session.ssl else ""
         proto = "ESMTP" if session.extended_smtp else "SMTP"
         if session.extended_smtp and server.envelope is not None and server.envelope.smtp_utf8:
             proto = "UTF8SMTP"
@@ -649,6 +947,24 @@ class GatewayHandler:
             smtputf8=bool(envelope.smtp_utf8),
             body=body,
         )
+
+
+def client_key(address: str) -> str:
+    """Whose session this is, for ``max_sessions_per_client``: the IPv4 address, or the /64
+    of an IPv6 address (one subscriber's usual allocation, RFC 6177), IPv4-mapped as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def _is_port(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 5
 
 
 def _reset_xforward(session: Session) -> None:

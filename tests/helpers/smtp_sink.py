@@ -49,6 +49,7 @@ class _State:
     messages: list[ReceivedMessage] = field(default_factory=list)
     failures: deque[_Failure] = field(default_factory=deque)
     connections: int = 0
+    open_connections: int = 0  # connected now (a leak shows here, not in ``connections``)
     commands: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,7 +70,13 @@ class _SinkSMTP(SMTP):
         if self._original_transport is None:
             with self.sink_handler.state.lock:
                 self.sink_handler.state.connections += 1
+                self.sink_handler.state.open_connections += 1
         super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        with self.sink_handler.state.lock:
+            self.sink_handler.state.open_connections -= 1
+        super().connection_lost(error)
 
     async def smtp_XFORWARD(self, arg: str) -> None:  # noqa: N802
         self.sink_handler.state.commands.append(f"XFORWARD {arg}")
@@ -107,6 +114,12 @@ class _SinkSMTP(SMTP):
         self.envelope.rcpt_tos.append(address)
         self.rcpt_params.append((params or "").split())
         await self.push("250 2.1.5 Ok")
+
+    async def smtp_NOOP(self, arg: str) -> None:  # noqa: N802
+        self.sink_handler.state.commands.append("NOOP")
+        if await self._scripted("noop"):
+            return
+        await super().smtp_NOOP(arg)
 
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
         self.sink_handler.state.commands.append("DATA")
@@ -206,7 +219,7 @@ class SmtpSink:
     # -- scripting ---------------------------------------------------------------------------
 
     def fail_next(self, stage: str, code: int = 451, text: str = "4.3.0 Try again later") -> None:
-        """Answer the next ``stage`` command ("mail", "rcpt", "data") with ``code text``."""
+        """Answer the next ``stage`` command ("mail", "rcpt", "data", "noop") with ``code text``."""
         with self.state.lock:
             self.state.failures.append(_Failure(stage, code, text))
 
@@ -227,6 +240,19 @@ class SmtpSink:
     @property
     def connections(self) -> int:
         return self.state.connections
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open right now (``connections`` counts every one ever made)."""
+        with self.state.lock:
+            return self.state.open_connections
+
+    def wait_open_at_most(self, count: int, timeout: float = 5.0) -> int:
+        """Wait until at most ``count`` connections are open; return how many are."""
+        deadline = time.monotonic() + timeout
+        while self.open_connections > count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.open_connections
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMessage]:
         deadline = time.monotonic() + timeout
