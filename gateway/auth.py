@@ -4,9 +4,11 @@ Run ``authenticate`` on the bytes *as received*, before any stage modifies the m
 rebuilt body breaks every DKIM signature). It returns ``AuthResults``: one result per method
 with the evidence (``header.d``, ``smtp.mailfrom``...) and the RFC 8601
 ``Authentication-Results`` field body. After the content stages, ``add_authentication_results``
-writes that header (removing any that claim our authserv-id, RFC 8601 section 5) and
-``arc_seal`` adds an ARC set (RFC 8617) so that a downstream server can trust our results
-although the body changed. ``dkim_sign`` signs outbound mail (LGWAN → internet).
+writes that header (removing any that claim our authserv-id, RFC 8601 section 5). The
+signing functions (``arc_set``: an ARC set, RFC 8617, so that a downstream server can trust
+our results although the body changed; ``dkim_signature``: our own DKIM signature over a
+message we rebuilt) run only in ``gateway.signer``'s process, the one process that holds the
+private keys (``signing_keys``); ``AuthSettings``, which workers get, holds none.
 
 Libraries, and why:
 
@@ -277,23 +279,37 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """What ``authenticate`` and the signing functions need. Plain data: crosses into workers."""
+    """What ``authenticate`` needs. Plain data: crosses into workers. It holds no key: a
+    worker parses hostile content, so signing keys live only in ``gateway.signer``."""
 
     authserv_id: str
     dns_timeout: float = 5.0
     spf_lifetime: float = 20.0  # RFC 7208 section 4.6.4: at least 20 s for the whole check
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeys:
+    """The private keys of ``auth.arc_seal`` and ``auth.dkim_sign``: loaded by the signer
+    process only (``signing_keys``), never by a worker or the main process."""
+
+    authserv_id: str
     arc_key: SigningKey | None = None
     dkim_keys: tuple[SigningKey, ...] = ()
 
-    def dkim_key_for(self, domain: str) -> SigningKey | None:
-        """The outbound signing key for a From: domain (exact, then its parent domains)."""
-        domain = domain.lower().rstrip(".")
-        keys = {k.domain: k for k in self.dkim_keys}
-        while domain:
-            if domain in keys:
-                return keys[domain]
-            domain = domain.partition(".")[2]
-        return None
+    def dkim_keys_for(self, domains: Iterable[str]) -> tuple[SigningKey, ...]:
+        """The keys that sign for these recipient domains: for each, the key of the domain
+        itself or of its nearest parent (``city.example.lg.jp`` signs for
+        ``mail.city.example.lg.jp``); each key once, in configuration order."""
+        by_domain = {k.domain: k for k in self.dkim_keys}
+        chosen: set[str] = set()
+        for untrusted in domains:
+            domain = untrusted.lower().rstrip(".")
+            while domain:
+                if domain in by_domain:
+                    chosen.add(domain)
+                    break
+                domain = domain.partition(".")[2]
+        return tuple(k for k in self.dkim_keys if k.domain in chosen)
 
 
 # --------------------------------------------------------------------------------------------
@@ -800,11 +816,44 @@ def add_authentication_results(message: bytes, results: AuthResults) -> bytes:
     return header + b"".join(kept) + (blank or linesep) + body
 
 
-def arc_seal(message: bytes, results: AuthResults, key: SigningKey) -> bytes:
-    """Add the next ARC set (AAR, AMS, AS) over the message as it leaves us (RFC 8617).
+def _our_results_only(message: bytes, authserv_id: str) -> bytes:
+    """``message`` without the Authentication-Results fields of other hosts.
 
-    ``message`` must be the final bytes (after every modification); our A-R header is added
-    if missing, because the AAR copies it. Raises ``SigningFailed``."""
+    dkimpy's ARC signer parses every A-R field (with ``authres``) to find ours; the others are
+    never signed (RFC 8617 section 4.1.2: A-R is not in an AMS), so the signer need not read
+    them at all. Less hostile text for the process that holds the key to parse."""
+    fields, blank, body = _split_message(message)
+    ours = authserv_id.lower()
+    kept = [
+        f
+        for f in fields
+        if _field_name(f) != b"authentication-results"
+        or _authserv_id_of(f.partition(b":")[2]) == ours
+    ]
+    return b"".join(kept) + blank + body
+
+
+def arc_set(message: bytes, authserv_id: str, key: SigningKey) -> bytes:
+    """The next ARC set (AAR, AMS, AS; RFC 8617) for ``message`` as it leaves us, to be
+    prepended to it. ``message`` must be final; the AAR copies our Authentication-Results,
+    and without them there is nothing to seal: ``b""``. Raises ``SigningFailed``."""
+    try:
+        headers = dkim.arc_sign(
+            _our_results_only(message, authserv_id),
+            key.selector.encode("ascii"),
+            key.domain.encode("ascii"),
+            key.private_key,
+            authserv_id.encode("ascii"),
+            logger=_dkimpy_log,
+            linesep=_linesep(message),
+        )
+    except Exception as exc:
+        raise SigningFailed(f"ARC seal: {type(exc).__name__}: {exc}") from None
+    return b"".join(headers)
+
+
+def arc_seal(message: bytes, results: AuthResults, key: SigningKey) -> bytes:
+    """``message`` with our A-R header (added if missing) and the next ARC set on top."""
     fields, _, _ = _split_message(message)
     ours = results.authserv_id.lower()
     if not any(
@@ -813,41 +862,35 @@ def arc_seal(message: bytes, results: AuthResults, key: SigningKey) -> bytes:
         for f in fields
     ):
         message = add_authentication_results(message, results)
-    try:
-        headers = dkim.arc_sign(
-            message,
-            key.selector.encode("ascii"),
-            key.domain.encode("ascii"),
-            key.private_key,
-            results.authserv_id.encode("ascii"),
-            logger=_dkimpy_log,
-            linesep=_linesep(message),
-        )
-    except Exception as exc:
-        raise SigningFailed(f"ARC seal: {type(exc).__name__}: {exc}") from None
+    headers = arc_set(message, results.authserv_id, key)
     if not headers:
         raise SigningFailed("ARC seal: dkimpy found no Authentication-Results to seal")
-    return b"".join(headers) + message
+    return headers + message
 
 
-def dkim_sign(message: bytes, key: SigningKey) -> bytes:
-    """Prepend a DKIM-Signature (rsa-sha256, relaxed/relaxed) made with ``key``.
-
-    Idempotent only in the sense that signing twice adds two signatures. Raises
-    ``SigningFailed``."""
+def dkim_signature(message: bytes, key: SigningKey) -> bytes:
+    """A DKIM-Signature field (rsa-sha256, relaxed/relaxed; RFC 6376) over ``message``, to be
+    prepended to it. It signs the fields RFC 6376 section 5.4.1 recommends (From twice, so
+    none can be added) and our ``X-Mugaika-*`` summary fields, so that a server behind us
+    can trust what they say. Raises ``SigningFailed``."""
     try:
-        header = dkim.sign(
-            message,
+        signer = dkim.DKIM(message, logger=_dkimpy_log, linesep=_linesep(message))
+        names = signer.default_sign_headers()
+        names += [n for n, _ in signer.headers if n.lower().startswith(b"x-mugaika-")]
+        return signer.sign(
             key.selector.encode("ascii"),
             key.domain.encode("ascii"),
             key.private_key,
             canonicalize=(b"relaxed", b"relaxed"),
-            logger=_dkimpy_log,
-            linesep=_linesep(message),
+            include_headers=names,
         )
     except Exception as exc:
         raise SigningFailed(f"DKIM sign: {type(exc).__name__}: {exc}") from None
-    return header + message
+
+
+def dkim_sign(message: bytes, key: SigningKey) -> bytes:
+    """``message`` with a ``dkim_signature`` on top. Signing twice adds two signatures."""
+    return dkim_signature(message, key) + message
 
 
 # --------------------------------------------------------------------------------------------
@@ -855,7 +898,18 @@ def dkim_sign(message: bytes, key: SigningKey) -> bytes:
 
 
 def auth_settings(config: Config) -> AuthSettings:
-    """Settings from ``config.auth``, key files read now. Raises ConfigError naming the file."""
+    """Settings for ``authenticate`` from ``config.auth``. Reads no key file."""
+    section = config.auth
+    return AuthSettings(
+        authserv_id=section.authserv_id or config.hostname.lower(),
+        dns_timeout=section.dns_timeout,
+        spf_lifetime=section.spf_lifetime,
+    )
+
+
+def signing_keys(config: Config) -> SigningKeys:
+    """The keys of ``auth.arc_seal`` and ``auth.dkim_sign``, read now: for the signer process
+    only. Raises ConfigError naming the file."""
     section = config.auth
     arc_key = None
     if section.arc_seal is not None:
@@ -864,10 +918,8 @@ def auth_settings(config: Config) -> AuthSettings:
     dkim_keys = tuple(
         SigningKey.from_file(k.domain, k.selector, k.key_file) for k in section.dkim_sign
     )
-    return AuthSettings(
+    return SigningKeys(
         authserv_id=section.authserv_id or config.hostname.lower(),
-        dns_timeout=section.dns_timeout,
-        spf_lifetime=section.spf_lifetime,
         arc_key=arc_key,
         dkim_keys=dkim_keys,
     )

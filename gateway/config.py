@@ -206,7 +206,8 @@ class AuthConfig(_Model):
         default_factory=list
     )
     arc_seal: SigningKeyConfig | None = None  # ARC-seal delivered mail (RFC 8617); null: off
-    # Outbound (LGWAN -> internet) DKIM signing keys, chosen by From: domain.
+    # DKIM keys to sign what the gateway rebuilt, chosen by recipient domain (or its nearest
+    # parent); read only by the signer process (gateway/signer.py).
     dkim_sign: list[SigningKeyConfig] = Field(default_factory=list)
 
 

@@ -82,7 +82,15 @@ AUTH_METHODS = ("spf", "dkim", "dmarc", "arc")
 AUTH_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy")
 # The checks /readyz runs (gateway.http_metrics); each is a label value of mugaika_readiness_up.
 READINESS_CHECKS = ("smtp-listener", "downstream", "quarantine-store")
-WORKER_RESTART_REASONS = ("crash", "timeout", "memory", "recycled", "reloaded", "cancelled")
+WORKER_RESTART_REASONS = (
+    "crash",
+    "timeout",
+    "memory",
+    "recycled",
+    "reloaded",
+    "cancelled",
+    "protocol",  # a worker sent something that is not a valid result (gateway.workers)
+)
 # Attachment actions are kebab-case words chosen by sanitizers; anything else is "other".
 _ACTION_LABEL = re.compile(r"[a-z][a-z0-9-]{0,31}")
 

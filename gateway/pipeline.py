@@ -25,22 +25,27 @@ notice     ``gateway.notice``            Report → notice text, X-Mugaika-* fie
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import email.utils
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
-from gateway import auth
+from pydantic import Field
+
+from gateway import auth, wire
 from gateway.assemble import Assembler
 from gateway.config import Config
-from gateway.inspect import FilePlan, Inspector, IsolationLimits, Plan
+from gateway.inspect import FilePlan, Inspector, IsolationLimits, MessagePlan, Plan
 from gateway.message import Envelope
 from gateway.mime import HeaderField, split_header_block
 from gateway.notice import Notice, summary_headers
 from gateway.replies import Reply
 from gateway.report import Report, Verdict
+from quarantine.summary import NestedMessages, Summary, summarize_headers, summarize_parsed
 from rules.engine import Decision, Policy, PolicySet
 from rules.loader import reload_policies
 
@@ -57,7 +62,8 @@ _SIGNED_CLEAN_OK = _UNCHANGED_OK | {"signature-removed"}
 @dataclass(frozen=True, slots=True)
 class Job:
     """What the main process hands a worker: the envelope, the bytes as received, and the
-    reference id under which the original will be kept (quoted in the notice)."""
+    reference id under which the original will be kept (quoted in the notice). It crosses
+    into the worker pickled: it comes from the main process (see ``gateway.workers``)."""
 
     envelope: Envelope
     raw: bytes
@@ -67,12 +73,78 @@ class Job:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a worker hands back. ``message`` is what to deliver (None unless delivering);
-    ``reply`` carries the text of a policy reject."""
+    ``reply`` carries the text of a policy reject. ``summary`` is what the quarantine shows
+    of the message (headers, text preview), computed here from this worker's parse so that
+    the main process never parses the message. ``rebuilt``: the delivered body is not the
+    received one (then the main process has it DKIM-signed, ``auth.dkim_sign``).
+
+    It crosses back to the main process as a ``gateway.wire`` frame (``to_frame``), never
+    pickled, and ``from_frame`` checks all of it there: the worker parsed hostile input."""
 
     verdict: Verdict
     report: Report
     message: bytes | None = None
     reply: Reply | None = None
+    summary: Summary = dataclasses.field(default_factory=Summary)
+    rebuilt: bool = False
+
+    def to_frame(self) -> wire.Frame:
+        reply = self.reply
+        header = {
+            "verdict": self.verdict.label,
+            "report": self.report.to_dict(),
+            "reply": None
+            if reply is None
+            else {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text},
+            "summary": self.summary.to_dict(),
+            "rebuilt": self.rebuilt,
+            "message": self.message is not None,
+        }
+        return wire.Frame(header, () if self.message is None else (self.message,))
+
+    @classmethod
+    def from_frame(cls, frame: wire.Frame) -> Outcome:
+        """Read back ``to_frame``, checking types, sizes and what may go together: a reply
+        only with a reject and only a 5xx one (a worker must not answer the sender 250 for
+        a message nobody keeps), a message only with a verdict that delivers or holds it.
+        Raises ``wire.WireError``."""
+        checked = wire.check(_WireOutcome, frame.header, "outcome")
+        verdict = Verdict[checked.verdict.upper()]
+        if len(frame.blobs) != (1 if checked.message else 0):
+            raise wire.WireError("outcome: the message flag does not match the byte strings")
+        if checked.message and verdict not in (Verdict.DELIVER, Verdict.TAG, Verdict.QUARANTINE):
+            raise wire.WireError(f"outcome: a message with verdict {verdict.label}")
+        reply = None
+        if checked.reply is not None:
+            if verdict != Verdict.REJECT:
+                raise wire.WireError(f"outcome: a reply with verdict {verdict.label}")
+            reply = Reply(checked.reply.code, checked.reply.enhanced, checked.reply.text)
+        return cls(
+            verdict,
+            Report.from_dict(checked.report),
+            frame.blobs[0] if checked.message else None,
+            reply,
+            Summary.from_dict(checked.summary),
+            checked.rebuilt,
+        )
+
+
+class _WireReply(wire.WireModel):
+    """A policy reject: 5xx, an RFC 3463 5.x.x code, one line of printable text (it is sent
+    to the SMTP client as is)."""
+
+    code: Annotated[int, Field(ge=500, le=599)]
+    enhanced: Annotated[str, Field(pattern=r"^5\.\d{1,3}\.\d{1,3}$")]
+    text: Annotated[str, Field(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class _WireOutcome(wire.WireModel):
+    verdict: Annotated[str, Field(pattern="^(deliver|tag|quarantine|reject|tempfail)$")]
+    report: dict[str, Any]
+    reply: _WireReply | None
+    summary: dict[str, Any]
+    rebuilt: bool
+    message: bool
 
 
 def received_header(envelope: Envelope, hostname: str) -> bytes:
@@ -224,11 +296,18 @@ class Pipeline:
             return Outcome(verdict, report, None, Reply(550, "5.7.1", text))
         if plan is None:
             report.raise_verdict(Verdict.QUARANTINE, "message could not be rebuilt")
-            return Outcome(report.verdict, report)
+            limit = next((f.code for f in report.findings if f.code.startswith("LIMIT_")), "")
+            return Outcome(report.verdict, report, summary=summarize_headers(job.raw, limit))
         message = self._build(job, plan, decision, report, settings, results)
         # A held message keeps its sanitized copy too (what the held parts were replaced by is
         # said in its notice): an admin can release that copy without exposing the original.
-        return Outcome(report.verdict, report, message)
+        return Outcome(
+            report.verdict,
+            report,
+            message,
+            summary=summarize_parsed(plan.parsed, _nested_messages(plan)),
+            rebuilt=_body(message) != _body(job.raw),
+        )
 
     def _build(
         self,
@@ -267,14 +346,28 @@ class Pipeline:
         )
         message = head + body
         if results is not None:
+            # ARC sealing and DKIM signing happen outside this process (``gateway.signer``):
+            # a worker parses hostile content and never holds a private key.
             message = auth.add_authentication_results(message, results)
-            if self.auth_settings is not None and self.auth_settings.arc_key is not None:
-                try:
-                    message = auth.arc_seal(message, results, self.auth_settings.arc_key)
-                except Exception as exc:
-                    log.warning("ARC sealing failed queue_id=%s: %s", report.queue_id, exc)
         # Our Received: is the topmost trace field (RFC 5321 section 4.4), above the results.
         return trace + message
+
+
+def _nested_messages(plan: Plan) -> NestedMessages:
+    """The parses of the attached messages the inspector planned, by part id (recursively),
+    so that the quarantine preview lists their parts without parsing them again."""
+    return {
+        node.part_id: (node.inner.parsed, _nested_messages(node.inner))
+        for node in plan.nodes
+        if isinstance(node, MessagePlan) and node.inner is not None
+    }
+
+
+def _body(message: bytes) -> bytes:
+    """What follows the header block: enough to tell a rebuilt message from the original
+    (our trace and summary fields change only the header block)."""
+    _, offset = split_header_block(message)
+    return message[offset:]
 
 
 def _without_our_fields(message: bytes) -> bytes:
@@ -290,12 +383,16 @@ def _without_our_fields(message: bytes) -> bytes:
 @dataclass(frozen=True, slots=True)
 class WorkerSetup:
     """What every worker starts from: the configuration and the policies, both validated in
-    the main process (so a broken policy file can never reach, let alone stop, a worker)."""
+    the main process (so a broken policy file can never reach, let alone stop, a worker).
+    Pickled into the worker from the main process. It names signing key files but a worker
+    never reads them (``auth.auth_settings(config)`` loads no key): signing is
+    ``gateway.signer``'s."""
 
     config: Config
     policies: PolicySet
 
 
 def init_worker(setup: WorkerSetup) -> Callable[[Job], Outcome]:
-    """Worker entry point (``WorkerPool`` target): build the pipeline once per process."""
+    """Worker entry point (``WorkerPool`` target): build the pipeline once per process.
+    Its results are read with ``Outcome.from_frame`` (the pool's ``decode``)."""
     return Pipeline(setup.config, setup.policies).process

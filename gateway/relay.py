@@ -40,8 +40,10 @@ from gateway.metrics import Metrics, verdict_label
 from gateway.pipeline import Job, Outcome
 from gateway.replies import Reply
 from gateway.report import Report, Verdict
+from gateway.signer import Signer
 from gateway.workers import WorkerPool
 from quarantine.store import HoldRequest, QuarantineStore
+from quarantine.summary import Summary
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -61,11 +63,13 @@ class Relay:
         pool: WorkerPool,
         store: QuarantineStore | None,
         metrics: Metrics,
+        signer: Signer | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
         self.store = store
         self.metrics = metrics
+        self.signer = signer  # None: nothing to sign (no auth.arc_seal, no auth.dkim_sign)
 
     async def handle(
         self, envelope: Envelope, raw: bytes, transaction: Transaction | None
@@ -102,7 +106,10 @@ class Relay:
                 else Verdict.TEMPFAIL
             )
             report.raise_verdict(verdict, exc.code)
-            return Outcome(verdict, report, None, exc.reply)
+            # The main process does not parse the message to summarise it (issue 11): the
+            # quarantine shows the envelope and says why there is no more.
+            summary = Summary(note=f"not inspected: {exc.code}")
+            return Outcome(verdict, report, None, exc.reply, summary=summary)
         finally:
             self.metrics.messages_in_pipeline.dec()
 
@@ -119,7 +126,13 @@ class Relay:
         if verdict == Verdict.QUARANTINE:
             await self._hold(
                 HoldRequest(
-                    report.reference_id, "quarantined", envelope, raw, report, outcome.message
+                    report.reference_id,
+                    "quarantined",
+                    envelope,
+                    raw,
+                    report,
+                    outcome.message,
+                    outcome.summary,
                 )
             )
             return replies.R250_QUARANTINED.with_text(
@@ -139,12 +152,26 @@ class Relay:
         retained = False
         if self.config.quarantine.retain_originals and report.modified and self.store is not None:
             await self._hold(
-                HoldRequest(report.reference_id, "retained", envelope, raw, report, outcome.message)
+                HoldRequest(
+                    report.reference_id,
+                    "retained",
+                    envelope,
+                    raw,
+                    report,
+                    outcome.message,
+                    outcome.summary,
+                )
             )
             retained = True
+        message = outcome.message
+        if self.signer is not None:
+            # In the signer process: the only one with the keys (gateway/signer.py).
+            message = await self.signer.sign(
+                message, (r.domain for r in envelope.recipients), outcome.rebuilt, envelope.queue_id
+            )
         sent = time.monotonic()
         try:
-            result = await transaction.send(outcome.message)
+            result = await transaction.send(message)
         except DownstreamUnavailable as exc:
             self.metrics.downstream_failures.labels("unavailable").inc()
             report.raise_verdict(Verdict.TEMPFAIL, f"{exc.code}: {exc}")

@@ -1,8 +1,10 @@
 """What happened to one message: findings, actions, rule hits and the verdict.
 
 A ``Report`` is created when a message is received and travels with it through every stage.
-Stages only append to it. It is plain data (dataclasses of str/int), so it crosses the worker
-process boundary by pickling and serialises to JSON for the quarantine store and the log.
+Stages only append to it. It is plain data (dataclasses of str/int): ``to_dict`` is what
+crosses the worker boundary (inside a ``gateway.wire`` frame) and what the quarantine store
+and the log keep; ``from_dict`` reads it back and checks every type, length and number first,
+because the dict may come from a worker that parsed hostile input.
 
 Finding codes are SHOUTED and stable: the same string appears in the report, in policy YAML
 (``when: {finding: [PDF_JAVASCRIPT]}``), in metric labels and in the admin UI.
@@ -14,7 +16,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field as Bounded
+
+from gateway import wire
 
 
 class Verdict(IntEnum):
@@ -140,20 +146,81 @@ class Report:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Report:
+    def from_dict(cls, data: object) -> Report:
+        """The report ``to_dict`` made, checked: strict types, bounded strings, lists and
+        numbers, a known verdict, no unknown keys. Raises ``wire.WireError`` naming the first
+        problem (``data`` may come from a compromised worker)."""
+        checked = wire.check(_WireReport, data, "report")
         return cls(
-            queue_id=data["queue_id"],
-            findings=[Finding(**f) for f in data.get("findings", [])],
-            actions=[Action(**a) for a in data.get("actions", [])],
-            attachments=[AttachmentRecord(**a) for a in data.get("attachments", [])],
-            rule_hits=[RuleHit(**r) for r in data.get("rule_hits", [])],
-            rule_misses=list(data.get("rule_misses", [])),
-            auth=dict(data.get("auth", {})),
-            verdict=Verdict[str(data.get("verdict", "deliver")).upper()],
-            reasons=list(data.get("reasons", [])),
-            policy=data.get("policy", ""),
-            reference_id=data.get("reference_id", ""),
+            queue_id=checked.queue_id,
+            findings=[Finding(**f.model_dump()) for f in checked.findings],
+            actions=[Action(**a.model_dump()) for a in checked.actions],
+            attachments=[AttachmentRecord(**a.model_dump()) for a in checked.attachments],
+            rule_hits=[RuleHit(**r.model_dump()) for r in checked.rule_hits],
+            rule_misses=list(checked.rule_misses),
+            auth=dict(checked.auth),
+            verdict=Verdict[checked.verdict.upper()],
+            reasons=list(checked.reasons),
+            policy=checked.policy,
+            reference_id=checked.reference_id,
         )
+
+
+# --- the checked shape of ``Report.to_dict`` ------------------------------------------------
+# Bounds are far above what an honest report holds (a message has at most
+# ``limits.max_parts`` parts, 100,000 at most) and keep a dishonest one from costing more than
+# its frame's bytes.
+
+_MANY = 1_000_000
+
+
+class _WireFinding(wire.WireModel):
+    code: wire.Name
+    part_id: wire.Name
+    detail: wire.Detail = ""
+
+
+class _WireAction(wire.WireModel):
+    kind: wire.Name
+    part_id: wire.Name = ""
+    reason: wire.Detail = ""
+    detail: wire.Detail = ""
+    count: wire.Count = 1
+
+
+class _WireAttachment(wire.WireModel):
+    part_id: wire.Name
+    untrusted_filename: wire.Detail
+    declared_type: wire.Detail
+    detected_type: wire.Name
+    sha256: wire.Name
+    size: wire.Size
+    action: wire.Name = ""
+    reason: wire.Detail = ""
+    output_filename: wire.Detail = ""
+    output_sha256: wire.Name = ""
+    output_size: wire.Size = 0
+
+
+class _WireRuleHit(wire.WireModel):
+    rule: wire.Line
+    action: wire.Name
+    reason: wire.Detail = ""
+    enforced: bool = True
+
+
+class _WireReport(wire.WireModel):
+    queue_id: wire.Name
+    findings: Annotated[list[_WireFinding], Bounded(max_length=_MANY)]
+    actions: Annotated[list[_WireAction], Bounded(max_length=_MANY)]
+    attachments: Annotated[list[_WireAttachment], Bounded(max_length=_MANY)]
+    rule_hits: Annotated[list[_WireRuleHit], Bounded(max_length=100_000)]
+    rule_misses: Annotated[list[wire.Line], Bounded(max_length=100_000)]
+    auth: Annotated[dict[wire.Name, wire.Detail], Bounded(max_length=64)]
+    verdict: Annotated[str, Bounded(pattern="^(deliver|tag|quarantine|reject|tempfail)$")]
+    reasons: Annotated[list[wire.Detail], Bounded(max_length=100_000)]
+    policy: wire.Line
+    reference_id: wire.Name
 
 
 # Actions that record bookkeeping rather than a change a recipient must be told about.

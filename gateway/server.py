@@ -37,10 +37,12 @@ from gateway.errors import ConfigError
 from gateway.http_metrics import MetricsEndpoint, Probe, explained, in_thread
 from gateway.logs import log_fields, smtp_log
 from gateway.metrics import BacklogSource, Metrics
-from gateway.pipeline import WorkerSetup
+from gateway.pipeline import Outcome, WorkerSetup
 from gateway.relay import Relay
+from gateway.signer import Signer
+from gateway.signer import enabled as signing_enabled
 from gateway.smtp import GatewayHandler, GatewaySMTP, make_tls_context
-from gateway.workers import WorkerLimits, WorkerPool
+from gateway.workers import MIB, WorkerLimits, WorkerPool
 from quarantine.store import QuarantineStore
 from rules.loader import reload_policies
 
@@ -85,6 +87,7 @@ class GatewayServer:
         self.pipeline_target = pipeline_target or type(self).pipeline_target
         self.store = store
         self.pool: WorkerPool | None = None
+        self.signer: Signer | None = None
         self.downstream: Downstream | None = None
         self.handler: GatewayHandler | None = None
         self.smtp_server: asyncio.AbstractServer | None = None
@@ -113,8 +116,18 @@ class GatewayServer:
             worker_limits(config),
             preload=("gateway.pipeline",),
             on_restart=lambda reason: self.metrics.worker_restarts.labels(reason).inc(),
+            # Results are checked frames, never pickles; a worker cannot make more than fits
+            # in its address space.
+            decode=Outcome.from_frame,
+            max_result_bytes=config.workers.memory_limit_mb * MIB,
         )
         await self.pool.start()
+        if signing_enabled(config):
+            # The private keys live in this one process only (gateway/signer.py).
+            self.signer = Signer(
+                config, on_restart=lambda reason: self.metrics.worker_restarts.labels(reason).inc()
+            )
+            await self.signer.start()
         self.downstream = make_downstream(
             config.downstream,
             config.maildir,
@@ -139,7 +152,7 @@ class GatewayServer:
         # -- end monitoring ------------------------------------------------------------------
         for service in self.services:
             await service.start()
-        relay = Relay(config, self.pool, self.store, self.metrics)
+        relay = Relay(config, self.pool, self.store, self.metrics, self.signer)
         self.handler = GatewayHandler(config, self.downstream, relay, self.metrics)
         tls_context = make_tls_context(config)
         host, port = parse_host_port(config.listen)
@@ -244,6 +257,10 @@ class GatewayServer:
         if self.pool is not None:
             # Workers are replaced between messages; sessions and messages in flight go on.
             await self.pool.reload(WorkerSetup(new, policies))
+        if self.signer is not None:
+            # Keys are re-read by a new signer process; turning signing on or off at all
+            # needs a restart (like the listen addresses).
+            await self.signer.reload(new)
         return True
 
     async def shutdown(self, grace: float = DEFAULT_GRACE) -> None:
@@ -273,6 +290,8 @@ class GatewayServer:
             await asyncio.wait(set(handler.background), timeout=5)
         if self.pool is not None:
             await self.pool.close(grace=5)
+        if self.signer is not None:
+            await self.signer.close()
         for service in reversed(self.services):
             with contextlib.suppress(Exception):
                 await service.stop()

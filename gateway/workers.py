@@ -20,12 +20,27 @@ Two layers, in the shape of dangerzone's ``doc_to_pixels_proc``:
 
 ``run_isolated`` (used inside a worker, per attachment)
     Forks a child for one sanitizer call with its own RLIMIT_AS and RLIMIT_CPU and a wall-clock
-    deadline; the result comes back pickled through a pipe. The child closes every inherited
+    deadline; the result comes back through a pipe. The child closes every inherited
     descriptor except its end of that pipe. A crash, timeout or memory error becomes
     ``CannotSanitize(code)`` so the policy can strip or quarantine that one part; the message
     worker survives.
 
-Only plain data crosses either boundary: pickled dataclasses, bytes, str, int, and error codes.
+What crosses each boundary, and why it is safe:
+
+- **Results** (worker → main process, sanitizer child → worker) come from a process that
+  parsed hostile input and may be running an attacker's code. They are ``gateway.wire``
+  frames: one JSON object plus length-prefixed bytes, never a pickle (issue 11: the old
+  allowlisting unpickler resolved ``gateway.workers`` + ``os.system``). The reader bounds the
+  frame's size before reading it, and the receiving type's ``from_frame`` checks every type,
+  size and number (``Outcome``, ``SanitizeResult``, ``Report``) before anything uses it. A
+  frame that breaks these rules is a protocol violation: the worker is killed and replaced
+  (``WorkerProtocolError``, restart reason ``protocol``), the sanitizer child's part fails
+  closed (``CannotSanitize("WORKER_PROTOCOL")``).
+- **Jobs and set-up** (main process → worker: ``Job``, ``WorkerSetup``) are still pickled by
+  ``multiprocessing``. They come from the more trusted side (the main process built them
+  from the SMTP session and the validated configuration) and are unpickled in the less
+  trusted process, which can only harm itself. A sanitizer child inherits its arguments by
+  ``fork``: nothing is serialised in that direction.
 """
 
 from __future__ import annotations
@@ -33,11 +48,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import io
 import multiprocessing
 import multiprocessing.connection
 import os
-import pickle
+import re
 import resource
 import select
 import signal
@@ -47,6 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from gateway import wire
 from gateway.errors import (
     CannotSanitize,
     MugaikaError,
@@ -55,6 +70,7 @@ from gateway.errors import (
     WorkerTimeout,
 )
 from gateway.logs import log_fields, worker_log
+from gateway.wire import Decoder, Frame, WireError
 
 MIB = 1024 * 1024
 _READY = b"mugaika-worker-ready"
@@ -68,35 +84,58 @@ class WorkerLimits:
     max_jobs: int = 500
 
 
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """How a worker reports an exception: a stable code and a one-line detail, no traceback."""
+class WorkerProtocolError(WorkerCrashed):
+    """A worker sent something that is not a well-formed, valid result: it may be running
+    an attacker's code. It is killed and replaced; the message fails like a crash."""
 
-    code: str
-    detail: str
-
-
-class _ResultUnpickler(pickle.Unpickler):
-    """Unpickles what a worker returns, allowing only our own types and plain containers.
-
-    A worker parses hostile documents; if one ever took control of a worker, an unrestricted
-    ``pickle.loads`` would hand it the parent too. Results are dataclasses of this project
-    and builtin scalars, so nothing else is needed.
-    """
-
-    _ALLOWED_BUILTINS = frozenset({"set", "frozenset", "bytearray"})
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] in ("gateway", "rules", "quarantine") or (
-            module == "builtins" and name in self._ALLOWED_BUILTINS
-        ):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"worker result may not contain {module}.{name}")
+    code = "WORKER_PROTOCOL"
 
 
-def loads_result(data: bytes) -> Any:
-    """``pickle.loads`` restricted to the types a worker may return."""
-    return _ResultUnpickler(io.BytesIO(data)).load()
+# Error codes are SHOUTED tokens; anything else from a worker is a protocol violation.
+_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
+MAX_DETAIL = 500
+
+
+class _WireFailure(wire.WireModel):
+    code: wire.Name
+    detail: wire.Detail
+
+
+def _to_frame(result: object) -> Frame:
+    """A handler's return value as a frame: our types know their own (``to_frame``), any
+    other value must be plain JSON data."""
+    if isinstance(result, Frame):
+        return result
+    to_frame = getattr(result, "to_frame", None)
+    if callable(to_frame):
+        frame = to_frame()
+        if not isinstance(frame, Frame):
+            raise WireError(f"{type(result).__name__}.to_frame() returned no Frame")
+        return frame
+    return wire.plain_frame(result)
+
+
+def _result_bytes(result: object) -> bytes:
+    frame = _to_frame(result)
+    return wire.encode(Frame({"result": frame.header}, frame.blobs))
+
+
+def _failure_bytes(code: str, detail: str) -> bytes:
+    return wire.encode(Frame({"failure": {"code": code, "detail": detail[:MAX_DETAIL]}}))
+
+
+def _read_result(data: bytes, limits: wire.WireLimits, decode: Decoder) -> tuple[Any, bool]:
+    """``(value, False)`` for a result, ``((code, detail), True)`` for a reported failure.
+    Raises ``WireError`` for anything else."""
+    frame = wire.decode(data, limits)
+    if set(frame.header) == {"failure"} and not frame.blobs:
+        failure = wire.check(_WireFailure, frame.header["failure"], "failure")
+        if not _CODE.fullmatch(failure.code):
+            raise WireError("failure: code is not a SHOUTED token")
+        return (failure.code, failure.detail[:MAX_DETAIL]), True
+    if set(frame.header) == {"result"} and isinstance(frame.header["result"], dict):
+        return decode(Frame(frame.header["result"], frame.blobs)), False
+    raise WireError("neither a result nor a failure")
 
 
 def _set_memory_limit(megabytes: int) -> None:
@@ -131,22 +170,23 @@ def _worker_main(
     conn.send_bytes(_READY)
     while True:
         try:
-            job = conn.recv()
+            job = conn.recv()  # from the main process: see the module docstring
         except (EOFError, OSError):
             return
         if job is None:
             return
         try:
-            result: Any = handler(job)
+            answer = _result_bytes(handler(job))
         except MemoryError:
-            conn.send(_Failure("WORKER_MEMORY", "memory limit exceeded"))
+            with contextlib.suppress(MemoryError, OSError):
+                conn.send_bytes(_failure_bytes("WORKER_MEMORY", "memory limit exceeded"))
             return  # heap state is suspect after a MemoryError: let the pool replace us
         except MugaikaError as exc:
-            result = _Failure(exc.code, str(exc)[:500])
+            answer = _failure_bytes(exc.code, str(exc))
         except Exception as exc:
-            result = _Failure("WORKER_EXCEPTION", f"{type(exc).__name__}: {exc}"[:500])
+            answer = _failure_bytes("WORKER_EXCEPTION", f"{type(exc).__name__}: {exc}")
         try:
-            conn.send(result)
+            conn.send_bytes(answer)
         except MemoryError:
             return
 
@@ -173,9 +213,13 @@ class WorkerPool:
     """A fixed-size pool of worker processes driven from an asyncio event loop.
 
     ``target`` is ``"module:function"``; the function is called once in each worker with
-    ``init_payload`` and returns the job handler. ``run(job)`` awaits a free worker, sends the
-    job, and returns the handler's result or raises WorkerCrashed / WorkerTimeout /
-    WorkerMemoryExceeded, or MugaikaError(code) for an exception inside the handler.
+    ``init_payload`` and returns the job handler. The handler returns one of our types with a
+    ``to_frame()`` (``Outcome``) or plain JSON data; ``decode`` turns the frame back into a
+    value in this process, checking it (``Outcome.from_frame``; default: plain JSON data).
+    ``run(job)`` awaits a free worker, sends the job, and returns the decoded result or raises
+    WorkerCrashed / WorkerTimeout / WorkerMemoryExceeded / WorkerProtocolError, or
+    MugaikaError(code) for an exception inside the handler. A result larger than
+    ``max_result_bytes`` is a protocol violation (it is refused before it is read).
     """
 
     def __init__(
@@ -186,11 +230,15 @@ class WorkerPool:
         limits: WorkerLimits,
         preload: tuple[str, ...] = (),
         on_restart: Callable[[str], None] | None = None,
+        decode: Decoder = wire.plain_value,
+        max_result_bytes: int = wire.MAX_TOTAL_BYTES,
     ) -> None:
         self.target = target
         self.init_payload = init_payload
         self.count = count
         self.limits = limits
+        self.decode = decode
+        self.wire_limits = wire.WireLimits(max_total_bytes=max_result_bytes)
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(["gateway.workers", *preload])
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
@@ -226,7 +274,7 @@ class WorkerPool:
         child_conn.close()
         worker = _Worker(process, parent_conn, self._generation)
         try:
-            ready = parent_conn.poll(STARTUP_TIMEOUT) and parent_conn.recv_bytes() == _READY
+            ready = parent_conn.poll(STARTUP_TIMEOUT) and parent_conn.recv_bytes(64) == _READY
         except (EOFError, OSError):
             ready = False
         if not ready:
@@ -285,13 +333,30 @@ class WorkerPool:
             try:
                 await loop.run_in_executor(self._io, worker.conn.send, job)
                 raw = await asyncio.wait_for(
-                    loop.run_in_executor(self._io, worker.conn.recv_bytes), self.limits.timeout
+                    loop.run_in_executor(
+                        self._io, worker.conn.recv_bytes, self.wire_limits.max_total_bytes
+                    ),
+                    self.limits.timeout,
                 )
-                result = loads_result(raw)
+                # Decoding and checking a large report is CPU work: off the event loop too.
+                result, failed = await loop.run_in_executor(
+                    self._io, _read_result, raw, self.wire_limits, self.decode
+                )
             except TimeoutError:
                 await self._replace(worker, "timeout")
                 raise WorkerTimeout(f"no answer within {self.limits.timeout:g}s") from None
-            except (EOFError, OSError, pickle.UnpicklingError):
+            except WireError as exc:
+                await self._replace(worker, "protocol")
+                log_fields(worker_log, 40, "worker broke the result protocol", error=str(exc))
+                raise WorkerProtocolError(f"worker broke the result protocol: {exc}") from None
+            except (EOFError, OSError) as exc:
+                if isinstance(exc, OSError) and "bad message length" in str(exc):
+                    # recv_bytes refused a result over max_result_bytes without reading it.
+                    await self._replace(worker, "protocol")
+                    raise WorkerProtocolError(
+                        "worker broke the result protocol: result over "
+                        f"{self.wire_limits.max_total_bytes} bytes"
+                    ) from None
                 await loop.run_in_executor(self._io, worker.process.join, 5)
                 code = worker.process.exitcode
                 await self._replace(worker, "crash")
@@ -301,13 +366,14 @@ class WorkerPool:
                 await asyncio.shield(self._replace(worker, "cancelled"))
                 raise
             worker.jobs += 1
-            if isinstance(result, _Failure):
-                if result.code == "WORKER_MEMORY":
+            if failed:
+                code, detail = result
+                if code == "WORKER_MEMORY":
                     await self._replace(worker, "memory")
-                    raise WorkerMemoryExceeded(result.detail)
+                    raise WorkerMemoryExceeded(detail)
                 self._release(worker)
-                error = MugaikaError(result.detail)
-                error.code = result.code
+                error = MugaikaError(detail)
+                error.code = code
                 raise error
             self._release(worker)
             return result
@@ -373,21 +439,36 @@ def _close_inherited_fds(keep: int) -> None:
                     os.close(fd)
 
 
+def _default_decoder(frame: Frame) -> Any:
+    from gateway.sanitizers.base import SanitizeResult  # the sanitizers import this module
+
+    return SanitizeResult.from_frame(frame)
+
+
 def run_isolated(
     func: Callable[..., Any],
     *args: Any,
     timeout: float,
     memory_limit_mb: int,
+    decode: Decoder | None = None,
 ) -> Any:
     """Call ``func(*args)`` in a forked child with its own limits; return its result.
 
+    ``func`` returns a ``SanitizeResult`` (the sanitizers' ``sanitize``), read back with
+    ``SanitizeResult.from_frame``; for any other result pass ``decode`` (and return a type
+    with ``to_frame()``, or plain JSON data for ``wire.plain_value``).
+
     Limits: RLIMIT_AS ``memory_limit_mb``; RLIMIT_CPU ``ceil(timeout) + 1`` seconds; a wall-
-    clock ``timeout`` after which the child is SIGKILLed. Raises CannotSanitize with code
-    ``WORKER_TIMEOUT``, ``WORKER_MEMORY`` or ``WORKER_CRASHED``; an exception inside ``func``
-    is re-raised as CannotSanitize with its code (a MugaikaError's own, else
+    clock ``timeout`` after which the child is SIGKILLed; at most ``memory_limit_mb`` MiB of
+    result (the child cannot have made more). Raises CannotSanitize with code
+    ``WORKER_TIMEOUT``, ``WORKER_MEMORY``, ``WORKER_CRASHED`` or ``WORKER_PROTOCOL`` (the
+    child sent something that is not a valid result: see the module docstring); an exception
+    inside ``func`` is re-raised as CannotSanitize with its code (a MugaikaError's own, else
     ``SANITIZER_ERROR``). Must be called from a single-threaded process (a worker, or the
     CLI), as fork() requires.
     """
+    decoder = decode or _default_decoder
+    max_bytes = memory_limit_mb * MIB
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -397,24 +478,20 @@ def run_isolated(
             _close_inherited_fds(keep=write_fd)
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             hard_as = resource.getrlimit(resource.RLIMIT_AS)[1]
-            limit = memory_limit_mb * MIB
+            limit = max_bytes
             if hard_as != resource.RLIM_INFINITY:
                 limit = min(limit, hard_as)
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard_as))
             cpu = int(timeout) + 1
             resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
             try:
-                outcome: Any = ("ok", func(*args))
+                payload = _result_bytes(func(*args))
             except MemoryError:
-                outcome = ("error", "WORKER_MEMORY", "memory limit exceeded")
+                payload = _failure_bytes("WORKER_MEMORY", "memory limit exceeded")
             except MugaikaError as exc:
-                outcome = ("error", exc.code, str(exc)[:500])
+                payload = _failure_bytes(exc.code, str(exc))
             except Exception as exc:
-                outcome = ("error", "SANITIZER_ERROR", f"{type(exc).__name__}: {exc}"[:500])
-            try:
-                payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-            except MemoryError:
-                payload = pickle.dumps(("error", "WORKER_MEMORY", "memory limit exceeded"))
+                payload = _failure_bytes("SANITIZER_ERROR", f"{type(exc).__name__}: {exc}")
             with os.fdopen(write_fd, "wb") as pipe:
                 pipe.write(payload)
         except BaseException:
@@ -425,7 +502,8 @@ def run_isolated(
     os.close(write_fd)
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
-    timed_out = False
+    received = 0
+    timed_out = oversized = False
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -438,26 +516,34 @@ def run_isolated(
             chunk = os.read(read_fd, 1 << 20)
             if not chunk:
                 break
+            received += len(chunk)
+            if received > max_bytes:
+                oversized = True
+                break
             chunks.append(chunk)
     finally:
         os.close(read_fd)
-        if timed_out:
+        if timed_out or oversized:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
 
     if timed_out:
         raise CannotSanitize("WORKER_TIMEOUT", f"no result within {timeout:g}s")
+    if oversized:
+        raise CannotSanitize("WORKER_PROTOCOL", f"result over {max_bytes} bytes")
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         code = "WORKER_TIMEOUT" if sig == signal.SIGXCPU else "WORKER_CRASHED"
         raise CannotSanitize(code, f"killed by signal {signal.Signals(sig).name}")
+    data = b"".join(chunks)
+    if not data:
+        raise CannotSanitize("WORKER_CRASHED", "no result from the isolated process")
     try:
-        outcome = loads_result(b"".join(chunks))
-    except Exception:
-        raise CannotSanitize("WORKER_CRASHED", "no result from the isolated process") from None
-    if isinstance(outcome, tuple) and len(outcome) == 2 and outcome[0] == "ok":
-        return outcome[1]
-    if isinstance(outcome, tuple) and len(outcome) == 3 and outcome[0] == "error":
-        raise CannotSanitize(str(outcome[1]), str(outcome[2]))
-    raise CannotSanitize("WORKER_CRASHED", "malformed result from the isolated process")
+        result, failed = _read_result(data, wire.WireLimits(max_total_bytes=max_bytes), decoder)
+    except WireError as exc:
+        raise CannotSanitize("WORKER_PROTOCOL", f"invalid result: {exc}"[:MAX_DETAIL]) from None
+    if failed:
+        code, detail = result
+        raise CannotSanitize(code, detail)
+    return result

@@ -90,6 +90,9 @@ items = Table(
     Column("report", Text, nullable=False),  # gateway.report.Report JSON
     Column("client", Text, nullable=False),  # JSON of gateway.message.ClientInfo
     Column("headers", Text, nullable=False),  # JSON [[name, decoded value], ...] (bounded)
+    # JSON {"parts": [...], "note": ...}: the worker's text preview (quarantine.summary);
+    # NULL for items held before it was stored, and once the original is gone.
+    Column("preview", Text, nullable=True),
     Column("mail_options", Text, nullable=False),  # JSON list of ESMTP MAIL parameters
     Column("search_text", Text, nullable=False),  # lower-cased id, from, to, subject, msgid
     Column("release_count", Integer, nullable=False, default=0),

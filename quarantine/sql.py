@@ -76,7 +76,13 @@ from quarantine.schema import (
     status_history,
 )
 from quarantine.store import HoldRequest
-from quarantine.summary import clean_text, summarize
+from quarantine.summary import (
+    PreviewPart,
+    Summary,
+    clean_text,
+    preview_part_to_dict,
+    preview_parts_from_dict,
+)
 from quarantine.users import Actor, utcnow
 
 Scope = frozenset[str] | None  # recipient domains visible; None = all
@@ -154,6 +160,10 @@ class Item:
     client: dict[str, Any]
     headers: list[tuple[str, str]]
     report: dict[str, Any]
+    # The worker's text preview (None: not stored, or the original is gone) and why it is
+    # short or missing.
+    preview: list[PreviewPart] | None
+    preview_note: str
     original_sha256: str
     sanitized_sha256: str | None
     original_available: bool
@@ -282,6 +292,17 @@ class Claim:
     item_id: str
     token: str
     previous_status: str
+
+
+def _preview(row: Any) -> dict[str, Any]:
+    """The stored preview: written by ``_hold`` from the worker's checked summary."""
+    if row.preview is None or row.original_blob is None:
+        return {"preview": None, "preview_note": ""}
+    stored = json.loads(row.preview)
+    return {
+        "preview": list(preview_parts_from_dict(stored.get("parts", []))),
+        "preview_note": str(stored.get("note", "")),
+    }
 
 
 def _summary(row: Any) -> ItemSummary:
@@ -443,7 +464,8 @@ class SqlStore:
 
     def _hold(self, request: HoldRequest) -> str:
         envelope = request.envelope
-        summary = summarize(request.original)
+        # Computed by the worker from its own parse: this process never parses the message.
+        summary = request.summary
         now = utcnow()
         received = (
             datetime.datetime.fromtimestamp(envelope.received_at, tz=datetime.UTC)
@@ -475,7 +497,7 @@ class SqlStore:
         self,
         request: HoldRequest,
         envelope: Any,
-        summary: Any,
+        summary: Summary,
         now: datetime.datetime,
         received: datetime.datetime,
         domains: builtins.list[str],
@@ -532,6 +554,13 @@ class SqlStore:
                         ensure_ascii=False,
                     ),
                     headers=json.dumps(summary.headers, ensure_ascii=False),
+                    preview=json.dumps(
+                        {
+                            "parts": [preview_part_to_dict(p) for p in summary.parts],
+                            "note": summary.note,
+                        },
+                        ensure_ascii=False,
+                    ),
                     mail_options=json.dumps(list(envelope.mail_options)),
                     search_text=search,
                     release_count=0,
@@ -646,6 +675,7 @@ class SqlStore:
             client=json.loads(row.client),
             headers=[tuple(h) for h in json.loads(row.headers)],
             report=json.loads(row.report),
+            **_preview(row),
             original_sha256=row.original_sha256,
             sanitized_sha256=row.sanitized_sha256,
             original_available=row.original_blob is not None,
@@ -890,7 +920,13 @@ class SqlStore:
             conn.execute(
                 update(items)
                 .where(items.c.id == item_id)
-                .values(status=DELETED, original_blob=None, sanitized_blob=None, updated_at=now)
+                .values(
+                    status=DELETED,
+                    original_blob=None,
+                    sanitized_blob=None,
+                    preview=None,
+                    updated_at=now,
+                )
             )
             self._history(conn, item_id, status, DELETED, actor.name, reason, now)
         self.collect_garbage()
@@ -921,7 +957,11 @@ class SqlStore:
                         update(items)
                         .where(items.c.id == row.id)
                         .values(
-                            status=EXPIRED, original_blob=None, sanitized_blob=None, updated_at=now
+                            status=EXPIRED,
+                            original_blob=None,
+                            sanitized_blob=None,
+                            preview=None,
+                            updated_at=now,
                         )
                     )
                     self._history(

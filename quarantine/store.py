@@ -11,11 +11,12 @@ bytes content-addressed. The contract every implementation keeps:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from gateway.message import Envelope
 from gateway.report import Report
+from quarantine.summary import Summary
 
 HoldKind = Literal["quarantined", "retained"]
 
@@ -26,7 +27,10 @@ class HoldRequest:
 
     ``kind`` is ``quarantined`` (held back; an admin decides) or ``retained`` (the original of
     a message that was delivered sanitized, kept so that it can be released on request).
-    ``reference_id`` is the id quoted in the notice and in the SMTP reply.
+    ``reference_id`` is the id quoted in the notice and in the SMTP reply. ``summary`` is
+    what the quarantine shows of the message (headers, text preview): the worker computed it
+    from its own parse; the store keeps it as given and never parses ``original`` (issue 11:
+    the main process parses no content).
     """
 
     reference_id: str
@@ -35,6 +39,7 @@ class HoldRequest:
     original: bytes
     report: Report
     sanitized: bytes | None = None
+    summary: Summary = field(default_factory=lambda: Summary(note="no summary"))
 
 
 class QuarantineStore(Protocol):

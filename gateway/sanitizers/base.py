@@ -17,8 +17,11 @@ policy YAML). ``gateway.detect`` maps a part's true type to one of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
+from pydantic import Field as Bounded
+
+from gateway import wire
 from gateway.report import Finding
 
 # What a part is, by its content (never by its name alone). Policies set an action per class.
@@ -90,6 +93,60 @@ class SanitizeResult:
     @property
     def output(self) -> bytes | None:
         return self.outputs[0].data if self.outputs else None
+
+    def to_frame(self) -> wire.Frame:
+        """What the sanitizer child sends its worker (``gateway.workers.run_isolated``): the
+        outputs' names and sizes and the findings as JSON, the outputs' bytes beside it."""
+        header = {
+            "outputs": [
+                {"filename": o.filename, "content_type": o.content_type, "size": len(o.data)}
+                for o in self.outputs
+            ],
+            "findings": [
+                {"code": f.code, "part_id": f.part_id, "detail": f.detail} for f in self.findings
+            ],
+            "notes": list(self.notes),
+        }
+        return wire.Frame(header, tuple(o.data for o in self.outputs))
+
+    @classmethod
+    def from_frame(cls, frame: wire.Frame) -> SanitizeResult:
+        """Read back ``to_frame``, checking every type, size and count (the child parsed a
+        hostile document). Raises ``wire.WireError``."""
+        checked = wire.check(_WireSanitizeResult, frame.header, "sanitize result")
+        wire.blob_sizes_match(frame.blobs, [o.size for o in checked.outputs], "sanitize result")
+        return cls(
+            outputs=tuple(
+                OutputFile(data, o.filename, o.content_type)
+                for o, data in zip(checked.outputs, frame.blobs, strict=True)
+            ),
+            findings=tuple(Finding(f.code, f.part_id, f.detail) for f in checked.findings),
+            notes=tuple(checked.notes),
+        )
+
+
+class _WireOutput(wire.WireModel):
+    # Both end up in the delivered message's part headers: no control character (a CR or LF
+    # would let a compromised child write header fields, even MIME structure, of its own).
+    filename: Annotated[str, Bounded(max_length=1_000, pattern=r"^[^\x00-\x1f\x7f]*$")]
+    content_type: Annotated[
+        str,
+        Bounded(max_length=255, pattern=r"^[!#-'*+.0-9A-Z^-~-]+/[!#-'*+.0-9A-Z^-~-]+(;[ -~]*)?$"),
+    ]
+    size: wire.Size
+
+
+class _WireFinding(wire.WireModel):
+    code: wire.Name
+    part_id: wire.Name
+    detail: wire.Detail = ""
+
+
+class _WireSanitizeResult(wire.WireModel):
+    # A PDF in mode "both" has two outputs; no sanitizer makes more than a few.
+    outputs: Annotated[list[_WireOutput], Bounded(max_length=16)]
+    findings: Annotated[list[_WireFinding], Bounded(max_length=100_000)]
+    notes: Annotated[list[wire.Detail], Bounded(max_length=1_000)]
 
 
 class Sanitizer(Protocol):

@@ -427,10 +427,11 @@ class AdminApp:
         item = await run_in_threadpool(self.store.get, item_id, actor.scope)
         history = await run_in_threadpool(self.store.history, item_id)
         requests = await run_in_threadpool(self.store.requests, actor.scope, None, item_id)
+        # The preview the worker computed when the message was held (quarantine.summary):
+        # the web process never parses a held message. None once the original is gone.
         parts: list[summary_module.PreviewPart] | None = None
         if item.original_available:
-            raw = await run_in_threadpool(self.store.original, item_id, actor.scope)
-            parts = await run_in_threadpool(summary_module.preview, raw)
+            parts = item.preview if item.preview is not None else []
         audit: list[Any] = []
         if actor.can("audit"):
             audit, _ = await run_in_threadpool(
@@ -447,6 +448,7 @@ class AdminApp:
             history=history,
             requests=requests,
             parts=parts,
+            preview_note=item.preview_note,
             audit=audit,
             can_release_original=actor.can("release-original") and policy == "single",
             can_release_sanitized=actor.can("release-sanitized") and item.sanitized_available,

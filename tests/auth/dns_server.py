@@ -72,7 +72,15 @@ class DnsServer:
             elif (name, rdtype) in self.zone:
                 values = self.zone[(name, rdtype)]
                 if rdtype == "TXT":
-                    values = ['"' + v.replace('"', '\\"') + '"' for v in values]
+                    # One record of character-strings of at most 255 octets (RFC 1035 3.3.14;
+                    # a 2048-bit DKIM key record is longer than one).
+                    values = [
+                        " ".join(
+                            '"' + v[i : i + 255].replace('"', '\\"') + '"'
+                            for i in range(0, max(len(v), 1), 255)
+                        )
+                        for v in values
+                    ]
                 response.answer.append(
                     dns.rrset.from_text_list(question.name, self.ttl, "IN", rdtype, values)
                 )

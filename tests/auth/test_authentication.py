@@ -3,6 +3,7 @@ real DNS server on loopback; never the network."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from gateway.auth import (
     DnsTempError,
     SigningFailed,
     SigningKey,
+    SigningKeys,
     StaticResolver,
     add_authentication_results,
     arc_seal,
@@ -26,6 +28,7 @@ from gateway.auth import (
     check_dkim,
     dkim_sign,
     organizational_domain,
+    signing_keys,
 )
 from gateway.config import load_config
 from gateway.errors import ConfigError
@@ -411,17 +414,20 @@ def test_arc_seal_with_a_bad_key_raises_signing_failed() -> None:
         arc_seal(message(), results, SigningKey("gw.example", "arc", b"not a key"))
 
 
-def test_outbound_dkim_sign_verifies() -> None:
+def test_dkim_sign_verifies_and_keys_are_chosen_by_recipient_domain() -> None:
     pem, record = rsa_key("out")
     signed = dkim_sign(
         message(from_="soumu@city.example.lg.jp"), SigningKey("city.example.lg.jp", "mugaika", pem)
     )
     r = StaticResolver({("mugaika._domainkey.city.example.lg.jp", "TXT"): [record]})
     assert check_dkim(signed, r, SETTINGS)[0].result == "pass"
-    settings = AuthSettings("gw", dkim_keys=(SigningKey("city.example.lg.jp", "s", pem),))
-    assert settings.dkim_key_for("mail.city.example.lg.jp") is not None
-    assert settings.dkim_key_for("example.lg.jp") is None
-    assert "BEGIN" not in repr(settings)  # key material never in logs
+    city = SigningKey("city.example.lg.jp", "s", pem)
+    town = SigningKey("town.example.lg.jp", "s", pem)
+    keys = SigningKeys("gw", dkim_keys=(city, town))
+    assert keys.dkim_keys_for(["mail.city.example.lg.jp"]) == (city,)
+    assert keys.dkim_keys_for(["TOWN.example.lg.jp.", "city.example.lg.jp"]) == (city, town)
+    assert keys.dkim_keys_for(["example.lg.jp", "example.com"]) == ()
+    assert "BEGIN" not in repr(keys)  # key material never in logs
 
 
 # --- DNS resolver against a real DNS server on loopback -----------------------------------
@@ -492,9 +498,13 @@ def test_auth_config_section_and_key_files(tmp_path: Path) -> None:
     settings = auth_settings(config)
     assert settings.authserv_id == "gw.city.example.lg.jp"
     assert settings.dns_timeout == 2.0
-    assert settings.arc_key is not None
-    assert settings.arc_key.selector == "arc2026"
-    assert settings.dkim_keys[0].private_key.startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    # What workers get holds no key (issue 11); only the signer process loads them.
+    assert not any(isinstance(value, SigningKey | bytes) for value in dataclasses.astuple(settings))
+    keys = signing_keys(config)
+    assert keys.authserv_id == "gw.city.example.lg.jp"
+    assert keys.arc_key is not None
+    assert keys.arc_key.selector == "arc2026"
+    assert keys.dkim_keys[0].private_key.startswith(b"-----BEGIN RSA PRIVATE KEY-----")
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,15 @@ def test_every_corpus_mail_is_relayed(corpus: Path, tmp_path: Path, sink: SmtpSi
         client.quit()
         store = gateway.server.store
         held = store.list(ItemQuery(kind="quarantined", limit=10_000)).items
+        # Every worker result passed the main process's checks (gateway.wire): an honest
+        # outcome the checks refused would be held as WORKER_PROTOCOL and count here.
+        registry = gateway.metrics.registry
+        protocol = registry.get_sample_value(
+            "mugaika_worker_restarts_total", {"reason": "protocol"}
+        )
     assert failures == []
+    assert protocol == 0
+    assert not [item.id for item in held if "WORKER_PROTOCOL" in item.reasons]
     delivered = {m.rcpt_tos[0] for m in sink.messages}
     quarantined = {address for item in held for address in item.recipients}
     missing = [

@@ -15,7 +15,9 @@ from gateway.errors import (
     WorkerMemoryExceeded,
     WorkerTimeout,
 )
-from gateway.workers import WorkerLimits, WorkerPool, loads_result, run_isolated
+from gateway.wire import plain_value
+from gateway.workers import WorkerLimits, WorkerPool, run_isolated
+from tests.gateway.compromised import sanitizer_child_pickle
 
 ECHO = "tests.helpers.worker_targets:init_echo"
 
@@ -97,11 +99,52 @@ def test_workers_are_recycled_after_max_jobs():
     assert pids[0] != pids[1]
 
 
-def test_result_unpickler_refuses_foreign_types():
-    import pickle
+# --- a compromised worker or sanitizer child (issue 11) -----------------------------------
+# A process that parsed hostile input may be running the attacker's code. What it sends back
+# must never be able to run code in the process that reads it: the crafted pickle below calls
+# os.mkdir(marker) in whatever process unpickles it (a dotted name inside an allowed module
+# passed the first allowlist), so the marker directory is the evidence.
 
-    with pytest.raises(pickle.UnpicklingError, match=r"posix\.system"):
-        loads_result(pickle.dumps(os.system))
+COMPROMISED = "tests.gateway.compromised:init_compromised"
+
+
+async def with_compromised_pool(body):
+    restarts: list[str] = []
+    pool = WorkerPool(COMPROMISED, None, 1, DEFAULT_LIMITS, on_restart=restarts.append)
+    await pool.start()
+    try:
+        return await body(pool), restarts
+    finally:
+        await pool.close(grace=1)
+
+
+def test_a_compromised_worker_cannot_run_code_in_the_main_process(tmp_path):
+    marker = tmp_path / "ran-in-main-process"
+
+    async def body(pool):
+        first = pool.pids()
+        try:
+            error: BaseException | None = None
+            await pool.run(("pickle", str(marker)))
+        except WorkerCrashed as exc:
+            error = exc
+        return first, pool.pids(), await pool.run("still works"), error
+
+    (before, after, answer, error), restarts = run(with_compromised_pool(body))
+    assert not marker.exists()
+    assert isinstance(error, WorkerCrashed)
+    assert "protocol" in str(error)
+    assert restarts == ["protocol"]  # the worker that broke the protocol is replaced
+    assert before != after
+    assert answer == "still works"
+
+
+def test_a_compromised_sanitizer_child_cannot_run_code_in_its_worker(tmp_path):
+    marker = tmp_path / "ran-in-worker"
+    with pytest.raises(CannotSanitize) as caught:
+        run_isolated(sanitizer_child_pickle, str(marker), timeout=5, memory_limit_mb=256)
+    assert not marker.exists()
+    assert caught.value.code == "WORKER_PROTOCOL"
 
 
 def _explode():
@@ -142,7 +185,7 @@ def test_run_isolated_turns_every_failure_into_a_code(func, code):
 
 def test_run_isolated_returns_the_result_and_leaves_the_parent_limits_alone():
     before = resource.getrlimit(resource.RLIMIT_AS)
-    assert run_isolated(_answer, 21, timeout=5, memory_limit_mb=256) == 42
+    assert run_isolated(_answer, 21, timeout=5, memory_limit_mb=256, decode=plain_value) == 42
     assert resource.getrlimit(resource.RLIMIT_AS) == before
 
 

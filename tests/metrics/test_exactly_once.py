@@ -17,7 +17,7 @@ import prometheus_client
 from gateway.delivery import MaildirDownstream
 from gateway.message import ClientInfo, Envelope, Recipient
 from gateway.metrics import Metrics
-from gateway.pipeline import WorkerSetup
+from gateway.pipeline import Outcome, WorkerSetup
 from gateway.relay import Relay
 from gateway.workers import WorkerLimits, WorkerPool
 from rules.loader import reload_policies
@@ -42,6 +42,7 @@ async def _run(tmp_path: Path, metrics: Metrics) -> list[int]:
         2,
         WorkerLimits(timeout=60, max_jobs=1),
         on_restart=lambda reason: metrics.worker_restarts.labels(reason).inc(),
+        decode=Outcome.from_frame,
     )
     metrics.observe_pool(pool)
     await pool.start()

@@ -15,7 +15,8 @@ from gateway.relay import new_reference_id
 from gateway.report import Report, Verdict
 from quarantine import db
 from quarantine.sql import SqlStore, open_store
-from quarantine.store import HoldRequest
+from quarantine.store import HoldKind, HoldRequest
+from quarantine.summary import summarize
 from tests.helpers.postgres import temporary_database
 
 BACKENDS = [
@@ -77,7 +78,7 @@ def message(subject: str = "Invoice", body: str = "hello", sender: str = "a@exam
 def hold_request(
     recipients: tuple[str, ...] = ("user@city.example.lg.jp",),
     raw: bytes | None = None,
-    kind: str = "quarantined",
+    kind: HoldKind = "quarantined",
     sanitized: bytes | None = None,
     received_at: float | None = None,
     reasons: tuple[str, ...] = ("OOXML_VBA_MACRO",),
@@ -96,13 +97,15 @@ def hold_request(
         client=ClientInfo(address="192.0.2.7", helo="mx.example.com", name="mx.example.com"),
         received_at=received_at,
     )
+    raw = raw or message()
     return HoldRequest(
         reference_id,
         kind,
         envelope,
-        raw or message(),
+        raw,
         report,
-        sanitized,  # type: ignore[arg-type]
+        sanitized,
+        summarize(raw),  # as the worker computes it (the store never parses)
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from gateway.pipeline import Job, Outcome, WorkerSetup
 from gateway.report import Report, Verdict
+from quarantine.summary import summarize
 
 
 def init_worker(setup: WorkerSetup) -> Callable[[Job], Outcome]:
@@ -21,6 +22,6 @@ def init_worker(setup: WorkerSetup) -> Callable[[Job], Outcome]:
         report = Report(queue_id=job.envelope.queue_id, reference_id=job.reference_id)
         report.add_finding("OOXML_VBA_MACRO", "2", "test pipeline")
         report.raise_verdict(Verdict.QUARANTINE, "OOXML_VBA_MACRO")
-        return Outcome(Verdict.QUARANTINE, report, None)
+        return Outcome(Verdict.QUARANTINE, report, None, summary=summarize(job.raw))
 
     return process
