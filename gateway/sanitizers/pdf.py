@@ -168,37 +168,47 @@ def _where(obj: Any) -> str:
     return "direct"
 
 
-def _walk(pdf: pikepdf.Pdf) -> Iterator[Dictionary | Stream]:
+def _walk(pdf: pikepdf.Pdf, unread: list[str] | None = None) -> Iterator[Dictionary | Stream]:
     """Every dictionary and stream of the file: each indirect object, and every direct
-    dictionary nested inside one (annotations often carry their actions that way)."""
+    dictionary nested inside one (annotations often carry their actions that way).
+
+    What cannot be walked (a trailer or key qpdf cannot read, nesting deeper than
+    ``_MAX_DEPTH``) is appended to ``unread``: ``inspect_pdf`` makes each a hazard, so the
+    verification of our own output fails closed instead of trusting what it did not see."""
+    problems = unread if unread is not None else []
     for obj in pdf.objects:
-        yield from _walk_direct(obj, 0)
+        yield from _walk_direct(obj, 0, problems)
     try:
-        yield from _walk_direct(pdf.trailer, 0)
-    except Exception:  # a damaged trailer was already rebuilt by qpdf
+        trailer = pdf.trailer
+    except Exception as exc:  # recorded: see the docstring
+        problems.append(f"trailer: {type(exc).__name__}")
         return
+    yield from _walk_direct(trailer, 0, problems)
 
 
-def _walk_direct(obj: Any, depth: int) -> Iterator[Dictionary | Stream]:
+def _walk_direct(obj: Any, depth: int, unread: list[str]) -> Iterator[Dictionary | Stream]:
     if depth > _MAX_DEPTH:
+        unread.append(f"direct objects nested deeper than {_MAX_DEPTH}")
         return
     if isinstance(obj, (Dictionary, Stream)):
         yield obj
         try:
             keys = list(obj.keys())
-        except Exception:
+        except Exception as exc:  # recorded: see _walk
+            unread.append(f"keys of {_where(obj)}: {type(exc).__name__}")
             return
         for key in keys:
             try:
                 value = obj[key]
-            except Exception:  # qpdf could not resolve it: nothing to walk into
-                value = None
+            except Exception as exc:  # recorded: see _walk
+                unread.append(f"{key} of {_where(obj)}: {type(exc).__name__}")
+                continue
             if isinstance(value, (Dictionary, Array)) and not value.is_indirect:
-                yield from _walk_direct(value, depth + 1)
+                yield from _walk_direct(value, depth + 1, unread)
     elif isinstance(obj, Array):
         for value in list(obj):
             if isinstance(value, (Dictionary, Array)) and not value.is_indirect:
-                yield from _walk_direct(value, depth + 1)
+                yield from _walk_direct(value, depth + 1, unread)
 
 
 # Every action type of ISO 32000-2 (12.6.4). /S means other things elsewhere (structure
@@ -282,11 +292,14 @@ def inspect_pdf(pdf: pikepdf.Pdf, part_id: str) -> _Hazards:
     if Name.Collection in root:
         hazards.add("PDF_EMBEDDED_FILE", "portfolio (Collection)")
 
-    for obj in _walk(pdf):
+    unread: list[str] = []
+    for obj in _walk(pdf, unread):
         try:
             _inspect_object(obj, hazards)
         except Exception as exc:  # a damaged object: fail closed by counting it as a hazard
             hazards.add("PDF_ACTION", f"unreadable object {_where(obj)}: {type(exc).__name__}")
+    for problem in unread:  # what was not seen cannot be vouched for
+        hazards.add("PDF_ACTION", f"not inspected: {problem}")
     return hazards
 
 

@@ -794,3 +794,21 @@ def svg_with_script() -> bytes:
         b'<image xlink:href="file:///etc/passwd" width="10" height="10"/>'
         b'<a xlink:href="javascript:alert(3)"><text x="5" y="30" fill="white">hi</text></a></svg>'
     )
+
+
+# --- issue 11: content the checks used to let through -------------------------------------
+
+
+def ppt_object_oletools_cannot_parse() -> bytes:
+    """A PowerPoint 97 file carrying an embedded OLE object (an LNK package, from the corpus's
+    ``oletools/oleobj/sample_with_lnk_file.ppt``) whose ``Current User`` stream claims release
+    version 7 instead of 8. PowerPoint locates its records through that stream's offsets and
+    does not care; oletools' PPT parser raises ``ValueError`` on it, so a check that swallows
+    that error sees no embedded object at all."""
+    from tests.helpers.corpus import corpus_file
+
+    data = corpus_file("oletools/oleobj/sample_with_lnk_file.ppt")
+    # Current User record body: ... lenUserName=4, "user", relVersion=8, unicode "user".
+    release_8 = bytes.fromhex("75736572080000007500730065007200")
+    assert data.count(release_8) == 1, "corpus sample changed"
+    return data.replace(release_8, bytes.fromhex("75736572070000007500730065007200"))

@@ -169,3 +169,17 @@ def test_defang_url() -> None:
     assert defang_url("https://a.b.example/p?q=1") == "hxxps://a[.]b[.]example/p?q=1"
     assert defang_url("HTTP://x.jp") == "HxxP://x[.]jp"
     assert defang_url("mailto:a@b.jp") == "mailto:a@b[.]jp"
+
+
+def test_what_the_walk_cannot_reach_is_a_hazard_not_silence() -> None:
+    """Direct objects nested past the walker's depth bound were skipped without a word: the
+    verification of our own output would then vouch for what it never looked at."""
+    from gateway.sanitizers.pdf import inspect_pdf
+
+    pdf = pikepdf.open(io.BytesIO(hostile.benign_pdf(pages=1)))
+    nested = pikepdf.Dictionary(Note=pikepdf.String("bottom"))
+    for _ in range(70):
+        nested = pikepdf.Dictionary(Inner=nested)
+    pdf.pages[0].obj.Deep = nested
+    hazards = inspect_pdf(pdf, "1")
+    assert "not inspected: direct objects nested deeper than 64" in hazards.items["PDF_ACTION"]

@@ -1,0 +1,106 @@
+"""Issue 11's content holes, black-box: over real SMTP, shipped default policy (lgwan-base).
+
+Each sample is sent by smtplib through a real gateway to a real SMTP sink; what arrives is
+judged by oracles that share no code with the gateway: Python's ``csv`` module for formula
+cells, html5lib (bleach's vendored copy) for script and event handlers in HTML, lxml for XML,
+poppler's ``pdftotext`` plus a linkifier written here for URL text on PDF pages. A sample is
+either delivered harmless or held in quarantine, never both, never lost.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import itertools
+from email.message import EmailMessage
+
+import pytest
+
+from quarantine.sql import ItemQuery
+from tests.helpers import hostile
+from tests.helpers.gateway import RunningGateway, make_config
+from tests.helpers.smtp_sink import SmtpSink
+
+pytestmark = pytest.mark.slow
+
+_INDEX = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory):
+    with SmtpSink() as sink:
+        data = tmp_path_factory.mktemp("content")
+        config = make_config(data, downstream=sink.address, **{"workers.count": 2})
+        with RunningGateway(config) as gateway:
+            yield gateway, sink
+
+
+class Sent:
+    """What became of one message: the delivered copy (or None) and the held items."""
+
+    def __init__(self, delivered: list[bytes], held: list[object]) -> None:
+        assert len(delivered) + len(held) == 1, f"{len(delivered)} delivered, {len(held)} held"
+        self.message = delivered[0] if delivered else None
+        self.held = bool(held)
+        self.item = held[0] if held else None
+
+    def attachments(self) -> list[tuple[str, str, bytes]]:
+        """(file name, declared content type, bytes) of every attachment delivered."""
+        assert self.message is not None
+        parsed = email.message_from_bytes(self.message, policy=email.policy.compat32)
+        return [
+            (
+                str(part.get_filename() or ""),
+                part.get_content_type(),
+                part.get_payload(decode=True) or b"",
+            )
+            for part in parsed.walk()
+            if not part.is_multipart() and part.get_content_disposition() == "attachment"
+        ]
+
+    def text(self) -> str:
+        """The first text/plain body: the notice a recipient reads."""
+        assert self.message is not None
+        parsed = email.message_from_bytes(self.message, policy=email.policy.compat32)
+        for part in parsed.walk():
+            if part.get_content_type() == "text/plain" and part.get_filename() is None:
+                payload = part.get_payload(decode=True) or b""
+                return payload.decode(part.get_content_charset() or "utf-8")
+        return ""
+
+
+def send(chain, filename: str, data: bytes, content_type: str) -> Sent:
+    gateway, sink = chain
+    index = next(_INDEX)
+    recipient = f"content{index}@city.example.lg.jp"
+    msg = EmailMessage()
+    msg["From"] = "sender@partner.example"
+    msg["To"] = recipient
+    msg["Subject"] = f"sample {index}"
+    msg["Message-ID"] = f"<content{index}@partner.example>"
+    msg.set_content("添付をご確認ください。")
+    maintype, subtype = content_type.split("/")
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    with gateway.smtp() as client:
+        client.sendmail(msg["From"], [recipient], msg.as_bytes(policy=email.policy.SMTP))
+    delivered = [m.data for m in sink.messages if m.rcpt_tos == [recipient]]
+    held = [
+        item
+        for item in gateway.server.store.list(ItemQuery(kind="quarantined", limit=1000)).items
+        if recipient in item.recipients
+    ]
+    return Sent(delivered, held)
+
+
+# --- 1. a check that fails is not a clean bill of health -----------------------------------
+
+
+def test_ppt_whose_object_check_fails_is_not_delivered_as_verified(chain) -> None:
+    """oletools' PPT parser raises on this file, so the embedded LNK package went unseen and
+    the file arrived "verified clean" byte for byte."""
+    data = hostile.ppt_object_oletools_cannot_parse()
+    sent = send(chain, "presentation.ppt", data, "application/vnd.ms-powerpoint")
+    if sent.message is not None:
+        assert all(payload != data for _, _, payload in sent.attachments())
+        assert b"OLE_VERIFIED_CLEAN" not in sent.message
+    assert sent.held, "an embedded object the checks could not rule out must be held"
