@@ -524,6 +524,8 @@ _EXTENSIONS = {
     "image/tiff": "tif",
     "application/pdf": "pdf",
     "text/plain": "txt",
+    "text/csv": "csv",
+    "text/tab-separated-values": "tsv",
     "text/html": "html",
     "text/calendar": "ics",
     "application/zip": "zip",

@@ -74,6 +74,8 @@ class SanitizeOptions:
     archive_max_total_size: int = 256 * 1024 * 1024
     archive_max_ratio: int = 200
     member_actions: tuple[tuple[str, str], ...] = ()
+    csv_formulas: str = "neutralize"  # neutralize | quarantine (see sanitizers/text.py)
+    pdf_url_text: str = "rasterize-pages"  # rasterize-pages | quarantine (see sanitizers/pdf.py)
 
     def member_action(self, content_class: str, default: str = "strip") -> str:
         return dict(self.member_actions).get(content_class, default)

@@ -906,3 +906,32 @@ MARKUP_BENIGN: tuple[tuple[str, str, bytes], ...] = (
     ("memo.txt", "text/plain", b"if a < b and c > d then <b> is bold in HTML\r\n"),
     ("page.shtml", "text/html", b"<p>Opening hours: 9-17</p>"),
 )
+
+
+def csv_with_formulas() -> tuple[bytes, bytes]:
+    """A CP932 CSV (CRLF lines, as Excel on Japanese Windows writes it) with every kind of
+    formula cell, and the exact bytes it must come out as: the same file with ``'`` in front
+    of each formula cell (after the opening quote of quoted ones), nothing else changed.
+    Plain numbers (-5, +3.5, －５, -1,234) are not formulas and stay."""
+    rows = [
+        ("氏名,電話,金額,備考", "氏名,電話,金額,備考"),
+        (
+            "山田,+81-3-1234-5678,-5,=cmd|'/k calc.exe'!A0",
+            "山田,'+81-3-1234-5678,-5,'=cmd|'/k calc.exe'!A0",
+        ),
+        (
+            '佐藤,"=HYPERLINK(""#Sheet2!A1"",""請求書"")",+3.5,@SUM(1+1)*cmd|\'/c calc\'!A0',
+            '佐藤,"\'=HYPERLINK(""#Sheet2!A1"",""請求書"")",+3.5,\'@SUM(1+1)*cmd|\'/c calc\'!A0',
+        ),
+        (
+            '鈴木,＝１＋１,－５,"\t=2+5"',
+            "鈴木,'＝１＋１,－５,\"'\t=2+5\"",
+        ),
+        (
+            '田中," -2+3+cmd|\' /C calc\'!A0","-1,234",＠ユーザー',
+            "田中,\"' -2+3+cmd|' /C calc'!A0\",\"-1,234\",'＠ユーザー",
+        ),
+    ]
+    before = "".join(f"{old}\r\n" for old, _ in rows).encode("cp932")
+    after = "".join(f"{new}\r\n" for _, new in rows).encode("cp932")
+    return before, after

@@ -35,6 +35,33 @@ def chain(tmp_path_factory: pytest.TempPathFactory):
             yield gateway, sink
 
 
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory: pytest.TempPathFactory):
+    """A gateway whose tenants use lgwan-base with one setting changed: en.example.lg.jp gets
+    English notices, hold.example.lg.jp holds formula CSVs and PDFs with link text."""
+    with SmtpSink() as sink:
+        data = tmp_path_factory.mktemp("variants")
+        policies = data / "policies"
+        policies.mkdir()
+        (policies / "english.yaml").write_text("extends: lgwan-base\nnotice: {language: en}\n")
+        (policies / "hold.yaml").write_text(
+            "extends: lgwan-base\nsanitize: {csv_formulas: quarantine, pdf_url_text: quarantine}\n"
+        )
+        config = make_config(
+            data,
+            downstream=sink.address,
+            **{
+                "policy.dir": str(policies),
+                "tenants": {
+                    "en.example.lg.jp": {"policy": "english"},
+                    "hold.example.lg.jp": {"policy": "hold"},
+                },
+            },
+        )
+        with RunningGateway(config) as gateway:
+            yield gateway, sink
+
+
 class Sent:
     """What became of one message: the delivered copy (or None) and the held items."""
 
@@ -69,10 +96,12 @@ class Sent:
         return ""
 
 
-def send(chain, filename: str, data: bytes, content_type: str) -> Sent:
+def send(
+    chain, filename: str, data: bytes, content_type: str, domain: str = "city.example.lg.jp"
+) -> Sent:
     gateway, sink = chain
     index = next(_INDEX)
-    recipient = f"content{index}@city.example.lg.jp"
+    recipient = f"content{index}@{domain}"
     msg = EmailMessage()
     msg["From"] = "sender@partner.example"
     msg["To"] = recipient
@@ -139,3 +168,74 @@ def test_harmless_markup_and_text_still_arrive(chain, filename, content_type, da
         assert (name, payload) == (filename, data), "text and data XML arrive as sent"
     else:
         assert "Opening hours: 9-17" in payload.decode("utf-8")
+
+
+# --- 3. formula injection in CSV/TSV ----------------------------------------------------------
+
+
+def formula_cells(payload: bytes, encoding: str, delimiter: str = ",") -> list[str]:
+    """Cells Python's csv module reads from ``payload`` that a spreadsheet would evaluate:
+    starting (after white space) with = + - @ in any width, or with tab or CR, and not a
+    plain number (Python's float() decides that, not our code)."""
+    import csv
+    import io
+    import unicodedata
+
+    found = []
+    for row in csv.reader(io.StringIO(payload.decode(encoding), newline=""), delimiter=delimiter):
+        for cell in row:
+            if cell[:1] in ("\t", "\r"):
+                found.append(cell)
+                continue
+            value = unicodedata.normalize("NFKC", cell.lstrip(" \t\r\n\u3000"))
+            if value[:1] in ("=", "+", "-", "@"):
+                try:
+                    float(value.replace(",", "").rstrip("%"))
+                except ValueError:
+                    found.append(cell)
+    return found
+
+
+def test_csv_formulas_are_neutralized_keeping_charset_and_line_ends(chain) -> None:
+    data, expected = hostile.csv_with_formulas()
+    assert len(formula_cells(data, "cp932")) == 8, "the oracle must see the sample's formulas"
+    sent = send(chain, "名簿.csv", data, "text/csv")
+    assert not sent.held
+    [(name, content_type, payload)] = sent.attachments()
+    assert formula_cells(payload, "cp932") == []
+    assert payload == expected, "only a ' in front of each formula cell may change"
+    assert (name, content_type) == ("名簿.csv", "text/csv")
+    assert "「名簿.csv」を無害化して再作成しました" in sent.text()
+    assert "数式として実行されるセルの先頭に「'」を付けて文字列にしました" in sent.text()
+
+
+def test_tsv_formulas_are_neutralized(chain) -> None:
+    data = "品名\t数量\r\nりんご\t=1+2\r\n@x\t-3\r\n".encode()
+    sent = send(chain, "在庫.tsv", data, "text/tab-separated-values")
+    [(_, _, payload)] = sent.attachments()
+    assert formula_cells(payload, "utf-8", "\t") == []
+    assert payload == "品名\t数量\r\nりんご\t'=1+2\r\n'@x\t-3\r\n".encode()
+
+
+def test_csv_notice_in_english(variants) -> None:
+    data, _ = hostile.csv_with_formulas()
+    sent = send(variants, "list.csv", data, "text/csv", domain="en.example.lg.jp")
+    [(_, _, payload)] = sent.attachments()
+    assert formula_cells(payload, "cp932") == []
+    assert (
+        "cells that would run as spreadsheet formulas were prefixed with ' and now show as text"
+    ) in sent.text()
+
+
+def test_csv_formulas_held_by_policy(variants) -> None:
+    data, _ = hostile.csv_with_formulas()
+    sent = send(variants, "list.csv", data, "text/csv", domain="hold.example.lg.jp")
+    assert sent.held
+    assert sent.message is None
+
+
+def test_csv_without_formulas_arrives_as_sent(chain) -> None:
+    data = "氏名,金額\r\n山田,-5\r\n佐藤,+3.5\r\n".encode("cp932")
+    sent = send(chain, "金額.csv", data, "text/csv")
+    [(_, _, payload)] = sent.attachments()
+    assert payload == data
