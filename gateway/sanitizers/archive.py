@@ -382,8 +382,9 @@ def _handle_member(
         outcome.members.append(dataclasses.replace(member, data=rebuilt))
         return
     if action == "keep":
-        outcome.members.append(member)
-        return
+        # As for a top-level part (gateway.inspect): "keep" is for text only, and text still
+        # goes through its sanitizer (URLs defanged, spreadsheet formulas neutralized).
+        action = "rebuild"
     if action == "quarantine":
         outcome.findings.append(
             Finding("ARCHIVE_MEMBER_QUARANTINE", member_id, f"{shown} ({content_class})")

@@ -93,3 +93,27 @@ def test_text_sanitizer_holds_by_policy_and_leaves_txt_alone() -> None:
     kept = TextSanitizer().sanitize(data, "x.txt", "2", SanitizeOptions())
     assert kept.outputs[0].data == data
     assert kept.findings == ()
+
+
+def test_csv_in_a_zip_is_neutralized_and_a_hold_holds_the_archive() -> None:
+    import zipfile
+
+    from gateway.sanitizers.archive import ArchiveSanitizer
+    from tests.helpers import hostile
+
+    data = hostile.simple_zip(
+        {"list.csv": b"a,=1+1\r\n", "readme.txt": b"see https://evil.example/x\r\n"}
+    )
+    options = SanitizeOptions(member_actions=(("text", "keep"),))
+    result = ArchiveSanitizer().sanitize(data, "x.zip", "2", options)
+    with zipfile.ZipFile(io.BytesIO(result.outputs[0].data)) as archive:
+        # "keep" used to copy text members as they were: no formula or URL treatment at all
+        assert archive.read("list.csv") == b"a,'=1+1\r\n"
+        assert archive.read("readme.txt") == b"see hxxps://evil[.]example/x\r\n"
+    held = ArchiveSanitizer().sanitize(
+        data,
+        "x.zip",
+        "2",
+        SanitizeOptions(member_actions=(("text", "keep"),), csv_formulas="quarantine"),
+    )
+    assert "CSV_FORMULA_HELD" in {f.code for f in held.findings}  # gateway.inspect holds on it
