@@ -935,3 +935,160 @@ def csv_with_formulas() -> tuple[bytes, bytes]:
     before = "".join(f"{old}\r\n" for old, _ in rows).encode("cp932")
     after = "".join(f"{new}\r\n" for _, new in rows).encode("cp932")
     return before, after
+
+
+def _pdf_pages(
+    contents: list[bytes], fonts: Dictionary | None = None, pdf: pikepdf.Pdf | None = None
+) -> pikepdf.Pdf:
+    """A PDF with one page per content stream, Helvetica as /F1 (plus ``fonts``)."""
+    pdf = pdf if pdf is not None else pikepdf.new()
+    font = _font(pdf)
+    for content in contents:
+        page = pdf.add_blank_page(page_size=(612, 792))
+        page.obj.Resources = Dictionary(Font=Dictionary(F1=font, **(dict(fonts) if fonts else {})))
+        page.obj.Contents = pdf.make_stream(content)
+    return pdf
+
+
+def _saved(pdf: pikepdf.Pdf) -> bytes:
+    buffer = io.BytesIO()
+    pdf.save(buffer)
+    return buffer.getvalue()
+
+
+def _line(text: bytes, y: int = 700) -> bytes:
+    return b"BT /F1 14 Tf 72 %d Td " % y + text + b" ET"
+
+
+def _identity_font(pdf: pikepdf.Pdf, text: str) -> tuple[Dictionary, bytes]:
+    """A Type0 font (Identity-H, not embedded) whose ToUnicode CMap maps CID n to the n-th
+    distinct character of ``text``, and ``text`` written as a hex string in that font: how a
+    Japanese PDF carries its text (CID fonts), here with full-width letters."""
+    chars = list(dict.fromkeys(text))
+    entries = "".join(f"<{i + 1:04X}> <{ord(c):04X}>\n" for i, c in enumerate(chars))
+    cmap = (
+        "/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n"
+        "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n"
+        "/CMapName /Test-UCS def /CMapType 2 def\n"
+        "1 begincodespacerange <0000> <FFFF> endcodespacerange\n"
+        f"{len(chars)} beginbfchar\n{entries}endbfchar\n"
+        "endcmap CMapName currentdict /CMap defineresource pop end end\n"
+    ).encode()
+    descendant = Dictionary(
+        Type=Name.Font,
+        Subtype=Name.CIDFontType2,
+        BaseFont=Name("/MSGothic"),
+        CIDSystemInfo=Dictionary(
+            Registry=String("Adobe"), Ordering=String("Identity"), Supplement=0
+        ),
+        FontDescriptor=pdf.make_indirect(
+            Dictionary(
+                Type=Name.FontDescriptor,
+                FontName=Name("/MSGothic"),
+                Flags=4,
+                FontBBox=Array([0, -140, 1000, 860]),
+                ItalicAngle=0,
+                Ascent=860,
+                Descent=-140,
+                CapHeight=700,
+                StemV=80,
+            )
+        ),
+        DW=1000,
+    )
+    font = pdf.make_indirect(
+        Dictionary(
+            Type=Name.Font,
+            Subtype=Name.Type0,
+            BaseFont=Name("/MSGothic"),
+            Encoding=Name("/Identity-H"),
+            DescendantFonts=Array([pdf.make_indirect(descendant)]),
+            ToUnicode=pdf.make_stream(cmap),
+        )
+    )
+    codes = "".join(f"{chars.index(c) + 1:04X}" for c in text)
+    return font, f"<{codes}>".encode()
+
+
+def pdf_url_split_in_tj() -> bytes:
+    """``https://`` split over the strings of one TJ array (kerning between them)."""
+    return _saved(_pdf_pages([_line(b"[(Details: htt) -15 (ps://evil.example/pay)] TJ")]))
+
+
+def pdf_url_split_over_operators() -> bytes:
+    """``htt`` and ``ps://`` drawn by two Tj operators on one line: one word to a viewer."""
+    return _saved(_pdf_pages([_line(b"(Details: htt) Tj (ps://evil.example/pay) Tj")]))
+
+
+def pdf_url_in_form_xobject() -> bytes:
+    """The URL is drawn by a Form XObject the page paints, not by the page's own content."""
+    pdf = pikepdf.new()
+    font = _font(pdf)
+    form = pdf.make_stream(
+        b"BT /F1 12 Tf 0 0 Td (Pay at https://evil.example/pay) Tj ET",
+        Type=Name.XObject,
+        Subtype=Name.Form,
+        BBox=Array([0, 0, 400, 50]),
+        Resources=Dictionary(Font=Dictionary(F1=font)),
+    )
+    page = pdf.add_blank_page(page_size=(612, 792))
+    page.obj.Resources = Dictionary(XObject=Dictionary(Fm0=form))
+    page.obj.Contents = pdf.make_stream(b"q 1 0 0 1 72 700 cm /Fm0 Do Q")
+    return _saved(pdf)
+
+
+def pdf_www_url() -> bytes:
+    return _saved(_pdf_pages([_line(b"(Visit www.evil.example/pay today) Tj")]))
+
+
+def pdf_mail_address() -> bytes:
+    return _saved(_pdf_pages([_line(b"(Questions: taro@evil.example) Tj")]))
+
+
+def pdf_hex_string_url() -> bytes:
+    return _saved(_pdf_pages([_line(b"<" + b"https://evil.example/pay".hex().encode() + b"> Tj")]))
+
+
+def pdf_quote_operator_url() -> bytes:
+    """The ``'`` operator (next line, then show): also page text."""
+    return _saved(
+        _pdf_pages([b"BT /F1 14 Tf 16 TL 72 700 Td (Invoice) Tj (https://evil.example/pay) ' ET"])
+    )
+
+
+def pdf_fullwidth_url_cid() -> bytes:
+    """A full-width URL in a CID font (Identity-H + ToUnicode), as Japanese PDFs carry text:
+    its bytes are glyph numbers, so no byte rewrite can defang it."""
+    pdf = pikepdf.new()
+    font, hex_text = _identity_font(pdf, "詳細：ｈｔｔｐｓ：／／ｅｖｉｌ．ｅｘａｍｐｌｅ／ｐａｙ")
+    page = pdf.add_blank_page(page_size=(612, 792))
+    page.obj.Resources = Dictionary(Font=Dictionary(F2=font))
+    page.obj.Contents = pdf.make_stream(b"BT /F2 12 Tf 72 700 Td " + hex_text + b" Tj ET")
+    return _saved(pdf)
+
+
+def pdf_url_on_one_page(pages: int = 3, page_with_url: int = 2) -> bytes:
+    """``pages`` pages of plain text; page ``page_with_url`` (1-based) also gives a mail
+    address (which no glyph swap can defang: that page must become an image)."""
+    contents = []
+    for number in range(1, pages + 1):
+        text = b"(Mugaika test page %d) Tj" % number
+        if number == page_with_url:
+            text += b" 0 -20 Td (write to taro@evil.example) Tj"
+        contents.append(_line(text))
+    return _saved(_pdf_pages(contents))
+
+
+# PDFs whose pages carry text a viewer turns into a link, each in a way the old rewrite
+# (a plain "(https://...) Tj" string) missed: (name, builder).
+PDF_URL_TEXT: tuple[tuple[str, object], ...] = (
+    ("split-tj", pdf_url_split_in_tj),
+    ("split-operators", pdf_url_split_over_operators),
+    ("form-xobject", pdf_url_in_form_xobject),
+    ("www", pdf_www_url),
+    ("mail-address", pdf_mail_address),
+    ("hex-string", pdf_hex_string_url),
+    ("quote-operator", pdf_quote_operator_url),
+    ("fullwidth-cid", pdf_fullwidth_url_cid),
+    ("one-page-of-three", pdf_url_on_one_page),
+)

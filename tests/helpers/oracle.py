@@ -249,3 +249,43 @@ def markup_active_content(data: bytes) -> list[str]:
             if isinstance(node, etree._ProcessingInstruction) and node.target == "xml-stylesheet":
                 found.append(f"xml-stylesheet {node.text}")
     return list(dict.fromkeys(found))
+
+
+# --- PDF page text a viewer would turn into links -----------------------------------------
+
+# What PDF viewers linkify in page text (pdf.js' autolinker, PDFium's CPDF_LinkExtract,
+# Acrobat's "Create links from URLs"): a web scheme, mailto:, www., a mail address. Written
+# here independently of the sanitizer, matched on NFKC-folded text (full-width forms too).
+_PDF_LINK = re.compile(
+    r"(?:https?|ftp|file)://\S|mailto:\S|(?<![0-9a-z])www\d{0,3}\.[0-9a-z]"
+    r"|[0-9a-z._%+-]+@[0-9a-z-]+(?:\.[0-9a-z-]+)+",
+    re.IGNORECASE,
+)
+
+
+def pdf_page_texts(data: bytes) -> list[str]:
+    """Text of each page per poppler's pdftotext (pages end with a form feed)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "in.pdf")
+        path.write_bytes(data)
+        result = subprocess.run(
+            ["pdftotext", "-q", "-enc", "UTF-8", str(path), "-"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    pages = result.stdout.decode("utf-8", "replace").split("\f")
+    return pages[:-1] if pages and not pages[-1].strip() else pages
+
+
+def pdf_linkable_text(data: bytes) -> list[tuple[int, str]]:
+    """(page number, text) of everything on the pages a viewer would make a link of."""
+    import unicodedata
+
+    found = []
+    for number, text in enumerate(pdf_page_texts(data), 1):
+        folded = unicodedata.normalize("NFKC", text)
+        found += [(number, match.group()) for match in _PDF_LINK.finditer(folded)]
+    return found

@@ -239,3 +239,71 @@ def test_csv_without_formulas_arrives_as_sent(chain) -> None:
     sent = send(chain, "金額.csv", data, "text/csv")
     [(_, _, payload)] = sent.attachments()
     assert payload == data
+
+
+# --- 4. URLs written on PDF pages ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "build"), hostile.PDF_URL_TEXT, ids=[k for k, _ in hostile.PDF_URL_TEXT]
+)
+def test_no_pdf_page_arrives_with_text_a_viewer_would_link(chain, kind, build) -> None:
+    from tests.helpers import oracle
+
+    data = build()
+    assert oracle.pdf_linkable_text(data), "the sample must carry link text to begin with"
+    sent = send(chain, f"{kind}.pdf", data, "application/pdf")
+    assert not sent.held, "the default policy rasterizes the page instead of holding"
+    [(name, _, payload)] = sent.attachments()
+    assert name == f"{kind}.pdf"
+    assert oracle.pdf_linkable_text(payload) == []
+    assert oracle.pdf_active_content(payload) == []
+    assert oracle.pdf_page_count(payload) == oracle.pdf_page_count(data)
+
+
+def test_only_the_page_with_a_url_is_rasterized(chain) -> None:
+    from tests.helpers import oracle
+
+    sent = send(chain, "report.pdf", hostile.pdf_url_on_one_page(3, 2), "application/pdf")
+    [(_, _, payload)] = sent.attachments()
+    first, second, third = oracle.pdf_page_texts(payload)
+    assert "Mugaika test page 1" in first
+    assert second.strip() == "", "the page with the URL is an image now"
+    assert "Mugaika test page 3" in third
+    assert "リンクになる文字を含むページを画像化" in sent.text()
+
+
+@pytest.mark.parametrize(
+    ("build", "words"),
+    [
+        (hostile.pdf_url_split_in_tj, ["Details:", "hxxps://evil.example/pay"]),
+        (hostile.pdf_url_in_form_xobject, ["Pay", "at", "hxxps://evil.example/pay"]),
+        (hostile.pdf_www_url, ["Visit", "www•evil.example/pay", "today"]),
+        (hostile.pdf_quote_operator_url, ["Invoice", "hxxps://evil.example/pay"]),
+    ],
+)
+def test_exact_rewrite_keeps_the_page_as_text(chain, build, words) -> None:
+    """Where the font allows it, the scheme (hxxp) and the dot after www are swapped glyph
+    for glyph: the page keeps its text, nothing moves, no viewer links it."""
+    from tests.helpers import oracle
+
+    sent = send(chain, "rewritten.pdf", build(), "application/pdf")
+    [(_, _, payload)] = sent.attachments()
+    assert oracle.pdf_page_texts(payload)[0].split() == words
+
+
+def test_pdf_url_text_held_by_policy(variants) -> None:
+    """With pdf_url_text: quarantine, a page that cannot be rewritten exactly (a mail
+    address) holds the message; one that can (www., http(s)://) is still delivered."""
+    from tests.helpers import oracle
+
+    held = send(
+        variants, "mail.pdf", hostile.pdf_mail_address(), "application/pdf", "hold.example.lg.jp"
+    )
+    assert held.held
+    rewritten = send(
+        variants, "www.pdf", hostile.pdf_www_url(), "application/pdf", "hold.example.lg.jp"
+    )
+    [(_, _, payload)] = rewritten.attachments()
+    assert oracle.pdf_linkable_text(payload) == []
+    assert "www•evil.example/pay" in oracle.pdf_page_texts(payload)[0]
