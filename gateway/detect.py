@@ -932,19 +932,38 @@ _LEADING_XML = re.compile(r"^[\t\n\f\r \ufeff]*<\?xml[\s?]", re.IGNORECASE)
 # scripting elements, event handler attributes (also after "/", as in <svg/onload=>), script
 # URLs (with the tabs and newlines URL parsers drop), meta refresh, HTML imports, srcdoc,
 # XSLT (the stylesheet PI and the XSLT namespace), SVG inside another document, and entity
-# declarations (expansion bombs against the viewer). Matched on text with character
-# references decoded, since browsers decode them in attribute values and namespaces.
-_MARKUP_ACTIVE = re.compile(
-    r"<\s*([\w.-]+:)?(script|iframe|frame|frameset|object|embed|applet|form|base|portal|"
-    r"foreignobject|handler|listener|import)\b|<\s*hta:application\b|"
-    r"[\s/\"'`]on[a-z]+\s*=|"
-    r"(j[\t\n\r]*a[\t\n\r]*v[\t\n\r]*a|vb|live)[\t\n\r]*s[\t\n\r]*c[\t\n\r]*r[\t\n\r]*i"
-    r"[\t\n\r]*p[\t\n\r]*t[\t\n\r]*:|"
-    r"data\s*:\s*text/html|<\s*meta[^>]+http-equiv\s*=\s*['\"]?\s*refresh|"
-    r"<\s*link[^>]+rel\s*=\s*['\"]?\s*import|\ssrcdoc\s*=|<\?xml-stylesheet\b|<!entity\b|"
-    r"http://www\.w3\.org/1999/xsl/transform|http://www\.w3\.org/2000/svg",
-    re.IGNORECASE,
+# declarations (expansion bombs against the viewer). Matched on lower-cased text with
+# character references decoded, since browsers decode them in attribute values and
+# namespaces. Several patterns that each start with a literal, not one alternation: the
+# regex engine then skips ahead to the literal (a 600 KB file: 5 ms instead of 150).
+_MARKUP_ACTIVE = (
+    re.compile(
+        r"<\s*(?:[\w.-]+:)?(?:script|iframe|frame|frameset|object|embed|applet|form|base|portal|"
+        r"foreignobject|handler|listener|import)\b|<\s*hta:application\b|"
+        r"<\s*meta[^>]+http-equiv\s*=\s*['\"]?\s*refresh|<\s*link[^>]+rel\s*=\s*['\"]?\s*import|"
+        r"<\?xml-stylesheet\b|<!entity\b"
+    ),
+    re.compile(r"(?<=[\s/\"'`])on[a-z]+\s*="),
+    re.compile(r"(?:java|vb|live)script:"),  # on the text without tabs and line breaks
+    re.compile(r"data\s*:\s*text/html"),
+    re.compile(r"srcdoc\s*="),
+    re.compile(r"http://www\.w3\.org/(?:1999/xsl/transform|2000/svg)"),
 )
+
+
+def _active_markup(view: str) -> str:
+    """The first active construct in ``view`` (see ``_MARKUP_ACTIVE``), or ""."""
+    lowered = view.lower()
+    for pattern in _MARKUP_ACTIVE:
+        text = lowered
+        if "script:" in pattern.pattern:  # URL parsers drop tabs and line breaks
+            text = lowered.replace("\t", "").replace("\n", "").replace("\r", "")
+        found = pattern.search(text)
+        if found:
+            return found.group()
+    return ""
+
+
 _XHTML_NAMESPACE = "http://www.w3.org/1999/xhtml"
 # Browsers sniff at most this much of a resource (WHATWG: 1445 bytes), IE only 256: markup
 # this early in a text file can be taken for HTML by a sniffing viewer.
@@ -987,17 +1006,17 @@ def _markup_class(
     ):
         kind = "xml"
     elif content_class == "text":
-        active = _MARKUP_ACTIVE.search(_markup_view(data[:_SNIFF_BYTES]))
-        if active is None:
+        active = _active_markup(_markup_view(data[:_SNIFF_BYTES]))
+        if not active:
             return content_class, []
-        detail = f"text with {_shown(active.group(), 60)} where browsers sniff for HTML"
+        detail = f"text with {_shown(active, 60)} where browsers sniff for HTML"
         return "script", [("SCRIPT", detail)]
     else:
         return content_class, []
     view = _markup_view(data)
-    active = _MARKUP_ACTIVE.search(view)
+    active = _active_markup(view)
     if active:
-        evidence = _shown(active.group(), 60)
+        evidence = _shown(active, 60)
         if kind == "xml":
             return "script", [("XML_ACTIVE_CONTENT", f"XML with {evidence}")]
         return "script", [("SCRIPT", f"HTML with {evidence}")]

@@ -58,8 +58,11 @@ def is_formula(value: str) -> bool:
     stripped = value.lstrip(_LEADING_SPACE)
     if not stripped:
         return False
-    first = unicodedata.normalize("NFKC", stripped[0])
-    if first not in _TRIGGERS:
+    first = stripped[0]
+    if first.isascii():
+        if first not in _TRIGGERS:
+            return False  # the common case, without Unicode normalisation
+    elif unicodedata.normalize("NFKC", first) not in _TRIGGERS:
         return False
     folded = unicodedata.normalize("NFKC", stripped).strip()
     is_number = any(c.isdigit() for c in folded) and _NUMBER.fullmatch(folded) is not None
@@ -69,6 +72,7 @@ def is_formula(value: str) -> bool:
 def _cells(text: str, delimiter: str) -> list[tuple[int, bool, str, int, int]]:
     """(insert offset, quoted, value, row, column) of every cell, read as ``csv`` reads."""
     out: list[tuple[int, bool, str, int, int]] = []
+    cell_end = re.compile(f"[{re.escape(delimiter)}\r\n]")
     index, length, row, column = 0, len(text), 1, 1
     while index <= length:
         start = index
@@ -76,20 +80,23 @@ def _cells(text: str, delimiter: str) -> list[tuple[int, bool, str, int, int]]:
         value: list[str] = []
         if quoted:
             index += 1
-            while index < length:
-                char = text[index]
-                if char == '"':
-                    if text[index + 1 : index + 2] == '"':
-                        value.append('"')
-                        index += 2
-                        continue
-                    index += 1
+            while True:
+                close = text.find('"', index)
+                if close < 0:  # unterminated: the rest of the file is this cell
+                    value.append(text[index:])
+                    index = length
                     break
-                value.append(char)
-                index += 1
-        while index < length and text[index] not in (delimiter, "\r", "\n"):
-            value.append(text[index])
-            index += 1
+                value.append(text[index:close])
+                if text[close + 1 : close + 2] == '"':
+                    value.append('"')
+                    index = close + 2
+                    continue
+                index = close + 1
+                break
+        found = cell_end.search(text, index)
+        stop = found.start() if found else length
+        value.append(text[index:stop])
+        index = stop
         out.append((start + 1 if quoted else start, quoted, "".join(value), row, column))
         if index >= length:
             break

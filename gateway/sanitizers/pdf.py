@@ -529,19 +529,16 @@ def _defanged_items(items: list[Any], metrics: tuple[int, list[float]]) -> list[
         if not isinstance(item, pikepdf.String):
             out.append(item)
             continue
-        segment = bytearray()
-        for byte in bytes(item):
-            new = swaps.get(offset)
-            offset += 1
-            if new is None:
-                segment.append(byte)
-                continue
-            segment.append(new)
-            out.append(pikepdf.String(bytes(segment)))
-            out.append(width(new) - width(byte))  # positive TJ numbers move the next glyph left
-            segment = bytearray()
-        if segment:
-            out.append(pikepdf.String(bytes(segment)))
+        raw = bytes(item)
+        start = 0
+        for position in sorted(o - offset for o in swaps if offset <= o < offset + len(raw)):
+            old, new = raw[position], swaps[offset + position]
+            out.append(pikepdf.String(raw[start:position] + bytes([new])))
+            out.append(width(new) - width(old))  # positive TJ numbers move the next glyph left
+            start = position + 1
+        if start < len(raw):
+            out.append(pikepdf.String(raw[start:]))
+        offset += len(raw)
     return out
 
 
