@@ -1067,6 +1067,34 @@ def pdf_fullwidth_url_cid() -> bytes:
     return _saved(pdf)
 
 
+def pdf_url_in_annotation() -> bytes:
+    """A FreeText ("typewriter") annotation whose appearance draws a URL on the page: not page
+    content, but shown on the page like it (and pdftotext reads it)."""
+    pdf = pikepdf.new()
+    font = _font(pdf)
+    page = pdf.add_blank_page(page_size=(612, 792))
+    page.obj.Resources = Dictionary(Font=Dictionary(F1=font))
+    page.obj.Contents = pdf.make_stream(_line(b"(Invoice) Tj"))
+    appearance = pdf.make_stream(
+        b"BT /F1 12 Tf 2 6 Td (Pay at https://evil.example/pay) Tj ET",
+        Type=Name.XObject,
+        Subtype=Name.Form,
+        BBox=Array([0, 0, 300, 24]),
+        Resources=Dictionary(Font=Dictionary(F1=font)),
+    )
+    annotation = Dictionary(
+        Type=Name.Annot,
+        Subtype=Name.FreeText,
+        Rect=Array([72, 600, 372, 624]),
+        Contents=String("Pay at https://evil.example/pay"),
+        DA=String("/F1 12 Tf 0 g"),
+        AP=Dictionary(N=appearance),
+        F=4,
+    )
+    page.obj.Annots = pdf.make_indirect(Array([pdf.make_indirect(annotation)]))
+    return _saved(pdf)
+
+
 def pdf_url_on_one_page(pages: int = 3, page_with_url: int = 2) -> bytes:
     """``pages`` pages of plain text; page ``page_with_url`` (1-based) also gives a mail
     address (which no glyph swap can defang: that page must become an image)."""
@@ -1090,5 +1118,6 @@ PDF_URL_TEXT: tuple[tuple[str, object], ...] = (
     ("hex-string", pdf_hex_string_url),
     ("quote-operator", pdf_quote_operator_url),
     ("fullwidth-cid", pdf_fullwidth_url_cid),
+    ("annotation", pdf_url_in_annotation),
     ("one-page-of-three", pdf_url_on_one_page),
 )
