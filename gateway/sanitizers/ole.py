@@ -182,8 +182,8 @@ def _macros(data: bytes) -> tuple[str | None, str | None]:
 def _check_failed(check: str, exc: Exception, part_id: str) -> Finding:
     """A check that raised proves nothing, so it is a finding like any hazard: the file gets
     no as-received output (the policy strips or holds it) and the detail says which check
-    failed and how. Only the rasterized copy, which keeps nothing of the file but pixels,
-    may still be made."""
+    failed and how. ``OLE_CHECK_FAILED`` is one of ``base.CHECK_FAILED_CODES``, so
+    ``gateway.inspect`` delivers no output with it at all, a rasterized one included."""
     if isinstance(exc, MemoryError):
         raise exc  # the child is out of memory: run_isolated reports WORKER_MEMORY
     return Finding("OLE_CHECK_FAILED", part_id, f"{check}: {type(exc).__name__}: {exc}"[:200])
