@@ -3,9 +3,13 @@
     .venv/bin/python benchmarks/bench_cdr.py [--runs 30] [--isolated]
 
 Generates its inputs (nothing is read from disk): a ~1 MB PDF (50 pages of text, each with a
-photo-like JPEG), a ~500 KB docx (paragraphs and pictures), a ~5 MB JPEG (noise, which
-compresses badly), then times the sanitizers on them and prints median and p99 per file and
-the rasterize time per PDF page (PDFium at 150 dpi, JPEG pages reassembled by pikepdf).
+photo-like JPEG; every line's https:// URL is swapped glyph for glyph), the same PDF with a
+mail address on every fifth page (those 10 pages are rasterized in place: issue 11), a ~500
+KB docx (paragraphs and pictures), a ~5 MB JPEG (noise, which compresses badly), a ~1 MB
+CP932 CSV with a formula cell on every row, and times the sanitizers on them; also the
+legacy-Office inspection of the corpus's ``plain.doc`` (when ../shared/corpus is there) and
+``gateway.detect`` on a ~1 MB XML file. Prints median and p99 per file and the rasterize
+time per PDF page (PDFium at 150 dpi, JPEG pages reassembled by pikepdf).
 ``--isolated`` times each call through ``gateway.workers.run_isolated`` as the gateway runs
 it (fork, limits, pickled result), so the fork cost is included. p99 over a few dozen runs is
 close to the maximum: read it as "the slow end", not as a fine percentile.
@@ -30,8 +34,10 @@ from PIL import Image
 
 from gateway.sanitizers.base import SanitizeOptions
 from gateway.sanitizers.image import ImageSanitizer
+from gateway.sanitizers.ole import OleSanitizer
 from gateway.sanitizers.ooxml import OoxmlSanitizer
 from gateway.sanitizers.pdf import PdfSanitizer, rasterize_pdf
+from gateway.sanitizers.text import TextSanitizer
 from gateway.workers import run_isolated
 
 
@@ -42,7 +48,7 @@ def noise_jpeg(width: int, height: int, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def make_pdf(pages: int = 50) -> bytes:
+def make_pdf(pages: int = 50, mail_every: int = 0) -> bytes:
     pdf = pikepdf.new()
     font = pdf.make_indirect(
         pikepdf.Dictionary(
@@ -67,6 +73,8 @@ def make_pdf(pages: int = 50) -> bytes:
             f"municipal notice text, see https://example.jp/{i}) Tj ET\n"
             for i in range(40)
         )
+        if mail_every and number % mail_every == 0:
+            lines += "BT /F1 10 Tf 50 200 Td (Contact: soumu@city.example.lg.jp) Tj ET\n"
         content = lines + "q 160 0 0 120 380 60 cm /Im0 Do Q\n"
         page.obj.Resources = pikepdf.Dictionary(
             Font=pikepdf.Dictionary(F1=font), XObject=pikepdf.Dictionary(Im0=image)
@@ -97,6 +105,31 @@ def make_jpeg() -> bytes:
     return noise_jpeg(2400, 1800, 95)
 
 
+def make_csv(rows: int = 12_000) -> bytes:
+    lines = ["番号,氏名,住所,金額,備考"]
+    for index in range(rows):
+        lines.append(
+            f"{index},山田 太郎{index},東京都千代田区霞が関{index}-1,-{index},=SUM(D{index})"
+        )
+    return ("\r\n".join(lines) + "\r\n").encode("cp932")
+
+
+def make_xml(records: int = 8_000) -> bytes:
+    body = "".join(
+        f"<人 番号='{i}'><名前>山田{i}</名前><住所>東京都</住所></人>" for i in range(records)
+    )
+    return f'<?xml version="1.0" encoding="utf-8"?><住所録>{body}</住所録>'.encode()
+
+
+class Detector:
+    """``gateway.detect.detect`` shaped like a sanitizer, to time it alongside them."""
+
+    def sanitize(self, data: bytes, name: str, part_id: str, options: Any) -> Any:
+        from gateway.detect import detect
+
+        return detect(data, name, "text/xml", part_id)
+
+
 def timed(call: Callable[[], Any], runs: int) -> list[float]:
     call()  # warm-up: imports, caches
     samples = []
@@ -121,11 +154,19 @@ def main() -> None:
     options = SanitizeOptions()
     inputs = {
         "pdf": ("report.pdf", make_pdf(), PdfSanitizer()),
+        "pdf-mail": ("report.pdf", make_pdf(mail_every=5), PdfSanitizer()),
         "docx": ("notice.docx", make_docx(), OoxmlSanitizer()),
         "jpeg": ("photo.jpg", make_jpeg(), ImageSanitizer()),
+        "csv": ("list.csv", make_csv(), TextSanitizer()),
+        "xml": ("list.xml", make_xml(), Detector()),
     }
+    plain_doc = (
+        Path(__file__).resolve().parents[2] / "shared/corpus/msoffcrypto-tool/inputs/plain.doc"
+    )
+    if plain_doc.is_file():
+        inputs["doc"] = ("plain.doc", plain_doc.read_bytes(), OleSanitizer())
     print(f"runs={args.runs} isolated={args.isolated} cpu={os.cpu_count()}")
-    print(f"{'input':<8}{'size':>12}{'median ms':>12}{'p99 ms':>10}")
+    print(f"{'input':<10}{'size':>12}{'median ms':>12}{'p99 ms':>10}")
     for label, (name, data, sanitizer) in inputs.items():
         if args.isolated:
 
@@ -140,7 +181,7 @@ def main() -> None:
 
         samples = timed(call, args.runs)
         print(
-            f"{label:<8}{len(data):>12,}{statistics.median(samples) * 1000:>12.1f}"
+            f"{label:<10}{len(data):>12,}{statistics.median(samples) * 1000:>12.1f}"
             f"{p99(samples) * 1000:>10.1f}"
         )
 

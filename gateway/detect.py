@@ -22,6 +22,7 @@ worker without a separate process.
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import struct
@@ -51,6 +52,7 @@ FINDING_CODES: tuple[str, ...] = (
     "RTF_EMBEDDED_OBJECT",  # \\object / \\objdata in RTF (CVE-2017-11882 and friends)
     "OFFICE_XML",  # Word/Excel 2003 XML: can carry DDE, OLE objects and macros
     "SVG_ACTIVE_CONTENT",  # script, event handlers, foreignObject or external references
+    "XML_ACTIVE_CONTENT",  # XML a browser runs: XSLT, XHTML/SVG script, entity declarations
     "EMPTY_FILE",  # zero bytes
     "DETECTION_ERROR",  # the checks themselves failed: class unknown (fail closed)
 )
@@ -93,7 +95,7 @@ SCRIPT_EXTENSIONS = frozenset(
         "js jse vbs vbe wsf wsh wsc sct hta ps1 ps1xml psm1 psd1 psc1 bat cmd scr com vb "
         "reg inf url website chm jnlp sh bash zsh command applescript scpt py pyw pl rb "
         "iqy slk settingcontent-ms library-ms searchconnector-ms appref-ms xbap mht mhtml "
-        "shs shb mde ade adp xnk"
+        "shs shb mde ade adp xnk htc htt"
     )
 )
 # Disk images and notebooks used to smuggle executables past mark-of-the-web (2022-2023).
@@ -446,7 +448,7 @@ _HTML_START = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _HTML_ACTIVE = re.compile(
-    rb"<\s*script\b|<\s*hta:application\b|\son[a-z]+\s*=|javascript\s*:|vbscript\s*:|"
+    rb"<\s*script\b|<\s*hta:application\b|[\s/\"'`]on[a-z]+\s*=|javascript\s*:|vbscript\s*:|"
     rb"<\s*iframe\b|<\s*frame\b|<\s*object\b|<\s*embed\b|<\s*applet\b|<\s*form\b|"
     rb"<\s*meta[^>]+http-equiv\s*=\s*['\"]?refresh|<\s*base\b|\ssrcdoc\s*=|data\s*:\s*text/html|"
     rb"<\s*link[^>]+rel\s*=\s*['\"]?import|<\s*portal\b",
@@ -457,7 +459,7 @@ _SVG_ROOT = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _SVG_ACTIVE = re.compile(
-    rb"<\s*(\w+:)?script\b|\son[a-z]+\s*=|<\s*(\w+:)?foreignObject\b|javascript\s*:|"
+    rb"<\s*(\w+:)?script\b|[\s/\"'`]on[a-z]+\s*=|<\s*(\w+:)?foreignObject\b|javascript\s*:|"
     rb"href\s*=\s*['\"]\s*(?!#|data:image/)[a-z][a-z0-9+.-]*:|<!ENTITY|<\s*(\w+:)?handler\b",
     re.IGNORECASE,
 )
@@ -757,6 +759,9 @@ def _content(
 
     mime, description = _magic(data)
     if mime == "image/svg+xml":
+        active = _SVG_ACTIVE.search(text)
+        if active:
+            findings.append(Finding("SVG_ACTIVE_CONTENT", part_id, _evidence(active)))
         return mime, "svg", description, findings
     if mime == "text/html" or _HTML_START.match(text):
         active = _HTML_ACTIVE.search(text) or _HTML_ACTIVE.search(data)
@@ -847,21 +852,17 @@ def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: s
     findings.extend(_filename_findings(untrusted_filename, part_id))
     extension = extension_of(untrusted_filename)
 
-    # Names a browser renders: a text file called .html is HTML to whoever opens it.
-    if content_class in ("text", "unknown") and extension in ("htm", "html", "xhtml", "svg"):
-        text = _decode_text_head(data)
-        active = _HTML_ACTIVE.search(text) or (
-            _SVG_ACTIVE.search(text) if extension == "svg" else None
-        )
-        if extension == "svg":
-            content_class = "svg"
-            if active:
-                findings.append(Finding("SVG_ACTIVE_CONTENT", part_id, _evidence(active)))
-        elif active:
-            content_class = "script"
-            findings.append(Finding("SCRIPT", part_id, f"HTML with {_evidence(active)}"))
-        else:
-            content_class = "html"
+    # Names a browser renders: a text file called .svg is an SVG to whoever opens it.
+    if content_class in ("text", "unknown") and extension == "svg":
+        content_class = "svg"
+        active = _SVG_ACTIVE.search(_decode_text_head(data))
+        if active:
+            findings.append(Finding("SVG_ACTIVE_CONTENT", part_id, _evidence(active)))
+
+    declared = declared_type.split(";", 1)[0].strip().lower()
+    if content_class in ("text", "unknown", "html"):
+        content_class, markup = _markup_class(data, content_class, mime, extension, declared)
+        findings.extend(Finding(code, part_id, detail) for code, detail in markup)
 
     forced_class, forced_code = _name_class(extension)
     if forced_class and content_class not in ("executable", "script"):
@@ -884,7 +885,6 @@ def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: s
                 f"name .{extension} but content is {mime} ({_shown(description, 80)})",
             )
         )
-    declared = declared_type.split(";", 1)[0].strip().lower()
     claimed = _DECLARED_CLASS.get(declared)
     if claimed and not _compatible(claimed, by_content):
         findings.append(
@@ -895,6 +895,134 @@ def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: s
             )
         )
     return Detection(mime, content_class, tuple(_dedupe(findings)), description)
+
+
+# --- markup: what a browser or a mail client's viewer would render ---------------------------
+
+# Names Windows and browsers open as HTML, and as XML (browsers render XML with its
+# stylesheet, and XHTML/SVG elements inside it as such). .mht/.mhtml/.hta/.htc/.htt are
+# scripts (SCRIPT_EXTENSIONS); .svg has its own class.
+HTML_EXTENSIONS = frozenset(_words("htm html shtml shtm stm xht xhtml"))
+XML_EXTENSIONS = frozenset(_words("xml xsl xslt rss atom rdf"))
+_HTML_DECLARED = frozenset(
+    _words(
+        "text/html application/xhtml+xml application/vnd.wap.xhtml+xml text/x-server-parsed-html"
+    )
+)
+_XML_DECLARED = frozenset(
+    _words(
+        "text/xml application/xml text/xsl application/xslt+xml application/rss+xml "
+        "application/atom+xml application/rdf+xml"
+    )
+)
+# WHATWG MIME Sniffing 7.1 ("identifying a resource with an unknown MIME type"): a resource
+# whose first non-whitespace bytes are one of these tags is HTML to a browser, whatever its
+# label; widened to every HTML element name (old Internet Explorer sniffed text/plain that
+# way too), plus XML's own start.
+_LEADING_HTML = re.compile(
+    r"^[\t\n\f\r \ufeff]*(<!--|<!doctype\s+html|<(html|head|body|script|iframe|h[1-6]|div|font|"
+    r"table|a|style|title|b|br|p|img|svg|math|meta|link|form|input|button|object|embed|span|"
+    r"center|frameset|frame|base|pre|ul|ol|li|hr|i|u|em|strong|section|article|nav|header|"
+    r"footer|main|video|audio|details|marquee|plaintext|xmp|textarea|select|isindex|"
+    r"hta:application)(?=[\s/>]))",
+    re.IGNORECASE,
+)
+_LEADING_XML = re.compile(r"^[\t\n\f\r \ufeff]*<\?xml[\s?]", re.IGNORECASE)
+# What makes markup run something, in HTML and in XML (namespaced elements included):
+# scripting elements, event handler attributes (also after "/", as in <svg/onload=>), script
+# URLs (with the tabs and newlines URL parsers drop), meta refresh, HTML imports, srcdoc,
+# XSLT (the stylesheet PI and the XSLT namespace), SVG inside another document, and entity
+# declarations (expansion bombs against the viewer). Matched on lower-cased text with
+# character references decoded, since browsers decode them in attribute values and
+# namespaces. Several patterns that each start with a literal, not one alternation: the
+# regex engine then skips ahead to the literal (a 600 KB file: 5 ms instead of 150).
+_MARKUP_ACTIVE = (
+    re.compile(
+        r"<\s*(?:[\w.-]+:)?(?:script|iframe|frame|frameset|object|embed|applet|form|base|portal|"
+        r"foreignobject|handler|listener|import)\b|<\s*hta:application\b|"
+        r"<\s*meta[^>]+http-equiv\s*=\s*['\"]?\s*refresh|<\s*link[^>]+rel\s*=\s*['\"]?\s*import|"
+        r"<\?xml-stylesheet\b|<!entity\b"
+    ),
+    re.compile(r"(?<=[\s/\"'`])on[a-z]+\s*="),
+    re.compile(r"(?:java|vb|live)script:"),  # on the text without tabs and line breaks
+    re.compile(r"data\s*:\s*text/html"),
+    re.compile(r"srcdoc\s*="),
+    re.compile(r"http://www\.w3\.org/(?:1999/xsl/transform|2000/svg)"),
+)
+
+
+def _active_markup(view: str) -> str:
+    """The first active construct in ``view`` (see ``_MARKUP_ACTIVE``), or ""."""
+    lowered = view.lower()
+    for pattern in _MARKUP_ACTIVE:
+        text = lowered
+        if "script:" in pattern.pattern:  # URL parsers drop tabs and line breaks
+            text = lowered.replace("\t", "").replace("\n", "").replace("\r", "")
+        found = pattern.search(text)
+        if found:
+            return found.group()
+    return ""
+
+
+_XHTML_NAMESPACE = "http://www.w3.org/1999/xhtml"
+# Browsers sniff at most this much of a resource (WHATWG: 1445 bytes), IE only 256: markup
+# this early in a text file can be taken for HTML by a sniffing viewer.
+_SNIFF_BYTES = 1445
+
+
+def _markup_view(data: bytes) -> str:
+    """The text a markup parser sees: BOM-decoded, character references expanded."""
+    text = _decode_text_head(data, len(data)).decode("latin-1")
+    return html.unescape(text) if "&" in text else text
+
+
+def _markup_class(
+    data: bytes, content_class: str, mime: str, extension: str, declared: str
+) -> tuple[str, list[tuple[str, str]]]:
+    """The class of a text-like part as a browser or a mail client's viewer reads it.
+
+    Decided by what renders it, never by the label alone: an HTML or XML name or declared
+    type, or leading markup in the bytes (also under .txt or text/plain), makes it markup.
+    Markup with anything active is a script (held by default); HTML, and XML with XHTML
+    elements, without anything active is HTML (rebuilt by the HTML sanitizer); other XML is
+    data (text). Plain text with active markup within what a browser sniffs is a script too.
+    Never makes a part less dangerous than its content class said, except HTML without
+    anything active staying HTML; ``unknown`` (Office 2003 XML, undecodable bytes) never
+    becomes text. Returns the class and (code, detail) findings.
+    """
+    head = _decode_text_head(data, _SNIFF_BYTES).decode("latin-1")
+    if (
+        content_class in ("html", "script")
+        or extension in HTML_EXTENSIONS
+        or declared in _HTML_DECLARED
+        or _LEADING_HTML.match(head)
+    ):
+        kind = "html"
+    elif (
+        extension in XML_EXTENSIONS
+        or declared in _XML_DECLARED
+        or mime in ("text/xml", "application/xml")
+        or _LEADING_XML.match(head)
+    ):
+        kind = "xml"
+    elif content_class == "text":
+        active = _active_markup(_markup_view(data[:_SNIFF_BYTES]))
+        if not active:
+            return content_class, []
+        detail = f"text with {_shown(active, 60)} where browsers sniff for HTML"
+        return "script", [("SCRIPT", detail)]
+    else:
+        return content_class, []
+    view = _markup_view(data)
+    active = _active_markup(view)
+    if active:
+        evidence = _shown(active, 60)
+        if kind == "xml":
+            return "script", [("XML_ACTIVE_CONTENT", f"XML with {evidence}")]
+        return "script", [("SCRIPT", f"HTML with {evidence}")]
+    if kind == "html" or _XHTML_NAMESPACE in view.lower():
+        return "html", []
+    return content_class, []  # XML data stays what its content is: text, or unknown
 
 
 def _evidence(match: re.Match[bytes]) -> str:

@@ -33,7 +33,12 @@ from gateway.errors import CannotSanitize
 from gateway.mime import MimeLimitExceeded, MimeLimits, ParsedMessage, Part, parse_message
 from gateway.report import AttachmentRecord, Report, Verdict
 from gateway.sanitizers import sanitizer_for
-from gateway.sanitizers.base import OutputFile, SanitizeOptions
+from gateway.sanitizers.base import (
+    CHECK_FAILED_CODES,
+    POLICY_HOLD_CODES,
+    OutputFile,
+    SanitizeOptions,
+)
 from gateway.sanitizers.html import html_to_text, sanitize_html
 from gateway.sanitizers.urls import UrlPolicy, defang_text
 from gateway.workers import run_isolated
@@ -402,8 +407,22 @@ class Inspector:
             self._failed(plan, exc.code, str(exc))
             return
         self.report.findings.extend(result.findings)
+        codes_found = {f.code for f in result.findings}
+        held = sorted(codes_found & POLICY_HOLD_CODES)
+        if held:
+            # The policy asked for this (e.g. csv_formulas: quarantine): hold, not "failed".
+            record.action, record.reason = "held", ",".join(held)
+            self.report.raise_verdict(
+                Verdict.QUARANTINE, f"attachment policy: {','.join(held)} is held"
+            )
+            return
+        failed_checks = sorted(codes_found & CHECK_FAILED_CODES)
+        if failed_checks:
+            # Whatever the sanitizer returned: a check that did not finish proves nothing.
+            self._failed(plan, ",".join(failed_checks), "a check did not finish")
+            return
         if not result.outputs:
-            codes = ",".join(sorted({f.code for f in result.findings})) or "SANITIZE_FAILED"
+            codes = ",".join(sorted(codes_found)) or "SANITIZE_FAILED"
             self._failed(plan, codes, "nothing harmless could be made")
             return
         plan.outputs = tuple(result.outputs)
@@ -505,6 +524,8 @@ _EXTENSIONS = {
     "image/tiff": "tif",
     "application/pdf": "pdf",
     "text/plain": "txt",
+    "text/csv": "csv",
+    "text/tab-separated-values": "tsv",
     "text/html": "html",
     "text/calendar": "ics",
     "application/zip": "zip",

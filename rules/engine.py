@@ -52,6 +52,8 @@ _STRICTNESS = {
     "url_mode": ("keep", "defang", "remove"),
     "signed": ("deliver-unmodified-if-clean", "deliver-modified", "quarantine"),
     "on_sanitize_failure": ("strip", "quarantine"),
+    "csv_formulas": ("neutralize", "quarantine"),
+    "pdf_url_text": ("rasterize-pages", "quarantine"),
 }
 
 
@@ -105,6 +107,8 @@ class PolicySettings:
     archive_max_members: int = 1000
     archive_max_total_size: int = 256 * 1024 * 1024
     archive_max_ratio: int = 200
+    csv_formulas: str = "neutralize"
+    pdf_url_text: str = "rasterize-pages"
 
     def action_for(self, content_class: str) -> str:
         """The action for a content class; a class the policy does not know is ``unknown``."""
@@ -131,6 +135,8 @@ class PolicySettings:
             archive_max_total_size=self.archive_max_total_size,
             archive_max_ratio=self.archive_max_ratio,
             member_actions=self.member_actions(),
+            csv_formulas=self.csv_formulas,
+            pdf_url_text=self.pdf_url_text,
         )
 
     @classmethod
@@ -160,6 +166,8 @@ class PolicySettings:
             archive_max_members=model.sanitize.archive_max_members,
             archive_max_total_size=int(model.sanitize.archive_max_total_size),
             archive_max_ratio=model.sanitize.archive_max_ratio,
+            csv_formulas=model.sanitize.csv_formulas,
+            pdf_url_text=model.sanitize.pdf_url_text,
         )
 
 
@@ -208,6 +216,12 @@ def strictest_settings(name: str, all_settings: Sequence[PolicySettings]) -> Pol
             archive_max_members=min(result.archive_max_members, other.archive_max_members),
             archive_max_total_size=min(result.archive_max_total_size, other.archive_max_total_size),
             archive_max_ratio=min(result.archive_max_ratio, other.archive_max_ratio),
+            csv_formulas=_stricter(
+                _STRICTNESS["csv_formulas"], result.csv_formulas, other.csv_formulas
+            ),
+            pdf_url_text=_stricter(
+                _STRICTNESS["pdf_url_text"], result.pdf_url_text, other.pdf_url_text
+            ),
         )
     return result
 

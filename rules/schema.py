@@ -175,6 +175,14 @@ class SanitizeSettings(_Model):
     archive_max_total_size: Size = ByteSize(256 * 1024 * 1024)
     archive_max_ratio: StrictInt = Field(200, ge=1)  # uncompressed/compressed, per member
     archive_members: ArchiveMemberActions = ArchiveMemberActions()  # type: ignore[valid-type]
+    # .csv/.tsv cells a spreadsheet would run as formulas (=, +, -, @, tab, CR first; ＝＋－＠
+    # too; plain numbers such as -5 are not formulas): neutralize puts ' in front (the cell
+    # shows as text), quarantine holds the message.
+    csv_formulas: Literal["neutralize", "quarantine"] = "neutralize"
+    # PDF pages whose text a viewer turns into links (http://, www., mail addresses): where the
+    # text cannot be rewritten exactly, rasterize-pages turns those pages (only) into images;
+    # quarantine holds the message. Not applied with urls.mode: keep.
+    pdf_url_text: Literal["rasterize-pages", "quarantine"] = "rasterize-pages"
 
 
 class UrlSettings(_Model):

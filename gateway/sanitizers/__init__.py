@@ -32,6 +32,7 @@ FINDING_CODES: tuple[str, ...] = tuple(
         + ole.FINDING_CODES
         + image.FINDING_CODES
         + archive.FINDING_CODES
+        + text.FINDING_CODES
         + htmlfile.FINDING_CODES
     )
 )

@@ -43,7 +43,13 @@ from dataclasses import dataclass, field
 from gateway.detect import detect, sanitize_filename
 from gateway.errors import CannotSanitize
 from gateway.report import Finding
-from gateway.sanitizers.base import OutputFile, SanitizeOptions, SanitizeResult
+from gateway.sanitizers.base import (
+    CHECK_FAILED_CODES,
+    POLICY_HOLD_CODES,
+    OutputFile,
+    SanitizeOptions,
+    SanitizeResult,
+)
 
 FINDING_CODES: tuple[str, ...] = (
     "ARCHIVE_ENCRYPTED",  # encrypted members (ZipCrypto, AES): cannot inspect
@@ -376,8 +382,9 @@ def _handle_member(
         outcome.members.append(dataclasses.replace(member, data=rebuilt))
         return
     if action == "keep":
-        outcome.members.append(member)
-        return
+        # As for a top-level part (gateway.inspect): "keep" is for text only, and text still
+        # goes through its sanitizer (URLs defanged, spreadsheet formulas neutralized).
+        action = "rebuild"
     if action == "quarantine":
         outcome.findings.append(
             Finding("ARCHIVE_MEMBER_QUARANTINE", member_id, f"{shown} ({content_class})")
@@ -410,10 +417,12 @@ def _handle_member(
         )
         return
     outcome.findings.extend(result.findings)
-    if not result.outputs:
-        outcome.findings.append(
-            Finding("ARCHIVE_MEMBER_STRIPPED", member_id, f"{shown}: nothing harmless to keep")
-        )
+    # A member the policy holds (its finding makes gateway.inspect hold the whole archive) or
+    # whose checks did not finish is never written, whatever the sanitizer returned.
+    refused = sorted({f.code for f in result.findings} & (CHECK_FAILED_CODES | POLICY_HOLD_CODES))
+    if refused or not result.outputs:
+        why = ",".join(refused) or "nothing harmless to keep"
+        outcome.findings.append(Finding("ARCHIVE_MEMBER_STRIPPED", member_id, f"{shown}: {why}"))
         return
     for output in result.outputs:
         new_name = posixpath.join(directory, output.filename) if directory else output.filename

@@ -44,6 +44,17 @@ CONTENT_CLASSES = (
     "unknown",  # anything else: stripped by default (fail closed)
 )
 
+# Findings that say a check did not finish. A result carrying one delivers no output at all
+# (``gateway.inspect`` and the archive sanitizer enforce it, whatever the sanitizer returned):
+# a check that failed proves nothing, so the part is stripped or held like any hazard.
+CHECK_FAILED_CODES = frozenset({"OLE_CHECK_FAILED", "PDF_TEXT_CHECK_FAILED", "PDF_VERIFY_FAILED"})
+
+# Findings by which a sanitizer says "the policy asks to hold this part" (e.g. ``csv_formulas:
+# quarantine``). The part is held and the message quarantined, whatever
+# ``on_sanitize_failure`` says: nothing failed, the policy decided. A member of an archive
+# carrying one holds the whole archive.
+POLICY_HOLD_CODES = frozenset({"CSV_FORMULA_HELD", "PDF_URL_TEXT_HELD"})
+
 Action = Literal["rebuild", "rasterize", "both", "strip", "quarantine", "keep"]
 ACTIONS: tuple[str, ...] = ("rebuild", "rasterize", "both", "strip", "quarantine", "keep")
 
@@ -66,6 +77,8 @@ class SanitizeOptions:
     archive_max_total_size: int = 256 * 1024 * 1024
     archive_max_ratio: int = 200
     member_actions: tuple[tuple[str, str], ...] = ()
+    csv_formulas: str = "neutralize"  # neutralize | quarantine (see sanitizers/text.py)
+    pdf_url_text: str = "rasterize-pages"  # rasterize-pages | quarantine (see sanitizers/pdf.py)
 
     def member_action(self, content_class: str, default: str = "strip") -> str:
         return dict(self.member_actions).get(content_class, default)

@@ -5,11 +5,17 @@ rebuilt with ``gateway.sanitizers.html.sanitize_html``: no script, no event hand
 frames, remote resources or ``href`` at all; URL text defanged. The result is UTF-8 with a
 ``<meta charset>`` so the browser does not guess. Fails closed (``CannotSanitize``) on input
 too large for the HTML sanitizer.
+
+The part may have arrived under another markup name (``.shtml``, ``.xht``, ``.xml`` with XHTML
+elements...: ``gateway.detect`` decides by what renders it). The rebuilt copy is HTML, so it is
+named ``.html``: under an XML name a browser would parse it as XML and show an error instead
+of the text. Other names (``.txt``, no extension) are kept: they open as text.
 """
 
 from __future__ import annotations
 
 from gateway.charsets import decode_body
+from gateway.detect import HTML_EXTENSIONS, XML_EXTENSIONS, extension_of, sanitize_filename
 from gateway.report import Finding
 from gateway.sanitizers.base import OutputFile, SanitizeOptions, SanitizeResult
 from gateway.sanitizers.html import sanitize_html
@@ -34,5 +40,7 @@ class HtmlFileSanitizer:
         page = '<!DOCTYPE html>\n<meta charset="utf-8">\n' + result.text
         findings = [Finding(f.code, part_id, f.detail) for f in result.findings]
         findings.append(Finding("HTML_ATTACHMENT_REBUILT", part_id, f"{result.urls_defanged} URLs"))
+        if extension_of(filename) in (HTML_EXTENSIONS | XML_EXTENSIONS) - {"htm", "html"}:
+            filename = sanitize_filename(filename, new_extension="html")
         output = OutputFile(page.encode("utf-8"), filename, "text/html; charset=utf-8")
         return SanitizeResult((output,), tuple(findings))

@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pikepdf
@@ -76,6 +78,9 @@ FINDING_CODES: tuple[str, ...] = (
     "PDF_TOO_MANY_PAGES",  # more pages than options.max_pages (rasterize)
     "PDF_RASTERIZED",  # the image-only twin was made
     "PDF_VERIFY_FAILED",  # active content survived the rebuild: no output
+    "PDF_URL_TEXT_RASTERIZED",  # pages with text a viewer turns into links made images
+    "PDF_URL_TEXT_HELD",  # such pages, and the policy holds them (pdf_url_text: quarantine)
+    "PDF_TEXT_CHECK_FAILED",  # the page text could not be read to check it: no output
 )
 
 # Actions that only move inside the document or change its view. Anything else goes.
@@ -168,37 +173,47 @@ def _where(obj: Any) -> str:
     return "direct"
 
 
-def _walk(pdf: pikepdf.Pdf) -> Iterator[Dictionary | Stream]:
+def _walk(pdf: pikepdf.Pdf, unread: list[str] | None = None) -> Iterator[Dictionary | Stream]:
     """Every dictionary and stream of the file: each indirect object, and every direct
-    dictionary nested inside one (annotations often carry their actions that way)."""
+    dictionary nested inside one (annotations often carry their actions that way).
+
+    What cannot be walked (a trailer or key qpdf cannot read, nesting deeper than
+    ``_MAX_DEPTH``) is appended to ``unread``: ``inspect_pdf`` makes each a hazard, so the
+    verification of our own output fails closed instead of trusting what it did not see."""
+    problems = unread if unread is not None else []
     for obj in pdf.objects:
-        yield from _walk_direct(obj, 0)
+        yield from _walk_direct(obj, 0, problems)
     try:
-        yield from _walk_direct(pdf.trailer, 0)
-    except Exception:  # a damaged trailer was already rebuilt by qpdf
+        trailer = pdf.trailer
+    except Exception as exc:  # recorded: see the docstring
+        problems.append(f"trailer: {type(exc).__name__}")
         return
+    yield from _walk_direct(trailer, 0, problems)
 
 
-def _walk_direct(obj: Any, depth: int) -> Iterator[Dictionary | Stream]:
+def _walk_direct(obj: Any, depth: int, unread: list[str]) -> Iterator[Dictionary | Stream]:
     if depth > _MAX_DEPTH:
+        unread.append(f"direct objects nested deeper than {_MAX_DEPTH}")
         return
     if isinstance(obj, (Dictionary, Stream)):
         yield obj
         try:
             keys = list(obj.keys())
-        except Exception:
+        except Exception as exc:  # recorded: see _walk
+            unread.append(f"keys of {_where(obj)}: {type(exc).__name__}")
             return
         for key in keys:
             try:
                 value = obj[key]
-            except Exception:  # qpdf could not resolve it: nothing to walk into
-                value = None
+            except Exception as exc:  # recorded: see _walk
+                unread.append(f"{key} of {_where(obj)}: {type(exc).__name__}")
+                continue
             if isinstance(value, (Dictionary, Array)) and not value.is_indirect:
-                yield from _walk_direct(value, depth + 1)
+                yield from _walk_direct(value, depth + 1, unread)
     elif isinstance(obj, Array):
         for value in list(obj):
             if isinstance(value, (Dictionary, Array)) and not value.is_indirect:
-                yield from _walk_direct(value, depth + 1)
+                yield from _walk_direct(value, depth + 1, unread)
 
 
 # Every action type of ISO 32000-2 (12.6.4). /S means other things elsewhere (structure
@@ -282,11 +297,14 @@ def inspect_pdf(pdf: pikepdf.Pdf, part_id: str) -> _Hazards:
     if Name.Collection in root:
         hazards.add("PDF_EMBEDDED_FILE", "portfolio (Collection)")
 
-    for obj in _walk(pdf):
+    unread: list[str] = []
+    for obj in _walk(pdf, unread):
         try:
             _inspect_object(obj, hazards)
         except Exception as exc:  # a damaged object: fail closed by counting it as a hazard
             hazards.add("PDF_ACTION", f"unreadable object {_where(obj)}: {type(exc).__name__}")
+    for problem in unread:  # what was not seen cannot be vouched for
+        hazards.add("PDF_ACTION", f"not inspected: {problem}")
     return hazards
 
 
@@ -440,23 +458,29 @@ def _neutralize_object(obj: Dictionary | Stream) -> None:
 
 _SIMPLE_FONT_TYPES = {"/Type1", "/TrueType", "/MMType1"}
 _URL_SCHEME = re.compile(rb"(?i)(h)(tt)(ps?)(?=://)")
+_WWW_DOT = re.compile(rb"(?i)(?<![a-z0-9])www\d{0,3}(\.)(?=[a-z0-9])")
 
 
-# Widths of t, x, T, X in the standard 14 fonts (Adobe AFM files), which may come without
-# /Widths. Only these four letters are ever swapped.
-_BASE14_TX = {
-    "Helvetica": (278, 500, 611, 667),
-    "Helvetica-Oblique": (278, 500, 611, 667),
-    "Helvetica-Bold": (333, 556, 611, 667),
-    "Helvetica-BoldOblique": (333, 556, 611, 667),
-    "Times-Roman": (278, 500, 611, 722),
-    "Times-Italic": (278, 444, 556, 611),
-    "Times-Bold": (333, 500, 667, 722),
-    "Times-BoldItalic": (278, 500, 611, 667),
-    "Courier": (600, 600, 600, 600),
-    "Courier-Oblique": (600, 600, 600, 600),
-    "Courier-Bold": (600, 600, 600, 600),
-    "Courier-BoldOblique": (600, 600, 600, 600),
+# Widths of the glyphs we swap in and out (t, x, T, X, the full stop, and byte 0xB7, the
+# bullet in the standard fonts' built-in StandardEncoding) in the standard 14 fonts (Adobe
+# AFM files), which may come without /Widths.
+def _base14(t: int, x: int, upper_t: int, upper_x: int, stop: int) -> dict[int, float]:
+    return {ord("t"): t, ord("x"): x, ord("T"): upper_t, ord("X"): upper_x, 0x2E: stop, 0xB7: 350}
+
+
+_BASE14_WIDTHS = {
+    "Helvetica": _base14(278, 500, 611, 667, 278),
+    "Helvetica-Oblique": _base14(278, 500, 611, 667, 278),
+    "Helvetica-Bold": _base14(333, 556, 611, 667, 278),
+    "Helvetica-BoldOblique": _base14(333, 556, 611, 667, 278),
+    "Times-Roman": _base14(278, 500, 611, 722, 250),
+    "Times-Italic": _base14(278, 444, 556, 611, 250),
+    "Times-Bold": _base14(333, 500, 667, 722, 250),
+    "Times-BoldItalic": _base14(278, 500, 611, 667, 250),
+    **{
+        name: {**_base14(600, 600, 600, 600, 600), 0xB7: 600}
+        for name in ("Courier", "Courier-Oblique", "Courier-Bold", "Courier-BoldOblique")
+    },
 }
 
 
@@ -468,100 +492,153 @@ def _widths(font: Any) -> tuple[int, list[float]] | None:
     except (TypeError, ValueError, pikepdf.PdfError):
         pass
     base = str(font.get(Name.BaseFont, "")).lstrip("/")
-    if base in _BASE14_TX and Name.Encoding not in font:
-        t, x, upper_t, upper_x = _BASE14_TX[base]
+    if base in _BASE14_WIDTHS and Name.Encoding not in font:
         widths = [0.0] * 256
-        widths[ord("t")], widths[ord("x")] = t, x
-        widths[ord("T")], widths[ord("X")] = upper_t, upper_x
+        for code, width in _BASE14_WIDTHS[base].items():
+            widths[code] = width
         return 0, widths
     return None
 
 
-def _defanged_segments(raw: bytes, metrics: tuple[int, list[float]]) -> list[Any] | None:
-    """``raw`` with ``http(s)`` -> ``hxxp(s)``, as TJ elements whose kerning numbers give back
-    exactly the width the wider "x" glyphs took, so nothing after them moves. None when
-    there is nothing to change or a width is unknown."""
+def _defanged_items(items: list[Any], metrics: tuple[int, list[float]]) -> list[Any] | None:
+    """The elements of one TJ array (strings and kerning numbers) with ``http(s)://`` ->
+    ``hxxp(s)://`` and ``www.`` -> ``www•``, also where they are split over several strings
+    (``[(htt) -15 (ps://…)]``), and a kerning number after each swapped glyph that gives
+    back exactly the width difference, so nothing after it moves. None when there is
+    nothing to change or a width is unknown (a glyph the font lacks has width 0)."""
     first, widths = metrics
 
-    def width(code: int) -> float | None:
+    def width(code: int) -> float:
         index = code - first
-        return widths[index] if 0 <= index < len(widths) else None
+        found = widths[index] if 0 <= index < len(widths) else 0.0
+        return found if found > 0 else -1e9  # unknown: the sum goes negative, refused below
 
-    out: list[Any] = []
-    position = 0
-    for match in _URL_SCHEME.finditer(raw):
-        old = match.group(2)
-        new = b"XX" if old.isupper() else b"xx"
-        old_width = sum(width(c) or -1e9 for c in old)
-        new_width = sum(width(c) or -1e9 for c in new)
-        if old_width < 0 or new_width < 0:
-            return None
-        out.append(pikepdf.String(raw[position : match.start()] + match.group(1) + new))
-        out.append(new_width - old_width)  # positive TJ numbers move the next glyph left
-        position = match.start(3)
-    if not out:
+    joined = b"".join(bytes(i) for i in items if isinstance(i, pikepdf.String))
+    swaps: dict[int, int] = {}  # offset in ``joined`` -> new byte
+    for match in _URL_SCHEME.finditer(joined):
+        for offset in range(match.start(2), match.end(2)):
+            swaps[offset] = ord("X") if joined[offset : offset + 1].isupper() else ord("x")
+    for match in _WWW_DOT.finditer(joined):
+        # "www." -> "www•" (the byte 0xB7: a bullet or a middle dot, as the encoding has it).
+        swaps[match.start(1)] = 0xB7
+    if not swaps or any(width(joined[o]) < 0 or width(new) < 0 for o, new in swaps.items()):
         return None
-    out.append(pikepdf.String(raw[position:]))
+    out: list[Any] = []
+    offset = 0
+    for item in items:
+        if not isinstance(item, pikepdf.String):
+            out.append(item)
+            continue
+        raw = bytes(item)
+        start = 0
+        for position in sorted(o - offset for o in swaps if offset <= o < offset + len(raw)):
+            old, new = raw[position], swaps[offset + position]
+            out.append(pikepdf.String(raw[start:position] + bytes([new])))
+            out.append(width(new) - width(old))  # positive TJ numbers move the next glyph left
+            start = position + 1
+        if start < len(raw):
+            out.append(pikepdf.String(raw[start:]))
+        offset += len(raw)
     return out
 
 
-def _defang_page_text(pdf: pikepdf.Pdf) -> int:
-    """Rewrite ``http(s)://`` in text drawn with simple (one-byte) fonts that carry their
-    glyph widths, compensating the width so the layout does not move. CID fonts are left
-    alone (their bytes are glyph numbers, not letters), as are the ``'`` and ``"``
-    operators. Returns how many strings changed."""
+def _font_metrics(resources: Any) -> dict[str, tuple[int, list[float]]]:
+    metrics: dict[str, tuple[int, list[float]]] = {}
+    fonts = resources.get(Name.Font) if isinstance(resources, Dictionary) else None
+    if not isinstance(fonts, Dictionary):
+        return metrics
+    for key in fonts:
+        font = fonts[key]
+        if isinstance(font, Dictionary) and str(font.get(Name.Subtype, "")) in _SIMPLE_FONT_TYPES:
+            found = _widths(font)
+            if found is not None:
+                metrics[str(key)] = found
+    return metrics
+
+
+_FORM_NESTING = 8  # Form XObjects inside Form XObjects that we follow
+
+
+def _instruction(operator: str, *operands: Any) -> Any:
+    return pikepdf.ContentStreamInstruction(list(operands), pikepdf.Operator(operator))
+
+
+def _defang_content(
+    pdf: pikepdf.Pdf, holder: Any, resources: Any, seen: set[tuple[int, int]], depth: int
+) -> tuple[int, bytes | None]:
+    """Rewrite the schemes in one content stream (a page's, or a Form XObject's), and in the
+    forms it paints. Returns (strings changed, the new content or None if unchanged)."""
+    metrics = _font_metrics(resources)
+    xobjects = resources.get(Name.XObject) if isinstance(resources, Dictionary) else None
+    try:
+        instructions = pikepdf.parse_content_stream(holder)
+    except Exception:  # unparseable content stays as qpdf wrote it; the page check decides
+        return 0, None
     changed = 0
-    for page in pdf.pages:
-        try:
-            fonts = page.obj.get(Name.Resources, Dictionary()).get(Name.Font, Dictionary())
-            metrics = {}
-            for key in fonts:
-                font = fonts[key]
-                if (
-                    isinstance(font, Dictionary)
-                    and str(font.get(Name.Subtype, "")) in _SIMPLE_FONT_TYPES
-                ):
-                    found = _widths(font)
-                    if found is not None:
-                        metrics[str(key)] = found
-            instructions = pikepdf.parse_content_stream(page) if metrics else []
-        except Exception:  # unparseable content is left as qpdf wrote it
-            instructions = []
-        current = ""
-        page_changed = 0
-        rewritten = []
-        for instruction in instructions:
-            if isinstance(instruction, pikepdf.ContentStreamInlineImage):
-                rewritten.append(instruction)
-                continue
-            operands, operator = instruction.operands, instruction.operator
-            op = str(operator)
-            if op == "Tf" and operands and isinstance(operands[0], Name):
-                current = str(operands[0])
-            elif op in ("Tj", "TJ") and current in metrics and operands:
-                items = list(operands[0]) if op == "TJ" else [operands[0]]
-                new_items: list[Any] = []
-                touched = False
-                for item in items:
-                    segments = (
-                        _defanged_segments(bytes(item), metrics[current])
-                        if isinstance(item, pikepdf.String)
-                        else None
-                    )
-                    if segments is None:
-                        new_items.append(item)
-                    else:
-                        new_items.extend(segments)
-                        touched = True
-                if touched:
-                    page_changed += 1
-                    instruction = pikepdf.ContentStreamInstruction(
-                        [Array(new_items)], pikepdf.Operator("TJ")
-                    )
+    font = ""
+    fonts_saved: list[str] = []
+    rewritten: list[Any] = []
+    for instruction in instructions:
+        if isinstance(instruction, pikepdf.ContentStreamInlineImage):
             rewritten.append(instruction)
-        if page_changed:
-            page.obj[Name.Contents] = pdf.make_stream(pikepdf.unparse_content_stream(rewritten))
-            changed += page_changed
+            continue
+        operands, op = list(instruction.operands), str(instruction.operator)
+        if op == "q":
+            fonts_saved.append(font)
+        elif op == "Q" and fonts_saved:
+            font = fonts_saved.pop()
+        elif op == "Tf" and operands and isinstance(operands[0], Name):
+            font = str(operands[0])
+        elif op == "Do" and operands and isinstance(xobjects, Dictionary) and depth < _FORM_NESTING:
+            form = xobjects.get(operands[0])
+            if isinstance(form, Stream) and form.get(Name.Subtype) == Name.Form:
+                key = form.objgen
+                if key == (0, 0) or key not in seen:
+                    seen.add(key)
+                    inner = form.get(Name.Resources, resources)
+                    count, data = _defang_content(pdf, form, inner, seen, depth + 1)
+                    if data is not None:
+                        form.write(data)
+                        changed += count
+        elif op in ("Tj", "TJ", "'", '"') and font in metrics and operands:
+            shown = operands[-1]
+            items = list(shown) if op == "TJ" and isinstance(shown, Array) else [shown]
+            new_items = _defanged_items(items, metrics[font])
+            if new_items is not None:
+                changed += 1
+                if op == "'":  # next line, then show
+                    rewritten.append(_instruction("T*"))
+                elif op == '"':  # word and character spacing, next line, then show
+                    rewritten += [
+                        _instruction("Tw", operands[0]),
+                        _instruction("Tc", operands[1]),
+                        _instruction("T*"),
+                    ]
+                instruction = pikepdf.ContentStreamInstruction(
+                    [Array(new_items)], pikepdf.Operator("TJ")
+                )
+        rewritten.append(instruction)
+    if not changed:
+        return changed, None
+    return changed, pikepdf.unparse_content_stream(rewritten)
+
+
+def _defang_page_text(pdf: pikepdf.Pdf) -> int:
+    """Rewrite ``http(s)://`` as ``hxxp(s)://`` and ``www.`` as ``www•`` in text drawn with
+    simple (one-byte) fonts that carry their glyph widths, compensating the width so the
+    layout does not move: in Tj, TJ (also when split over the array's strings), ' and "
+    operators, in page content and in the Form XObjects it paints. What this cannot rewrite
+    exactly (CID fonts, whose bytes are glyph numbers; text split over operators; mail
+    addresses; fonts without the glyph) is left to ``linkable_pages``, which finds it in the
+    written file. Returns how many strings changed."""
+    changed = 0
+    seen: set[tuple[int, int]] = set()
+    for page in pdf.pages:
+        resources = page.obj.get(Name.Resources, Dictionary())
+        count, data = _defang_content(pdf, page, resources, seen, 0)
+        if data is not None:
+            page.obj[Name.Contents] = pdf.make_stream(data)
+            changed += count
     return changed
 
 
@@ -651,19 +728,74 @@ def _verify(rebuilt: bytes, page_count: int, part_id: str) -> None:
 # --- rasterize -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _PageImage:
+    """One page rendered by PDFium: a JPEG, its pixel size, and the page's size in points as
+    a viewer shows it (rotation applied)."""
+
+    jpeg: bytes
+    width_px: int
+    height_px: int
+    width_pt: float
+    height_pt: float
+
+    def stream(self, pdf: pikepdf.Pdf) -> Stream:
+        return pdf.make_stream(
+            self.jpeg,
+            Type=Name.XObject,
+            Subtype=Name.Image,
+            Width=self.width_px,
+            Height=self.height_px,
+            ColorSpace=Name.DeviceRGB,
+            BitsPerComponent=8,
+            Filter=Name.DCTDecode,
+        )
+
+    def content(self) -> bytes:
+        return f"q {self.width_pt:.4f} 0 0 {self.height_pt:.4f} 0 0 cm /Im0 Do Q".encode("ascii")
+
+
+def _render(document: Any, index: int, options: SanitizeOptions) -> _PageImage:
+    """Page ``index`` as a JPEG at ``options.rasterize_dpi`` (less for huge pages, so that no
+    image exceeds ``options.max_image_pixels``), annotations and form fields drawn in."""
+    from PIL import Image
+
+    page = document[index]
+    try:
+        # PDFium's page size is already the shown one: crop box, rotation applied (a page with
+        # /Rotate 90 is wider than high here, and so is its rendering).
+        width_pt, height_pt = page.get_size()
+        if width_pt <= 0 or height_pt <= 0:
+            raise CannotSanitize("PDF_DAMAGED", f"page {index + 1} has no size")
+        scale = options.rasterize_dpi / 72.0
+        pixels = width_pt * height_pt * scale * scale
+        if pixels > options.max_image_pixels:
+            scale *= (options.max_image_pixels / pixels) ** 0.5
+        bitmap = page.render(scale=scale, may_draw_forms=True, draw_annots=True)
+        image: Image.Image = bitmap.to_pil().convert("RGB")
+    finally:
+        page.close()
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85, subsampling=0)
+    return _PageImage(buffer.getvalue(), image.width, image.height, width_pt, height_pt)
+
+
+def _pdfium_open(data: bytes) -> Any:
+    import pypdfium2 as pdfium
+
+    try:
+        return pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        code = "PDF_ENCRYPTED" if "password" in str(exc).lower() else "PDF_DAMAGED"
+        raise CannotSanitize(code, f"PDFium: {exc}"[:300]) from None
+
+
 def rasterize_pdf(data: bytes, options: SanitizeOptions) -> tuple[bytes, int]:
     """Render every page with PDFium and assemble an image-only PDF; returns (pdf, pages).
 
     Bounded: at most ``options.max_pages`` pages, each at most ``options.max_image_pixels``.
     """
-    import pypdfium2 as pdfium
-    from PIL import Image
-
-    try:
-        document = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        code = "PDF_ENCRYPTED" if "password" in str(exc).lower() else "PDF_DAMAGED"
-        raise CannotSanitize(code, f"PDFium: {exc}"[:300]) from None
+    document = _pdfium_open(data)
     try:
         pages = len(document)
         if pages == 0:
@@ -672,43 +804,169 @@ def rasterize_pdf(data: bytes, options: SanitizeOptions) -> tuple[bytes, int]:
             raise CannotSanitize("PDF_TOO_MANY_PAGES", f"{pages} pages > {options.max_pages}")
         out = pikepdf.new()
         for index in range(pages):
-            page = document[index]
-            try:
-                width_pt, height_pt = page.get_size()
-                if page.get_rotation() in (90, 270):
-                    width_pt, height_pt = height_pt, width_pt
-                if width_pt <= 0 or height_pt <= 0:
-                    raise CannotSanitize("PDF_DAMAGED", f"page {index + 1} has no size")
-                scale = options.rasterize_dpi / 72.0
-                pixels = width_pt * height_pt * scale * scale
-                if pixels > options.max_image_pixels:
-                    scale *= (options.max_image_pixels / pixels) ** 0.5
-                bitmap = page.render(scale=scale, may_draw_forms=True, draw_annots=True)
-                image: Image.Image = bitmap.to_pil().convert("RGB")
-            finally:
-                page.close()
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=85, subsampling=0)
-            stream = out.make_stream(
-                buffer.getvalue(),
-                Type=Name.XObject,
-                Subtype=Name.Image,
-                Width=image.width,
-                Height=image.height,
-                ColorSpace=Name.DeviceRGB,
-                BitsPerComponent=8,
-                Filter=Name.DCTDecode,
-            )
-            new_page = out.add_blank_page(page_size=(width_pt, height_pt))
-            new_page.obj[Name.Resources] = Dictionary(XObject=Dictionary(Im0=stream))
-            new_page.obj[Name.Contents] = out.make_stream(
-                f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q".encode("ascii")
-            )
+            image = _render(document, index, options)
+            new_page = out.add_blank_page(page_size=(image.width_pt, image.height_pt))
+            new_page.obj[Name.Resources] = Dictionary(XObject=Dictionary(Im0=image.stream(out)))
+            new_page.obj[Name.Contents] = out.make_stream(image.content())
         buffer = io.BytesIO()
         out.save(buffer, deterministic_id=True)
         return buffer.getvalue(), pages
     finally:
         document.close()
+
+
+# --- text on the pages that a viewer turns into links ---------------------------------------
+
+# What PDF viewers make links of in page text: PDFium (Chrome, Edge) and pdf.js look for
+# http://, https://, www. and mail addresses; Acrobat's "Create links from URLs" (on by
+# default) much the same. Matched on NFKC-folded text, so full-width ｈｔｔｐｓ：／／ counts too,
+# and any "scheme://" except our own defanged hxxp(s)/fxp. Bare domains (example.com) are
+# not linkified by these viewers and are left alone.
+_VIEWER_LINK = re.compile(
+    r"(?<![a-z0-9+.-])(?!hxxps?://|fxp://)[a-z][a-z0-9+.-]{1,24}://[^\s]+"
+    r"|(?<![a-z0-9])mailto:[^\s]+"
+    r"|(?<![a-z0-9])www\d{0,3}\.[a-z0-9][^\s]*"
+    r"|[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)+",
+    re.IGNORECASE,
+)
+
+
+def _page_links(text_page: Any) -> list[str]:
+    """What a viewer would linkify on one page: PDFium's own web-link finder (the one Chrome's
+    viewer uses) and ``_VIEWER_LINK`` over the page's text."""
+    import ctypes
+
+    import pypdfium2.raw as pdfium_c
+
+    found: list[str] = []
+    links = pdfium_c.FPDFLink_LoadWebLinks(text_page.raw)
+    try:
+        for index in range(pdfium_c.FPDFLink_CountWebLinks(links)):
+            size = pdfium_c.FPDFLink_GetURL(links, index, None, 0)
+            buffer = (ctypes.c_ushort * max(size, 1))()
+            pdfium_c.FPDFLink_GetURL(links, index, buffer, size)
+            found.append(bytes(buffer).decode("utf-16-le", "replace").rstrip("\x00"))
+    finally:
+        pdfium_c.FPDFLink_CloseWebLinks(links)
+    text = unicodedata.normalize("NFKC", text_page.get_text_range())
+    found += [match.group() for match in _VIEWER_LINK.finditer(text)]
+    return list(dict.fromkeys(found))
+
+
+def linkable_pages(data: bytes) -> dict[int, list[str]]:
+    """{page index: link-like text} for every page of ``data`` a viewer would give links.
+
+    The text of annotations drawn on the page (a FreeText "typewriter" box, a stamp) counts
+    as page text: each page with annotations is flattened first (PDFium's
+    ``FPDFPage_Flatten``, in this private copy only); a page whose annotations cannot be
+    flattened counts as affected. Raises CannotSanitize ``PDF_TEXT_CHECK_FAILED`` when
+    PDFium cannot read the text of a page that qpdf wrote: a page whose text was not seen is
+    not vouched for."""
+    import pypdfium2.raw as pdfium_c
+
+    document = _pdfium_open(data)
+    found: dict[int, list[str]] = {}
+    try:
+        for index in range(len(document)):
+            page = document[index]
+            try:
+                if pdfium_c.FPDFPage_GetAnnotCount(page.raw) > 0:
+                    flattened = pdfium_c.FPDFPage_Flatten(page.raw, pdfium_c.FLAT_NORMALDISPLAY)
+                    if flattened == pdfium_c.FLATTEN_FAIL:
+                        found[index] = ["annotations that could not be read"]
+                        continue
+                    page.close()  # PDFium shows the flattened content to a page loaded anew
+                    page = document[index]
+                text_page = page.get_textpage()
+                try:
+                    links = _page_links(text_page)
+                finally:
+                    text_page.close()
+            except CannotSanitize:
+                raise
+            except Exception as exc:  # turned into a finding that holds or strips the part
+                raise CannotSanitize(
+                    "PDF_TEXT_CHECK_FAILED", f"page {index + 1}: {type(exc).__name__}: {exc}"
+                ) from None
+            finally:
+                page.close()
+            if links:
+                found[index] = links
+    finally:
+        document.close()
+    return found
+
+
+# What a rasterized page no longer has: its annotations (drawn into the image), boxes and
+# user unit (the image is the page), transparency group, structure, thumbnail, beads.
+_RASTERIZED_PAGE_DROPS = (
+    "/Annots", "/BleedBox", "/TrimBox", "/ArtBox", "/UserUnit", "/Group", "/StructParents",
+    "/Thumb", "/PieceInfo", "/B", "/VP", "/Tabs",
+)  # fmt: skip
+
+
+def _rasterize_pages(data: bytes, pages: list[int], options: SanitizeOptions) -> bytes:
+    """``data`` with the given pages (0-based) replaced by images of themselves: same page
+    objects (outlines and links to them keep working), with only an image as content, no
+    annotations, no inherited rotation or boxes. The other pages are untouched vector
+    pages. Bounded by ``options.max_pages`` pages rendered."""
+    if len(pages) > options.max_pages:
+        raise CannotSanitize("PDF_TOO_MANY_PAGES", f"{len(pages)} pages to rasterize")
+    document = _pdfium_open(data)
+    try:
+        images = {index: _render(document, index, options) for index in pages}
+    finally:
+        document.close()
+    pdf = _open(data)
+    with pdf:
+        for index, image in images.items():
+            page = pdf.pages[index].obj
+            box = Array([0, 0, image.width_pt, image.height_pt])
+            # Set, not deleted: MediaBox, CropBox, Rotate and Resources are inherited from
+            # the page tree when a page lacks them (ISO 32000-2, 7.7.3.4).
+            page[Name.MediaBox] = box
+            page[Name.CropBox] = box
+            page[Name.Rotate] = 0
+            for key in _RASTERIZED_PAGE_DROPS:
+                if key in page:
+                    del page[key]
+            page[Name.Resources] = Dictionary(XObject=Dictionary(Im0=image.stream(pdf)))
+            page[Name.Contents] = pdf.make_stream(image.content())
+        out = io.BytesIO()
+        pdf.save(
+            out,
+            object_stream_mode=pikepdf.ObjectStreamMode.disable,
+            compress_streams=True,
+            encryption=False,
+            deterministic_id=True,
+            linearize=False,
+            fix_metadata_version=False,
+        )
+    return out.getvalue()
+
+
+def _without_link_text(
+    rebuilt: bytes, page_count: int, part_id: str, options: SanitizeOptions
+) -> tuple[bytes | None, list[Finding]]:
+    """The rebuilt PDF with no page a viewer would give links to: such pages rasterized
+    (``pdf_url_text: rasterize-pages``), or None and a ``PDF_URL_TEXT_HELD`` finding
+    (``quarantine``). Our own output is checked again; anything left fails closed."""
+    pages = linkable_pages(rebuilt)
+    if not pages:
+        return rebuilt, []
+    shown = "; ".join(
+        f"page {index + 1}: {', '.join(defang_url(link)[:60] for link in links[:2])}"
+        for index, links in list(pages.items())[:5]
+    )
+    detail = f"{len(pages)} of {page_count} pages ({shown})"[:400]
+    if options.pdf_url_text == "quarantine":
+        return None, [Finding("PDF_URL_TEXT_HELD", part_id, detail)]
+    result = _rasterize_pages(rebuilt, sorted(pages), options)
+    _verify(result, page_count, part_id)
+    left = linkable_pages(result)
+    if left:
+        raise CannotSanitize("PDF_VERIFY_FAILED", f"link text left on pages {sorted(left)}")
+    return result, [Finding("PDF_URL_TEXT_RASTERIZED", part_id, detail)]
 
 
 # --- the sanitizer -------------------------------------------------------------------------
@@ -734,14 +992,21 @@ class PdfSanitizer:
         outputs: list[OutputFile] = []
         rebuilt: bytes | None = None
         try:
-            rebuilt, found, _pages = _rebuild(data, part_id, options)
+            rebuilt, found, page_count = _rebuild(data, part_id, options)
             findings.extend(found)
         except CannotSanitize as exc:
             if mode != "rasterize" or exc.code in ("PDF_VERIFY_FAILED", "PDF_ENCRYPTED"):
                 raise
             findings.append(Finding(exc.code, part_id, str(exc)[:300]))
         if mode in ("rebuild", "both") and rebuilt is not None:
-            outputs.append(OutputFile(rebuilt, name, "application/pdf"))
+            delivered = rebuilt
+            if options.defang_urls:
+                checked, found = _without_link_text(rebuilt, page_count, part_id, options)
+                findings.extend(found)
+                if checked is None:  # the policy holds it (gateway.inspect sees the finding)
+                    return SanitizeResult(findings=tuple(findings))
+                delivered = checked
+            outputs.append(OutputFile(delivered, name, "application/pdf"))
         if mode in ("rasterize", "both"):
             image_pdf, pages = rasterize_pdf(rebuilt if rebuilt is not None else data, options)
             _verify(image_pdf, pages, part_id)

@@ -11,10 +11,16 @@ Fail closed: bytes that do not decode as text (U+FFFD needed), NUL bytes or othe
 control characters raise ``CannotSanitize`` (``TEXT_UNDECODABLE``, ``TEXT_BINARY``); the policy
 then strips or quarantines the part.
 
-Not done here: parsing CSV/iCalendar/vCard structure (a URL in any field is defanged the same
-way; an iCalendar line folded inside a URL is defanged piece by piece, each piece unclickable),
-and spreadsheet formula injection in CSV (``=HYPERLINK(...)``, ``=cmd|...``), which is a
-finding for the rules engine to add if we decide to.
+Spreadsheet formula injection (``=cmd|'/k calc.exe'!A0``, ``=HYPERLINK(…)``): in files a
+spreadsheet opens (``.csv``, and ``.tsv``/``.tab``), every cell Excel would evaluate gets a
+``'`` in front (``gateway.sanitizers.csvcells``; finding ``CSV_FORMULA_NEUTRALIZED`` with the
+cells), or, with the policy's ``sanitize.csv_formulas: quarantine``, the file gets no output
+and the finding ``CSV_FORMULA_HELD`` (``gateway.inspect`` holds the message). The charset and
+the line endings are kept like for URLs. Other names (``.txt``) open in a text editor and are
+not touched.
+
+Not done here: parsing iCalendar/vCard structure (a URL in any field is defanged the same
+way; an iCalendar line folded inside a URL is defanged piece by piece, each piece unclickable).
 """
 
 from __future__ import annotations
@@ -28,10 +34,19 @@ from gateway.charsets import (
     decode_body,
     encode_body,
 )
+from gateway.detect import extension_of
 from gateway.errors import CannotSanitize
 from gateway.report import Finding
 from gateway.sanitizers.base import OutputFile, SanitizeOptions, SanitizeResult
+from gateway.sanitizers.csvcells import neutralize
 from gateway.sanitizers.urls import UrlPolicy, defang_text
+
+FINDING_CODES: tuple[str, ...] = (
+    "TEXT_UNDECODABLE",  # not text in any charset: no output
+    "TEXT_BINARY",  # control characters of binary data: no output
+    "CSV_FORMULA_NEUTRALIZED",  # cells a spreadsheet would run as formulas, prefixed with '
+    "CSV_FORMULA_HELD",  # such cells, and the policy holds them (csv_formulas: quarantine)
+)
 
 _CONTENT_TYPES = {
     ".csv": "text/csv",
@@ -43,6 +58,9 @@ _CONTENT_TYPES = {
 # C0 controls other than tab, LF, FF, CR and ESC (ISO-2022-JP escapes), and DEL.
 _BINARY_RE = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
 _PYTHON_CODECS = {"cp932": "cp932", "euc-jp": "euc_jp", "utf-8": "utf-8", "us-ascii": "ascii"}
+# Files a spreadsheet opens on a double click, and the delimiter Excel (Japanese locale)
+# splits them on.
+_SPREADSHEET_DELIMITERS = {"csv": ",", "tsv": "\t", "tab": "\t"}
 
 
 class TextSanitizer:
@@ -75,11 +93,24 @@ class TextSanitizer:
             raise CannotSanitize("TEXT_BINARY", f"{filename}: control character {binary.group()!r}")
         result = defang_text(decoded.text, policy)
         findings.extend(Finding(flag, part_id, "") for flag in result.flags)
+        text = result.text
+        formulas: tuple[str, ...] = ()
+        delimiter = _SPREADSHEET_DELIMITERS.get(extension_of(filename))
+        if delimiter is not None:
+            neutralized = neutralize(text, delimiter)
+            text, formulas = neutralized.text, neutralized.cells
+        if formulas:
+            more = f"; and {len(formulas) - 5} more" if len(formulas) > 5 else ""
+            detail = f"{len(formulas)} cells: {'; '.join(formulas[:5])}{more}"[:300]
+            if options.csv_formulas == "quarantine":
+                findings.append(Finding("CSV_FORMULA_HELD", part_id, detail))
+                return SanitizeResult(findings=tuple(findings))
+            findings.append(Finding("CSV_FORMULA_NEUTRALIZED", part_id, detail))
         content_type = _content_type(filename)
-        if result.count == 0:
+        if result.count == 0 and not formulas:
             output = OutputFile(data, filename, f"{content_type}; charset={decoded.charset_used}")
             return SanitizeResult((output,), tuple(findings))
-        encoded, charset, fallback = _encode_like(result.text, decoded.charset_used)
+        encoded, charset, fallback = _encode_like(text, decoded.charset_used)
         if fallback:
             findings.append(Finding(CHARSET_FALLBACK_UTF8, part_id, decoded.charset_used))
         if bom and charset == "utf-8":
@@ -87,6 +118,8 @@ class TextSanitizer:
         output = OutputFile(encoded, filename, f"{content_type}; charset={charset}")
         note = f"{result.count} URLs defanged" if policy.mode == "defang" else ""
         note = f"{result.count} URLs removed" if policy.mode == "remove" else note
+        if formulas:
+            note = f"{note}; {len(formulas)} formula cells neutralized".lstrip("; ")
         return SanitizeResult((output,), tuple(findings), (note,))
 
 

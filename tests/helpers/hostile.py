@@ -794,3 +794,330 @@ def svg_with_script() -> bytes:
         b'<image xlink:href="file:///etc/passwd" width="10" height="10"/>'
         b'<a xlink:href="javascript:alert(3)"><text x="5" y="30" fill="white">hi</text></a></svg>'
     )
+
+
+# --- issue 11: content the checks used to let through -------------------------------------
+
+
+def ppt_object_oletools_cannot_parse() -> bytes:
+    """A PowerPoint 97 file carrying an embedded OLE object (an LNK package, from the corpus's
+    ``oletools/oleobj/sample_with_lnk_file.ppt``) whose ``Current User`` stream claims release
+    version 7 instead of 8. PowerPoint locates its records through that stream's offsets and
+    does not care; oletools' PPT parser raises ``ValueError`` on it, so a check that swallows
+    that error sees no embedded object at all."""
+    from tests.helpers.corpus import corpus_file
+
+    data = corpus_file("oletools/oleobj/sample_with_lnk_file.ppt")
+    # Current User record body: ... lenUserName=4, "user", relVersion=8, unicode "user".
+    release_8 = bytes.fromhex("75736572080000007500730065007200")
+    assert data.count(release_8) == 1, "corpus sample changed"
+    return data.replace(release_8, bytes.fromhex("75736572070000007500730065007200"))
+
+
+_XHTML_SCRIPT = (
+    b'<?xml version="1.0" encoding="utf-8"?>\n'
+    b'<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Invoice</title></head>'
+    b"<body><p>Invoice</p><script>alert(document.domain)</script></body></html>"
+)
+
+# Markup a browser (or a mail client's viewer) runs, under names and declared types other than
+# .html/text/html: (file name, declared type, bytes). Each must be held, or arrive with no
+# script, event handler or other active markup left. See MARKUP_BENIGN for the controls.
+ACTIVE_MARKUP: tuple[tuple[str, str, bytes], ...] = (
+    ("invoice.shtml", "text/html", b"<img src=x onerror=alert(1)><p>Invoice</p>"),
+    ("invoice.shtm", "application/octet-stream", b"<p>Invoice</p><img src=x onerror=alert(1)>"),
+    ("invoice.stm", "text/plain", b'<!--#include virtual="/x" --><b onmouseover=alert(1)>x</b>'),
+    ("invoice.xht", "application/xhtml+xml", _XHTML_SCRIPT),
+    ("invoice.xhtml", "text/plain", _XHTML_SCRIPT.replace(b"<body>", b'<body onload="alert(1)">')),
+    ("data.xml", "text/xml", _XHTML_SCRIPT),
+    (
+        "prefixed.xml",
+        "application/xml",
+        b'<?xml version="1.0"?><h:html xmlns:h="http://www.w3.org/1999/xhtml">'
+        b"<h:body><h:script>alert(1)</h:script></h:body></h:html>",
+    ),
+    (
+        "encoded-namespace.xml",
+        "text/xml",
+        b'<?xml version="1.0"?><html xmlns="&#x68;ttp://www.w3.org/1999/xhtml">'
+        b"<body><script>alert(1)</script></body></html>",
+    ),
+    (
+        "styled.xml",
+        "text/xml",
+        b'<?xml version="1.0"?>\n<?xml-stylesheet type="text/xsl" href="#style"?>\n'
+        b'<doc><xsl:stylesheet id="style" version="1.0" '
+        b'xmlns:xsl="http://www.w3.org/1999/XSL/Transform"><xsl:template match="/">'
+        b"<html><body><script>alert(1)</script></body></html></xsl:template></xsl:stylesheet>"
+        b"</doc>",
+    ),
+    (
+        "remote-style.xml",
+        "application/xml",
+        b'<?xml version="1.0"?><?xml-stylesheet type="text/xsl" href="https://evil.example/x.xsl"?>'
+        b"<order><item>1</item></order>",
+    ),
+    (
+        "drawing.xml",
+        "text/xml",
+        b'<?xml version="1.0"?><root><svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)">'
+        b"<rect width='1' height='1'/></svg></root>",
+    ),
+    (
+        "entities.xml",
+        "text/xml",
+        b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+        b"<d>&b;</d>",
+    ),
+    ("note.txt", "text/plain", b"<img src=x onerror=alert(1)>\r\nPlease see the invoice.\r\n"),
+    ("note.txt", "text/plain", b"\xef\xbb\xbf  <svg/onload=alert(1)>"),
+    ("readme", "text/html", b"Hello <svg onload=alert(1)> there"),
+    (
+        "invoice.xsl",
+        "text/xsl",
+        b'<?xml version="1.0"?><xsl:stylesheet version="1.0" '
+        b'xmlns:xsl="http://www.w3.org/1999/XSL/Transform"/>',
+    ),
+    ("table.csv", "text/html", b"name,amount\r\n<script>alert(1)</script>,1\r\n"),
+    (
+        "app.hta",
+        "text/plain",
+        b"<hta:application/><script>new ActiveXObject('WScript.Shell')</script>",
+    ),
+    (
+        "archive.mht",
+        "application/octet-stream",
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/related; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: text/html\r\nContent-Location: file:///c:/x.htm\r\n\r\n"
+        b"<html><body><script>alert(1)</script></body></html>\r\n--b--\r\n",
+    ),
+)
+
+# Markup and markup-looking text that is harmless: delivered, readable.
+MARKUP_BENIGN: tuple[tuple[str, str, bytes], ...] = (
+    (
+        "住所録.xml",
+        "text/xml",
+        (
+            '<?xml version="1.0" encoding="Shift_JIS"?>\r\n'
+            '<住所録><人 名="山田">東京都</人></住所録>\r\n'
+        ).encode("cp932"),
+    ),
+    ("memo.txt", "text/plain", b"if a < b and c > d then <b> is bold in HTML\r\n"),
+    ("page.shtml", "text/html", b"<p>Opening hours: 9-17</p>"),
+)
+
+
+def csv_with_formulas() -> tuple[bytes, bytes]:
+    """A CP932 CSV (CRLF lines, as Excel on Japanese Windows writes it) with every kind of
+    formula cell, and the exact bytes it must come out as: the same file with ``'`` in front
+    of each formula cell (after the opening quote of quoted ones), nothing else changed.
+    Plain numbers (-5, +3.5, －５, -1,234) are not formulas and stay."""
+    rows = [
+        ("氏名,電話,金額,備考", "氏名,電話,金額,備考"),
+        (
+            "山田,+81-3-1234-5678,-5,=cmd|'/k calc.exe'!A0",
+            "山田,'+81-3-1234-5678,-5,'=cmd|'/k calc.exe'!A0",
+        ),
+        (
+            '佐藤,"=HYPERLINK(""#Sheet2!A1"",""請求書"")",+3.5,@SUM(1+1)*cmd|\'/c calc\'!A0',
+            '佐藤,"\'=HYPERLINK(""#Sheet2!A1"",""請求書"")",+3.5,\'@SUM(1+1)*cmd|\'/c calc\'!A0',
+        ),
+        (
+            '鈴木,＝１＋１,－５,"\t=2+5"',
+            "鈴木,'＝１＋１,－５,\"'\t=2+5\"",
+        ),
+        (
+            '田中," -2+3+cmd|\' /C calc\'!A0","-1,234",＠ユーザー',
+            "田中,\"' -2+3+cmd|' /C calc'!A0\",\"-1,234\",'＠ユーザー",
+        ),
+    ]
+    before = "".join(f"{old}\r\n" for old, _ in rows).encode("cp932")
+    after = "".join(f"{new}\r\n" for _, new in rows).encode("cp932")
+    return before, after
+
+
+def _pdf_pages(
+    contents: list[bytes], fonts: Dictionary | None = None, pdf: pikepdf.Pdf | None = None
+) -> pikepdf.Pdf:
+    """A PDF with one page per content stream, Helvetica as /F1 (plus ``fonts``)."""
+    pdf = pdf if pdf is not None else pikepdf.new()
+    font = _font(pdf)
+    for content in contents:
+        page = pdf.add_blank_page(page_size=(612, 792))
+        page.obj.Resources = Dictionary(Font=Dictionary(F1=font, **(dict(fonts) if fonts else {})))
+        page.obj.Contents = pdf.make_stream(content)
+    return pdf
+
+
+def _saved(pdf: pikepdf.Pdf) -> bytes:
+    buffer = io.BytesIO()
+    pdf.save(buffer)
+    return buffer.getvalue()
+
+
+def _line(text: bytes, y: int = 700) -> bytes:
+    return b"BT /F1 14 Tf 72 %d Td " % y + text + b" ET"
+
+
+def _identity_font(pdf: pikepdf.Pdf, text: str) -> tuple[Dictionary, bytes]:
+    """A Type0 font (Identity-H, not embedded) whose ToUnicode CMap maps CID n to the n-th
+    distinct character of ``text``, and ``text`` written as a hex string in that font: how a
+    Japanese PDF carries its text (CID fonts), here with full-width letters."""
+    chars = list(dict.fromkeys(text))
+    entries = "".join(f"<{i + 1:04X}> <{ord(c):04X}>\n" for i, c in enumerate(chars))
+    cmap = (
+        "/CIDInit /ProcSet findresource begin 12 dict begin begincmap\n"
+        "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n"
+        "/CMapName /Test-UCS def /CMapType 2 def\n"
+        "1 begincodespacerange <0000> <FFFF> endcodespacerange\n"
+        f"{len(chars)} beginbfchar\n{entries}endbfchar\n"
+        "endcmap CMapName currentdict /CMap defineresource pop end end\n"
+    ).encode()
+    descendant = Dictionary(
+        Type=Name.Font,
+        Subtype=Name.CIDFontType2,
+        BaseFont=Name("/MSGothic"),
+        CIDSystemInfo=Dictionary(
+            Registry=String("Adobe"), Ordering=String("Identity"), Supplement=0
+        ),
+        FontDescriptor=pdf.make_indirect(
+            Dictionary(
+                Type=Name.FontDescriptor,
+                FontName=Name("/MSGothic"),
+                Flags=4,
+                FontBBox=Array([0, -140, 1000, 860]),
+                ItalicAngle=0,
+                Ascent=860,
+                Descent=-140,
+                CapHeight=700,
+                StemV=80,
+            )
+        ),
+        DW=1000,
+    )
+    font = pdf.make_indirect(
+        Dictionary(
+            Type=Name.Font,
+            Subtype=Name.Type0,
+            BaseFont=Name("/MSGothic"),
+            Encoding=Name("/Identity-H"),
+            DescendantFonts=Array([pdf.make_indirect(descendant)]),
+            ToUnicode=pdf.make_stream(cmap),
+        )
+    )
+    codes = "".join(f"{chars.index(c) + 1:04X}" for c in text)
+    return font, f"<{codes}>".encode()
+
+
+def pdf_url_split_in_tj() -> bytes:
+    """``https://`` split over the strings of one TJ array (kerning between them)."""
+    return _saved(_pdf_pages([_line(b"[(Details: htt) -15 (ps://evil.example/pay)] TJ")]))
+
+
+def pdf_url_split_over_operators() -> bytes:
+    """``htt`` and ``ps://`` drawn by two Tj operators on one line: one word to a viewer."""
+    return _saved(_pdf_pages([_line(b"(Details: htt) Tj (ps://evil.example/pay) Tj")]))
+
+
+def pdf_url_in_form_xobject() -> bytes:
+    """The URL is drawn by a Form XObject the page paints, not by the page's own content."""
+    pdf = pikepdf.new()
+    font = _font(pdf)
+    form = pdf.make_stream(
+        b"BT /F1 12 Tf 0 0 Td (Pay at https://evil.example/pay) Tj ET",
+        Type=Name.XObject,
+        Subtype=Name.Form,
+        BBox=Array([0, 0, 400, 50]),
+        Resources=Dictionary(Font=Dictionary(F1=font)),
+    )
+    page = pdf.add_blank_page(page_size=(612, 792))
+    page.obj.Resources = Dictionary(XObject=Dictionary(Fm0=form))
+    page.obj.Contents = pdf.make_stream(b"q 1 0 0 1 72 700 cm /Fm0 Do Q")
+    return _saved(pdf)
+
+
+def pdf_www_url() -> bytes:
+    return _saved(_pdf_pages([_line(b"(Visit www.evil.example/pay today) Tj")]))
+
+
+def pdf_mail_address() -> bytes:
+    return _saved(_pdf_pages([_line(b"(Questions: taro@evil.example) Tj")]))
+
+
+def pdf_hex_string_url() -> bytes:
+    return _saved(_pdf_pages([_line(b"<" + b"https://evil.example/pay".hex().encode() + b"> Tj")]))
+
+
+def pdf_quote_operator_url() -> bytes:
+    """The ``'`` operator (next line, then show): also page text."""
+    return _saved(
+        _pdf_pages([b"BT /F1 14 Tf 16 TL 72 700 Td (Invoice) Tj (https://evil.example/pay) ' ET"])
+    )
+
+
+def pdf_fullwidth_url_cid() -> bytes:
+    """A full-width URL in a CID font (Identity-H + ToUnicode), as Japanese PDFs carry text:
+    its bytes are glyph numbers, so no byte rewrite can defang it."""
+    pdf = pikepdf.new()
+    font, hex_text = _identity_font(pdf, "詳細：ｈｔｔｐｓ：／／ｅｖｉｌ．ｅｘａｍｐｌｅ／ｐａｙ")
+    page = pdf.add_blank_page(page_size=(612, 792))
+    page.obj.Resources = Dictionary(Font=Dictionary(F2=font))
+    page.obj.Contents = pdf.make_stream(b"BT /F2 12 Tf 72 700 Td " + hex_text + b" Tj ET")
+    return _saved(pdf)
+
+
+def pdf_url_in_annotation() -> bytes:
+    """A FreeText ("typewriter") annotation whose appearance draws a URL on the page: not page
+    content, but shown on the page like it (and pdftotext reads it)."""
+    pdf = pikepdf.new()
+    font = _font(pdf)
+    page = pdf.add_blank_page(page_size=(612, 792))
+    page.obj.Resources = Dictionary(Font=Dictionary(F1=font))
+    page.obj.Contents = pdf.make_stream(_line(b"(Invoice) Tj"))
+    appearance = pdf.make_stream(
+        b"BT /F1 12 Tf 2 6 Td (Pay at https://evil.example/pay) Tj ET",
+        Type=Name.XObject,
+        Subtype=Name.Form,
+        BBox=Array([0, 0, 300, 24]),
+        Resources=Dictionary(Font=Dictionary(F1=font)),
+    )
+    annotation = Dictionary(
+        Type=Name.Annot,
+        Subtype=Name.FreeText,
+        Rect=Array([72, 600, 372, 624]),
+        Contents=String("Pay at https://evil.example/pay"),
+        DA=String("/F1 12 Tf 0 g"),
+        AP=Dictionary(N=appearance),
+        F=4,
+    )
+    page.obj.Annots = pdf.make_indirect(Array([pdf.make_indirect(annotation)]))
+    return _saved(pdf)
+
+
+def pdf_url_on_one_page(pages: int = 3, page_with_url: int = 2) -> bytes:
+    """``pages`` pages of plain text; page ``page_with_url`` (1-based) also gives a mail
+    address (which no glyph swap can defang: that page must become an image)."""
+    contents = []
+    for number in range(1, pages + 1):
+        text = b"(Mugaika test page %d) Tj" % number
+        if number == page_with_url:
+            text += b" 0 -20 Td (write to taro@evil.example) Tj"
+        contents.append(_line(text))
+    return _saved(_pdf_pages(contents))
+
+
+# PDFs whose pages carry text a viewer turns into a link, each in a way the old rewrite
+# (a plain "(https://...) Tj" string) missed: (name, builder).
+PDF_URL_TEXT: tuple[tuple[str, object], ...] = (
+    ("split-tj", pdf_url_split_in_tj),
+    ("split-operators", pdf_url_split_over_operators),
+    ("form-xobject", pdf_url_in_form_xobject),
+    ("www", pdf_www_url),
+    ("mail-address", pdf_mail_address),
+    ("hex-string", pdf_hex_string_url),
+    ("quote-operator", pdf_quote_operator_url),
+    ("fullwidth-cid", pdf_fullwidth_url_cid),
+    ("annotation", pdf_url_in_annotation),
+    ("one-page-of-three", pdf_url_on_one_page),
+)

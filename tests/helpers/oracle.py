@@ -160,3 +160,132 @@ def office_active_content(data: bytes, suffix: str = ".bin") -> list[str]:
 
 def magic_mime(data: bytes) -> str:
     return magic.from_buffer(data[: 4 * 1024 * 1024], mime=True)
+
+
+# --- markup: what a browser would run ------------------------------------------------------
+
+_ACTIVE_ELEMENTS = frozenset(
+    [
+        "script",
+        "iframe",
+        "frame",
+        "frameset",
+        "object",
+        "embed",
+        "applet",
+        "form",
+        "base",
+        "portal",
+        "foreignobject",
+        "handler",
+        "listener",
+    ]
+)
+_SCRIPT_URL = re.compile(r"^(javascript|vbscript|livescript|data\s*:\s*text/html)", re.IGNORECASE)
+_ACTIVE_NAMESPACES = (
+    "http://www.w3.org/1999/xhtml",
+    "http://www.w3.org/2000/svg",
+    "http://www.w3.org/1999/XSL/Transform",
+)
+
+
+def markup_active_content(data: bytes) -> list[str]:
+    """Active markup in ``data`` read as HTML (html5lib, as browsers parse) and as XML (lxml:
+    stylesheets, entity declarations, XHTML/SVG/XSLT namespaces with script). Empty: a
+    browser opening the file, whatever it takes it for, runs nothing."""
+    from bleach._vendor import html5lib
+    from lxml import etree
+
+    found: list[str] = []
+    document = html5lib.parse(data, namespaceHTMLElements=False)
+    for element in document.iter():
+        tag = element.tag.rpartition("}")[2].lower() if isinstance(element.tag, str) else ""
+        if tag in _ACTIVE_ELEMENTS:
+            found.append(f"html <{tag}>")
+        if tag == "meta" and "refresh" in element.get("http-equiv", "").lower():
+            found.append("html meta refresh")
+        for name, value in element.attrib.items():
+            local = name.rpartition("}")[2].lower() if isinstance(name, str) else ""
+            if local.startswith("on"):
+                found.append(f"html {tag} {local}=")
+            if _SCRIPT_URL.match("".join(value.split())):
+                found.append(f"html {tag} {local}={value[:40]}")
+    parser = etree.XMLParser(
+        recover=True, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError:
+        root = None
+    if root is not None:
+        tree = root.getroottree()
+        if tree.docinfo.internalDTD is not None and tree.docinfo.internalDTD.entities():
+            found.append("xml entity declarations")
+        for node in tree.iter():
+            if isinstance(node, etree._ProcessingInstruction):
+                if node.target == "xml-stylesheet":
+                    found.append(f"xml-stylesheet {node.text}")
+                continue
+            if not isinstance(node.tag, str):
+                continue
+            namespace, _, local = (
+                node.tag[1:].rpartition("}")
+                if node.tag[:1] == "{"
+                else (
+                    "",
+                    "",
+                    node.tag.rpartition(":")[2],
+                )
+            )
+            local = local.lower()
+            if namespace in _ACTIVE_NAMESPACES and (
+                local in _ACTIVE_ELEMENTS or namespace.endswith("Transform")
+            ):
+                found.append(f"xml {namespace} {local}")
+            for name in node.attrib:
+                if name.rpartition("}")[2].rpartition(":")[2].lower().startswith("on"):
+                    found.append(f"xml {local} {name}=")
+        for node in root.itersiblings(preceding=True):
+            if isinstance(node, etree._ProcessingInstruction) and node.target == "xml-stylesheet":
+                found.append(f"xml-stylesheet {node.text}")
+    return list(dict.fromkeys(found))
+
+
+# --- PDF page text a viewer would turn into links -----------------------------------------
+
+# What PDF viewers linkify in page text (pdf.js' autolinker, PDFium's CPDF_LinkExtract,
+# Acrobat's "Create links from URLs"): a web scheme, mailto:, www., a mail address. Written
+# here independently of the sanitizer, matched on NFKC-folded text (full-width forms too).
+_PDF_LINK = re.compile(
+    r"(?:https?|ftp|file)://\S|mailto:\S|(?<![0-9a-z])www\d{0,3}\.[0-9a-z]"
+    r"|[0-9a-z._%+-]+@[0-9a-z-]+(?:\.[0-9a-z-]+)+",
+    re.IGNORECASE,
+)
+
+
+def pdf_page_texts(data: bytes) -> list[str]:
+    """Text of each page per poppler's pdftotext (pages end with a form feed)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "in.pdf")
+        path.write_bytes(data)
+        result = subprocess.run(
+            ["pdftotext", "-q", "-enc", "UTF-8", str(path), "-"],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    pages = result.stdout.decode("utf-8", "replace").split("\f")
+    return pages[:-1] if pages and not pages[-1].strip() else pages
+
+
+def pdf_linkable_text(data: bytes) -> list[tuple[int, str]]:
+    """(page number, text) of everything on the pages a viewer would make a link of."""
+    import unicodedata
+
+    found = []
+    for number, text in enumerate(pdf_page_texts(data), 1):
+        folded = unicodedata.normalize("NFKC", text)
+        found += [(number, match.group()) for match in _PDF_LINK.finditer(folded)]
+    return found

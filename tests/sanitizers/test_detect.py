@@ -263,3 +263,66 @@ def test_detect_on_damaged_samples(cut: int, flip: int) -> None:
         damaged = bytearray(sample[: max(1, len(sample) * cut // 100)])
         damaged[len(damaged) // 2] ^= flip
         assert detect(bytes(damaged), "x.bin", "", "1").content_class in CONTENT_CLASSES
+
+
+# --- issue 11: markup decided by what renders it, not by the label -------------------------
+
+
+@pytest.mark.parametrize(("name", "declared", "data"), hostile.ACTIVE_MARKUP)
+def test_active_markup_is_a_script_under_any_name(name: str, declared: str, data: bytes) -> None:
+    detection = detect(data, name, declared, "2")
+    if detection.content_class == "svg":  # rasterized by default, held if it will not render
+        assert "SVG_ACTIVE_CONTENT" in _codes(detection)
+        return
+    assert detection.content_class == "script"
+    assert _codes(detection) & {"SCRIPT", "XML_ACTIVE_CONTENT"}
+
+
+@pytest.mark.parametrize(
+    ("name", "declared", "data", "klass"),
+    [
+        ("住所録.xml", "text/xml", hostile.MARKUP_BENIGN[0][2], "text"),
+        ("memo.txt", "text/plain", hostile.MARKUP_BENIGN[1][2], "text"),
+        ("page.shtml", "text/html", b"<p>Opening hours</p>", "html"),
+        ("page.xht", "application/octet-stream", b"<p>static</p>", "html"),
+        ("note", "text/plain", b"<html><body>static</body></html>", "html"),
+        (
+            "feed.xml",
+            "text/xml",
+            b'<?xml version="1.0"?><html xmlns="http://www.w3.org/1999/xhtml"/>',
+            "html",
+        ),
+    ],
+)
+def test_harmless_markup_classes(name: str, declared: str, data: bytes, klass: str) -> None:
+    detection = detect(data, name, declared, "2")
+    assert detection.content_class == klass
+    assert not _codes(detection) & {"SCRIPT", "XML_ACTIVE_CONTENT"}
+
+
+def test_xml_evidence_names_what_runs() -> None:
+    name, declared, data = next(s for s in hostile.ACTIVE_MARKUP if s[0] == "remote-style.xml")
+    assert _detail(detect(data, name, declared, "2"), "XML_ACTIVE_CONTENT") == (
+        "XML with <?xml-stylesheet"
+    )
+
+
+def test_active_markup_late_in_a_text_file_is_text() -> None:
+    """Beyond what browsers sniff (1445 bytes), a .txt is read as text by everything."""
+    data = b"notes\r\n" * 300 + b"<img src=x onerror=alert(1)>\r\n"
+    assert detect(data, "notes.txt", "text/plain", "2").content_class == "text"
+
+
+def test_office_2003_xml_stays_unknown() -> None:
+    data = (
+        b'<?xml version="1.0"?><?mso-application progid="Word.Document"?>'
+        b'<w:wordDocument xmlns:w="http://schemas.microsoft.com/office/word/2003/wordml"/>'
+    )
+    detection = detect(data, "letter.xml", "text/xml", "2")
+    assert detection.content_class == "unknown"
+    assert "OFFICE_XML" in _codes(detection)
+
+
+@pytest.mark.parametrize("name", ["view.htt", "behavior.htc"])
+def test_windows_html_templates_are_scripts(name: str) -> None:
+    assert detect(b"<html><body>x</body></html>", name, "text/plain", "2").content_class == "script"

@@ -3,6 +3,8 @@ rasterizing tested where installed."""
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from gateway.errors import CannotSanitize
@@ -12,6 +14,7 @@ from tests.helpers import oracle
 from tests.helpers.corpus import corpus_file
 
 SANITIZER = OleSanitizer()
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
 def test_clean_doc_is_delivered_as_verified() -> None:
@@ -76,3 +79,46 @@ def test_rasterize_with_libreoffice() -> None:
     assert output.filename == "x.pdf"
     assert oracle.pdf_active_content(output.data) == []
     assert oracle.pdf_text(output.data) == ""
+
+
+# --- issue 11: a check that fails is a finding, never "verified clean" ----------------------
+
+
+def test_ppt_object_unseen_by_oletools_is_found_and_withheld() -> None:
+    from tests.helpers import hostile
+
+    data = hostile.ppt_object_oletools_cannot_parse()
+    result = SANITIZER.sanitize(data, "slides.ppt", "1", SanitizeOptions())
+    assert result.outputs == ()
+    [finding] = [f for f in result.findings if f.code == "OLE_EMBEDDED_OBJECT"]
+    assert "ExOleObjStg (compressed) at offset 4277" in finding.detail
+    assert "OLE_VERIFIED_CLEAN" not in {f.code for f in result.findings}
+
+
+def test_object_record_hidden_inside_another_atom_is_found() -> None:
+    from gateway.sanitizers.ole import ppt_object_records
+
+    hidden = b"\x10\x00\x11\x10" + struct.pack("<I", 12) + b"\x00" * 12
+    # An atom (recVer 0) PowerPoint does not descend into, holding the object record at an
+    # odd offset: only a persist-directory offset would reach it, and a signature scan does.
+    atom = b"\x00\x00\xf0\x0f" + struct.pack("<I", 3 + len(hidden)) + b"abc" + hidden
+    assert ppt_object_records(atom) == ["ExOleObjStg (compressed) at offset 11"]
+    assert ppt_object_records(atom[:-1]) == []  # a length past the stream's end is no record
+    assert ppt_object_records(b"x" + OLE_MAGIC) == ["compound file inside the stream at offset 1"]
+
+
+@pytest.mark.parametrize("check", ["_embedded_objects", "_macros", "_dde"])
+def test_each_failing_check_withholds_the_file(monkeypatch: pytest.MonkeyPatch, check: str) -> None:
+    """A clean document whose inspection raises midway is not delivered as received."""
+    import gateway.sanitizers.ole as ole_module
+
+    def broken(*args: object) -> object:
+        raise ValueError("parser gave up")
+
+    monkeypatch.setattr(ole_module, check, broken)
+    data = corpus_file("msoffcrypto-tool/inputs/plain.doc")
+    result = SANITIZER.sanitize(data, "plain.doc", "1", SanitizeOptions())
+    assert result.outputs == ()
+    [failed] = [f for f in result.findings if f.code == "OLE_CHECK_FAILED"]
+    assert failed.detail.endswith("ValueError: parser gave up")
+    assert "OLE_VERIFIED_CLEAN" not in {f.code for f in result.findings}

@@ -169,3 +169,110 @@ def test_defang_url() -> None:
     assert defang_url("https://a.b.example/p?q=1") == "hxxps://a[.]b[.]example/p?q=1"
     assert defang_url("HTTP://x.jp") == "HxxP://x[.]jp"
     assert defang_url("mailto:a@b.jp") == "mailto:a@b[.]jp"
+
+
+def test_what_the_walk_cannot_reach_is_a_hazard_not_silence() -> None:
+    """Direct objects nested past the walker's depth bound were skipped without a word: the
+    verification of our own output would then vouch for what it never looked at."""
+    from gateway.sanitizers.pdf import inspect_pdf
+
+    pdf = pikepdf.open(io.BytesIO(hostile.benign_pdf(pages=1)))
+    nested = pikepdf.Dictionary(Note=pikepdf.String("bottom"))
+    for _ in range(70):
+        nested = pikepdf.Dictionary(Inner=nested)
+    pdf.pages[0].obj.Deep = nested
+    hazards = inspect_pdf(pdf, "1")
+    assert "not inspected: direct objects nested deeper than 64" in hazards.items["PDF_ACTION"]
+
+
+# --- issue 11: text on the pages that a viewer turns into links ----------------------------
+
+
+@pytest.mark.parametrize(("kind", "build"), hostile.PDF_URL_TEXT)
+def test_no_page_keeps_link_text(kind: str, build) -> None:  # type: ignore[no-untyped-def]
+    data = build()
+    result = _sanitize(data)
+    [output] = result.outputs
+    assert oracle.pdf_linkable_text(output.data) == [], kind
+    assert oracle.pdf_page_count(output.data) == oracle.pdf_page_count(data)
+    codes = {f.code for f in result.findings}
+    assert codes & {"PDF_URI_TEXT_DEFANGED", "PDF_URL_TEXT_RASTERIZED"}
+
+
+def test_page_check_sees_what_pdfium_links_and_full_width() -> None:
+    from gateway.sanitizers.pdf import linkable_pages
+
+    assert linkable_pages(hostile.pdf_mail_address()) == {
+        0: ["mailto:taro@evil.example", "taro@evil.example"]
+    }
+    assert linkable_pages(hostile.pdf_fullwidth_url_cid()) == {0: ["https://evil.example/pay"]}
+    assert linkable_pages(hostile.benign_pdf(pages=2)) == {}
+
+
+def test_rasterized_page_undoes_inherited_rotation_and_boxes() -> None:
+    pdf = pikepdf.open(io.BytesIO(hostile.pdf_url_on_one_page(2, 1)))
+    pdf.Root.Pages.Rotate = 90  # inherited by both pages
+    pdf.Root.Pages.CropBox = pikepdf.Array([0, 0, 300, 400])
+    buffer = io.BytesIO()
+    pdf.save(buffer)
+    [output] = _sanitize(buffer.getvalue()).outputs
+    with pikepdf.open(io.BytesIO(output.data)) as result:
+        first, second = result.pages
+        assert first.obj.Rotate == 0
+        assert [float(v) for v in first.obj.MediaBox] == [0, 0, 400, 300]  # as a viewer showed it
+        assert [float(v) for v in first.obj.CropBox] == [0, 0, 400, 300]
+        assert "/Annots" not in first.obj
+        assert list(first.obj.Resources.XObject.keys()) == ["/Im0"]
+        # the other page is untouched (qpdf may have copied the inherited value onto it)
+        assert second.obj.get("/Rotate", result.Root.Pages.get("/Rotate")) == 90
+    texts = oracle.pdf_page_texts(output.data)
+    assert texts[0].strip() == ""
+    assert "Mugaika test page 2" in texts[1]
+
+
+def test_policy_quarantine_gives_no_output_and_says_why() -> None:
+    options = SanitizeOptions(pdf_url_text="quarantine")
+    result = SANITIZER.sanitize(hostile.pdf_mail_address(), "a.pdf", "1", options)
+    assert result.outputs == ()
+    [held] = [f for f in result.findings if f.code == "PDF_URL_TEXT_HELD"]
+    assert held.detail == "1 of 1 pages (page 1: mailto:taro@evil[.]example, taro@evil[.]example)"
+
+
+def test_urls_kept_by_policy_leave_pages_alone() -> None:
+    data = hostile.pdf_mail_address()
+    [output] = SANITIZER.sanitize(data, "a.pdf", "1", SanitizeOptions(defang_urls=False)).outputs
+    assert oracle.pdf_linkable_text(output.data) == [(1, "taro@evil.example")]
+
+
+def test_both_mode_rasterizes_pages_of_the_rebuilt_copy_too() -> None:
+    rebuilt, twin = _sanitize(hostile.pdf_url_on_one_page(3, 2), mode="both").outputs
+    assert oracle.pdf_linkable_text(rebuilt.data) == []
+    assert "Mugaika test page 3" in oracle.pdf_page_texts(rebuilt.data)[2]
+    assert oracle.pdf_text(twin.data) == ""
+
+
+def test_a_page_whose_text_cannot_be_read_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.sanitizers.pdf as pdf_module
+
+    def unreadable(text_page: object) -> list[str]:
+        raise RuntimeError("text page broken")
+
+    monkeypatch.setattr(pdf_module, "_page_links", unreadable)
+    with pytest.raises(CannotSanitize, match="page 1: RuntimeError: text page broken") as caught:
+        _sanitize(hostile.benign_pdf(pages=1))
+    assert caught.value.code == "PDF_TEXT_CHECK_FAILED"
+
+
+def test_rasterized_rotated_page_keeps_its_shape() -> None:
+    """PDFium's page size is already rotated: swapping it again drew a landscape rendering
+    into a portrait page, stretched."""
+    pdf = pikepdf.open(io.BytesIO(hostile.benign_pdf(pages=1)))
+    pdf.pages[0].obj.Rotate = 90
+    buffer = io.BytesIO()
+    pdf.save(buffer)
+    [output] = _sanitize(buffer.getvalue(), mode="rasterize").outputs
+    with pikepdf.open(io.BytesIO(output.data)) as result:
+        page = result.pages[0]
+        assert [float(v) for v in page.mediabox] == [0, 0, 792, 612]
+        image = next(iter(page.images.values()))
+        assert image.Width > image.Height
