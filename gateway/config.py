@@ -118,6 +118,11 @@ class DeliveryConfig(_Model):
     max_reuse: StrictInt = Field(100, ge=1)  # messages per connection before QUIT
     starttls: Literal["off", "opportunistic", "required"] = "opportunistic"
     helo_name: str | None = None  # default: smtp.hostname
+    # How the downstream learns the original client: xforward (logged by Postfix as
+    # orig_client; its Received: names the gateway) or xclient (Postfix XCLIENT: the
+    # downstream's Received:, log and access checks name the internet client; needs
+    # smtpd_authorized_xclient_hosts there; one connection per message).
+    forward_client: Literal["xforward", "xclient"] = "xforward"
 
 
 class WorkersConfig(_Model):
