@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from gateway.errors import ConfigError
 from gateway.yamlfile import Loc, YamlDocument, clean_loc, dotted, load_yaml, validation_messages
@@ -220,6 +228,17 @@ class QuarantineConfig(_Model):
     blobs: Literal["auto", "files", "database"] = "auto"
     purge_interval: StrictFloat = Field(3600.0, ge=1)  # seconds between purges inside `serve`
     release: ReleaseConfig = ReleaseConfig()
+
+    @model_validator(mode="after")
+    def _originals_reachable_from_every_node(self) -> QuarantineConfig:
+        # A PostgreSQL quarantine is shared by gateway nodes; an original stored as a file
+        # would exist on the node that held it only, and die with that node's disk.
+        if self.blobs == "files" and (self.url or "").startswith("postgresql"):
+            raise ValueError(
+                "blobs: files keeps originals on one node's disk, but a PostgreSQL quarantine "
+                "is shared by nodes that must all read them: use database (or auto)"
+            )
+        return self
 
 
 class HeaderAuthConfig(_Model):
