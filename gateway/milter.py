@@ -315,18 +315,17 @@ class MilterSession:
 
     # -- end of message: the pipeline ------------------------------------------------------
 
-    def _raw(self) -> bytes:
+    def _raw(self, transaction: _Transaction) -> bytes:
         lines = []
-        for name, value in self.transaction.headers:
+        for name, value in transaction.headers:
             if not self.leading_space:
                 value = b" " + value
             # Postfix hands folded values with bare LF between the lines.
             lines.append(name.encode("ascii") + b":" + value.replace(b"\r\n", b"\n"))
         head = b"\r\n".join(line.replace(b"\n", b"\r\n") for line in lines)
-        return head + b"\r\n\r\n" + bytes(self.transaction.body)
+        return head + b"\r\n\r\n" + bytes(transaction.body)
 
-    def _envelope(self) -> Envelope:
-        transaction = self.transaction
+    def _envelope(self, transaction: _Transaction) -> Envelope:
         body = next(
             (
                 o.partition("=")[2].upper()
@@ -350,15 +349,12 @@ class MilterSession:
         )
 
     async def _end_of_message(self) -> None:
-        transaction = self.transaction
-        self.transaction = _Transaction()
+        transaction, self.transaction = self.transaction, _Transaction()
         if transaction.too_big:
             await self._reply(replies.R552_MESSAGE_TOO_BIG)
             return
-        self.transaction = transaction
-        raw = self._raw()
-        envelope = self._envelope()
-        self.transaction = _Transaction()
+        raw = self._raw(transaction)
+        envelope = self._envelope(transaction)
         captured = CapturedDelivery()
         handler = self.server.handler
         assert handler is not None
