@@ -140,8 +140,11 @@ def test_postfix_balances_across_both_nodes(cluster: Cluster) -> None:
         -3000:
     ]
     assert set(cluster.arrived("<lb-").values()) == {1}
+    # Each node's verdict lines reach us through its log pipe, a moment after its reply.
+    assert wait_until(
+        lambda: cluster.a.handled("delivered") + cluster.b.handled("delivered") == count
+    )
     a, b = cluster.a.handled("delivered"), cluster.b.handled("delivered")
-    assert a + b == count
     assert a > 0, "node A got nothing: Postfix did not balance"
     assert b > 0, "node B got nothing: Postfix did not balance"
 
@@ -150,6 +153,8 @@ def test_held_through_a_is_released_from_b_exactly_once_with_a_gone(cluster: Clu
     original = program_mail("<held-on-a@internet.example>")
     with smtplib.SMTP("127.0.0.1", cluster.a.port, timeout=60) as client:
         client.sendmail("someone@internet.example", ["user@example.lg.jp"], original)
+    # The verdict line reaches us through the node's log pipe, a moment after the reply.
+    assert cluster.a.process.wait_for_output("verdict=quarantined", 30)
     [reference] = [
         line.split("ref=")[1].split()[0]
         for line in cluster.a.process.lines
@@ -204,7 +209,7 @@ def test_postfix_fails_over_when_a_node_is_gone(cluster: Cluster) -> None:
         -3000:
     ]
     assert set(cluster.arrived("<fo-").values()) == {1}
-    assert cluster.b.handled("delivered") - before == count
+    assert wait_until(lambda: cluster.b.handled("delivered") - before == count)
     assert cluster.postfix.queue_is_empty()
     # Postfix did pick the dead node for some of them and went on to the other one.
     refused = f"connect to 127.0.0.1[127.0.0.1]:{cluster.a.port}: Connection refused"
