@@ -32,7 +32,6 @@ from tests.integration.mails import (
 pytestmark = [
     pytest.mark.postfix,
     pytest.mark.slow,
-    pytest.mark.xdist_group("postfix-relay-hop"),
     pytest.mark.skipif(not is_root(), reason="a private Postfix master must run as root"),
 ]
 

@@ -34,7 +34,6 @@ pytestmark = [
     pytest.mark.postfix,
     pytest.mark.postgres,
     pytest.mark.slow,
-    pytest.mark.xdist_group("scale-out"),
     pytest.mark.skipif(not is_root(), reason="a private Postfix master must run as root"),
 ]
 
