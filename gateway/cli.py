@@ -28,7 +28,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 # Packages that add their own subcommands (quarantine, rules, scan, users, db, admin).
-COMMAND_MODULES: tuple[str, ...] = ("gateway.scan", "rules.cli", "quarantine.cli")
+COMMAND_MODULES: tuple[str, ...] = ("gateway.scan", "rules.cli", "quarantine.cli", "gateway.milter")
 
 
 def common_options() -> argparse.ArgumentParser:

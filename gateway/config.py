@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from gateway.errors import ConfigError
 from gateway.yamlfile import (
@@ -138,6 +146,11 @@ class DeliveryConfig(_Model):
     max_reuse: StrictInt = Field(100, ge=1)  # messages per connection before QUIT
     starttls: Literal["off", "opportunistic", "required"] = "opportunistic"
     helo_name: str | None = None  # default: smtp.hostname
+    # How the downstream learns the original client: xforward (logged by Postfix as
+    # orig_client; its Received: names the gateway) or xclient (Postfix XCLIENT: the
+    # downstream's Received:, log and access checks name the internet client; needs
+    # smtpd_authorized_xclient_hosts there; one connection per message).
+    forward_client: Literal["xforward", "xclient"] = "xforward"
 
 
 class WorkersConfig(_Model):
@@ -236,6 +249,17 @@ class QuarantineConfig(_Model):
     blobs: Literal["auto", "files", "database"] = "auto"
     purge_interval: StrictFloat = Field(3600.0, ge=1)  # seconds between purges inside `serve`
     release: ReleaseConfig = ReleaseConfig()
+
+    @model_validator(mode="after")
+    def _originals_reachable_from_every_node(self) -> QuarantineConfig:
+        # A PostgreSQL quarantine is shared by gateway nodes; an original stored as a file
+        # would exist on the node that held it only, and die with that node's disk.
+        if self.blobs == "files" and (self.url or "").startswith("postgresql"):
+            raise ValueError(
+                "blobs: files keeps originals on one node's disk, but a PostgreSQL quarantine "
+                "is shared by nodes that must all read them: use database (or auto)"
+            )
+        return self
 
 
 class HeaderAuthConfig(_Model):

@@ -9,12 +9,17 @@ and no DSN has to be invented here. The message is sent downstream only after sa
 the sender gets 250 only after the downstream's 250 to DATA.
 
 Passed through unchanged when the downstream offers the extension: DSN parameters (RET,
-ENVID, NOTIFY, ORCPT; RFC 3461), SMTPUTF8 (RFC 6531), BODY=8BITMIME (RFC 6152), and XFORWARD
-(the original client, as Postfix's content filters expect). Connections are kept in a small
-pool and reused with RSET; every command has a timeout. On every failure path (a refusal, an
-error, a timeout, a session cancelled mid-command) a connection is returned to the pool or
-closed, never left open; values that cannot be written on a command line (controls, bytes
-that are not UTF-8) are refused before a connection is taken (issue 11).
+ENVID, NOTIFY, ORCPT; RFC 3461), SMTPUTF8 (RFC 6531), BODY=8BITMIME (RFC 6152), and the
+original client: XFORWARD by default (Postfix logs it as ``orig_client=`` but, by design, its
+own ``Received:`` header names the gateway: smtpd.c ``data_cmd`` writes ``state->name``, never
+the XFORWARD name), or XCLIENT with ``delivery.forward_client: xclient``, which makes the
+downstream treat the session as the original client's (its ``Received:``, log and access
+checks name the internet client; Postfix allows one XCLIENT per connection, so such a
+connection is never reused). Connections are kept in a small pool and reused with RSET;
+every command has a timeout. On every failure path (a refusal, an error, a timeout, a session
+cancelled mid-command) a connection is returned to the pool or closed, never left open;
+values that cannot be written on a command line (controls, bytes that are not UTF-8) are
+refused before a connection is taken (issue 11).
 
 Not done here: queueing and retrying. The gateway has no queue of its own by design (the
 sending MTA has one); what cannot be delivered now is answered 4xx.
@@ -165,6 +170,8 @@ class _Connection:
         self.client = client
         self.uses = 0
         self.idle_since = time.monotonic()
+        # Set after XCLIENT: the session now belongs to another client; never reuse it.
+        self.impersonating = False
 
     def supports(self, extension: str) -> bool:
         return self.client.supports_extension(extension)
@@ -184,6 +191,7 @@ class SmtpDownstream:
         max_reuse: int = 100,
         starttls: str = "opportunistic",
         idle_limit: float = 60.0,
+        forward_client: str = "xforward",
     ) -> None:
         self.host = host
         self.port = port
@@ -194,6 +202,7 @@ class SmtpDownstream:
         self.max_reuse = max_reuse
         self.starttls = starttls
         self.idle_limit = idle_limit
+        self.forward_client = forward_client
         self.description = f"smtp://{host}:{port}"
         self._idle: list[_Connection] = []
 
@@ -253,6 +262,7 @@ class SmtpDownstream:
         connection.idle_since = time.monotonic()
         if (
             connection.client.is_connected
+            and not connection.impersonating
             and connection.uses < self.max_reuse
             and len(self._idle) < self.pool_size
         ):
@@ -300,7 +310,13 @@ class SmtpDownstream:
             self._checkin(connection)
             raise DownstreamRefused(replies.R554_SMTPUTF8_UNSUPPORTED, "MAIL")
         try:
-            if client is not None and connection.supports("xforward"):
+            impersonated = (
+                client is not None
+                and self.forward_client == "xclient"
+                and connection.supports("xclient")
+                and await _send_xclient(connection, client, self.helo_name)
+            )
+            if client is not None and not impersonated and connection.supports("xforward"):
                 await _send_xforward(connection, client)
             params = _pass_params(mail_options, MAIL_PARAMS_PASSED, connection)
             response = await connection.client.execute_command(
@@ -411,6 +427,47 @@ async def _send_xforward(connection: _Connection, client: ClientInfo) -> None:
         if response.code != 250:
             log_fields(delivery_log, 30, "XFORWARD refused", reply=f"{response.code}")
             return
+
+
+_EHLO_ARGUMENT = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+async def _send_xclient(connection: _Connection, client: ClientInfo, helo_name: str) -> bool:
+    """XCLIENT (Postfix XCLIENT_README): the downstream session becomes the original client's.
+
+    Postfix answers 220 and forgets the HELO name at the next EHLO, so the EHLO that must
+    follow repeats the client's own HELO name (as nginx's mail proxy does). Postfix
+    re-evaluates ``smtpd_authorized_xclient_hosts`` for the new client, so a second XCLIENT
+    on this connection would be refused: the connection is marked and never pooled again.
+    A refusal (5xx) is logged and False returned: the message goes on with XFORWARD.
+    """
+    offered = {
+        word.upper() for word in connection.client.esmtp_extensions.get("xclient", "").split()
+    }
+    address = client.address
+    if address and ":" in address:
+        address = f"IPV6:{address}"  # XCLIENT_README: IPv6 addresses carry the prefix
+    attributes = {
+        "NAME": client.name or "[UNAVAILABLE]",
+        "ADDR": address or "[UNAVAILABLE]",
+        "PORT": str(client.port) if client.port else "[UNAVAILABLE]",
+        "HELO": client.helo or "[UNAVAILABLE]",
+    }
+    # As for XFORWARD: a value that is not clean UTF-8 text is not sent at all.
+    pairs = [
+        f"{k}={xtext(v) if wire(v) is not None else '[UNAVAILABLE]'}"
+        for k, v in attributes.items()
+        if k in offered
+    ]
+    connection.impersonating = True
+    response = await connection.client.execute_command(b"XCLIENT", " ".join(pairs).encode())
+    if response.code != 220:
+        log_fields(delivery_log, 30, "XCLIENT refused", reply=f"{response.code}")
+        connection.impersonating = False
+        return False
+    helo = client.helo if _EHLO_ARGUMENT.fullmatch(client.helo or "") else helo_name
+    await connection.client.ehlo(hostname=helo)
+    return True
 
 
 class SmtpTransaction:

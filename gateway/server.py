@@ -137,6 +137,7 @@ class GatewayServer:
             pool_size=config.delivery.pool_size,
             max_reuse=config.delivery.max_reuse,
             starttls=config.delivery.starttls,
+            forward_client=config.delivery.forward_client,
         )
         self._add_quarantine_services()
         # -- monitoring (gateway/http_metrics.py) --------------------------------------------

@@ -1,4 +1,7 @@
-"""The systemd unit parses, is hardened, and drains longer than the gateway's grace period.
+"""The systemd units parse, are hardened, and drain longer than the gateway's grace period.
+
+``mugaika.service`` runs ``serve``; ``mugaika-milter.service`` runs ``milter`` with the same
+sandbox and no capability at all (its port is unprivileged).
 
 ``systemd-analyze verify`` and ``systemd-analyze security --offline`` (systemd >= 250) read a
 copy whose ExecStart points at this checkout's ``mugaika`` (verify requires the executable).
@@ -16,18 +19,21 @@ import pytest
 
 from gateway.server import DEFAULT_GRACE
 
-UNIT = Path(__file__).resolve().parents[2] / "deploy" / "systemd" / "mugaika.service"
+SYSTEMD = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+UNIT = SYSTEMD / "mugaika.service"
+MILTER_UNIT = SYSTEMD / "mugaika-milter.service"
+both_units = pytest.mark.parametrize("unit", [UNIT, MILTER_UNIT], ids=["serve", "milter"])
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
 
 
-def _service() -> dict[str, list[str]]:
+def _service(unit: Path = UNIT) -> dict[str, list[str]]:
     parser = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     # Repeated keys (SystemCallFilter twice) are legal in unit files: collect every value.
     values: dict[str, list[str]] = {}
     section = ""
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -40,16 +46,18 @@ def _service() -> dict[str, list[str]]:
     return values
 
 
-def _copy_with_local_binary(tmp_path: Path) -> Path:
+def _copy_with_local_binary(tmp_path: Path, unit: Path = UNIT) -> Path:
     mugaika = Path(sys.executable).with_name("mugaika")
     assert mugaika.exists(), "the mugaika console script of this checkout"
-    copy = tmp_path / "mugaika.service"
-    copy.write_text(UNIT.read_text().replace("/opt/mugaika/venv/bin/mugaika", str(mugaika)))
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text().replace("/opt/mugaika/venv/bin/mugaika", str(mugaika)))
     return copy
 
 
-def test_hardening_settings() -> None:
-    service = _service()
+@both_units
+def test_hardening_settings(unit: Path) -> None:
+    service = _service(unit)
+    capabilities = "CAP_NET_BIND_SERVICE" if unit == UNIT else ""
     expected = {
         "NoNewPrivileges": "yes",
         "ProtectSystem": "strict",
@@ -59,23 +67,39 @@ def test_hardening_settings() -> None:
         "ExecReload": "/bin/kill -HUP $MAINPID",
         "User": "mugaika",
         "PrivateTmp": "yes",
-        "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
+        "CapabilityBoundingSet": capabilities,
+        "AmbientCapabilities": capabilities,
+        "ProtectHome": "yes",
+        "PrivateDevices": "yes",
+        "RestrictSUIDSGID": "yes",
     }
     for key, value in expected.items():
         assert service.get(key) == [value], key
     assert "--data-dir /var/lib/mugaika" in service["ExecStart"][0]
 
 
-def test_stop_timeout_exceeds_the_drain_grace() -> None:
-    timeout = _service()["TimeoutStopSec"][0]
+def test_milter_unit_runs_the_milter_the_postfix_snippet_names() -> None:
+    exec_start = _service(MILTER_UNIT)["ExecStart"][0].split()
+    assert exec_start[1] == "milter"
+    listen = exec_start[exec_start.index("--listen") + 1]
+    snippet = (SYSTEMD.parent / "postfix" / "milter.main.cf").read_text()
+    assert f"smtpd_milters = {listen}" in snippet
+    # Both units on one host: the milter's metrics port must not collide with serve's.
+    assert exec_start[exec_start.index("--metrics-listen") + 1] != "127.0.0.1:9125"
+
+
+@both_units
+def test_stop_timeout_exceeds_the_drain_grace(unit: Path) -> None:
+    timeout = _service(unit)["TimeoutStopSec"][0]
     assert timeout.isdigit()
     # Drain (DEFAULT_GRACE) plus worker and side-service shutdown must fit before SIGKILL.
     assert int(timeout) >= DEFAULT_GRACE + 15
 
 
 @needs_analyze
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    copy = _copy_with_local_binary(tmp_path)
+@both_units
+def test_systemd_analyze_verify(tmp_path: Path, unit: Path) -> None:
+    copy = _copy_with_local_binary(tmp_path, unit)
     result = subprocess.run(
         [ANALYZE, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
     )
@@ -84,8 +108,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 @needs_analyze
-def test_exposure_level_is_low(tmp_path: Path) -> None:
-    copy = _copy_with_local_binary(tmp_path)
+@both_units
+def test_exposure_level_is_low(tmp_path: Path, unit: Path) -> None:
+    copy = _copy_with_local_binary(tmp_path, unit)
     result = subprocess.run(
         [ANALYZE, "security", "--offline=yes", "--threshold=25", str(copy)],
         capture_output=True,
@@ -96,4 +121,4 @@ def test_exposure_level_is_low(tmp_path: Path) -> None:
     if "unrecognized option" in result.stderr:
         pytest.skip("systemd-analyze security --offline needs systemd >= 250")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
-    assert "Overall exposure level for mugaika.service: 1." in result.stdout
+    assert f"Overall exposure level for {unit.name}: 1." in result.stdout
