@@ -182,7 +182,8 @@ def test_held_through_a_is_released_from_b_exactly_once_with_a_gone(cluster: Clu
 
     # Two admins on node B release it at the same moment: one sends, one is refused.
     release = [sys.executable, "-m", "gateway.cli", "quarantine", "release", reference]
-    release += ["--reason", "checked with the recipient", *cluster.b.options()]
+    release += ["--target", "original", "--reason", "checked with the recipient"]
+    release += cluster.b.options()
     racers = [
         subprocess.Popen(release, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
         for _ in range(2)
