@@ -173,7 +173,9 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("HTML_LAYOUT_FLATTENED", _I, "入れ子の深いレイアウトを簡略化", "deeply nested layout simplified"),
     CodeInfo("HTML_TOO_LARGE", _M, "本文が大きすぎて処理できない", "text too large to process"),
     CodeInfo("HTML_TOO_DEEP", _M, "入れ子が深すぎて処理できない", "structure nested too deep to process"),
-    # -- URLs (gateway.sanitizers.urls) ---------------------------------------------------------
+    # -- URLs (gateway.sanitizers.urls; URL_DEFANGED/URL_REMOVED by gateway.inspect) ---------
+    CodeInfo("URL_DEFANGED", _L, "URLをクリックできない形に変更", "URLs made unclickable"),
+    CodeInfo("URL_REMOVED", _L, "URLを削除", "URLs removed"),
     CodeInfo("URL_USERINFO", _H, "行き先を偽装するユーザー名付きURL", "a URL with a user name disguising its destination"),
     CodeInfo("URL_OBFUSCATED", _H, "偽装・難読化されたURL", "a disguised or obfuscated URL"),
     CodeInfo("URL_JAVASCRIPT", _H, "スクリプトを実行するURL", "a URL that runs a script"),

@@ -67,12 +67,15 @@ class Job:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a worker hands back. ``message`` is what to deliver (None unless delivering);
-    ``reply`` carries the text of a policy reject."""
+    ``reply`` carries the text of a policy reject. ``keep_original``: the original must be
+    stored under the report's reference id before ``message`` is delivered, because
+    ``message`` names it (see ``Pipeline._build``); ``gateway.relay`` stores it or tempfails."""
 
     verdict: Verdict
     report: Report
     message: bytes | None = None
     reply: Reply | None = None
+    keep_original: bool = False
 
 
 def received_header(envelope: Envelope, hostname: str) -> bytes:
@@ -216,10 +219,10 @@ class Pipeline:
         if plan is None:
             report.raise_verdict(Verdict.QUARANTINE, "message could not be rebuilt")
             return Outcome(report.verdict, report)
-        message = self._build(job, plan, decision, report, settings, results)
+        message, keep_original = self._build(job, plan, decision, report, settings, results)
         # A held message keeps its sanitized copy too (what the held parts were replaced by is
         # said in its notice): an admin can release that copy without exposing the original.
-        return Outcome(report.verdict, report, message)
+        return Outcome(report.verdict, report, message, keep_original=keep_original)
 
     def _build(
         self,
@@ -229,7 +232,14 @@ class Pipeline:
         report: Report,
         settings: object,
         results: auth.AuthResults | None,
-    ) -> bytes:
+    ) -> tuple[bytes, bool]:
+        """The message to deliver, and whether its original must be kept first.
+
+        Retention is decided from one fact: the delivered content differs from the received
+        bytes beyond the fields we prepend (trace, authentication results, ARC, ``X-Mugaika-*``).
+        Then the original is kept (``quarantine.retain_originals``), and only then do the
+        notice and ``X-Mugaika-Reference`` name it. A held message is stored anyway, so its
+        sanitized copy (released later) may name it too."""
         trace = received_header(job.envelope, self.hostname)
         report.add_action("received-added")
         for node in plan.files():
@@ -237,24 +247,35 @@ class Pipeline:
             if trusted and node.record.action != "held":
                 node.record.action, node.record.reason = "kept", "TRUSTED_SENDER"
         extra = [*decision.tag_headers]
+        held = report.verdict == Verdict.QUARANTINE
+        retain = self.config.quarantine.retain_originals
+        original = _without_our_fields(job.raw)
+        promised = False
         if _signed_and_clean(plan, report, settings, job.raw):
             report.add_action(
                 "signed-delivered-unmodified", reason="signature kept: nothing to change"
             )
-            body = _without_our_fields(job.raw)
+            body = original
         elif _unchanged(plan, report, job.raw):
-            body = _without_our_fields(job.raw)
+            body = original
         else:
             notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]
+            # A notice always changes the body, so the original it names will be kept.
+            text = notice.render(report, original_kept=retain or held)
+            promised = bool(text) and (retain or held)
             assembler = Assembler(
                 settings.notice.charset,  # type: ignore[attr-defined]
-                notice.render(report, self.config.quarantine.retain_originals),
+                text,
                 decision.skip_classes,
             )
             body = assembler.message(plan, report)
+        changed = body != original or any(
+            not name.lower().startswith("x-mugaika-") for name, _ in extra
+        )
+        keep_original = held or promised or (retain and changed)
         head = b"".join(
             f"{name}: {value}\r\n".encode("ascii", "replace")
-            for name, value in [*summary_headers(report), *extra]
+            for name, value in [*summary_headers(report, original_kept=keep_original), *extra]
         )
         message = head + body
         if results is not None:
@@ -265,7 +286,7 @@ class Pipeline:
                 except Exception as exc:
                     log.warning("ARC sealing failed queue_id=%s: %s", report.queue_id, exc)
         # Our Received: is the topmost trace field (RFC 5321 section 4.4), above the results.
-        return trace + message
+        return trace + message, keep_original
 
 
 def _without_our_fields(message: bytes) -> bytes:
