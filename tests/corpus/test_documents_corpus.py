@@ -172,9 +172,19 @@ def test_document(path: str, kind: str) -> None:
         if pages_in is not None:
             assert oracle.pdf_page_count(out) == pages_in
             codes = {f.code for f in result.findings}
-            text_in = _text(data)
-            if text_in and not codes & TEXT_MAY_CHANGE:  # "" when poppler cannot read it
-                assert _text(out) == text_in
+            # Our output must always be readable by poppler (a PDF of no page has no text:
+            # pdftotext refuses its page range).
+            text_out = _text(out) if pages_in else ""
+            try:
+                text_in: str | None = _text(data)
+            except oracle.OracleFailed as exc:
+                # 1: cannot open, 99: other error (no page tree it can read, syntax errors):
+                # poppler cannot read this damaged input, so there is nothing to compare with.
+                if exc.exit_status not in (1, 99):
+                    raise
+                text_in = None
+            if text_in is not None and not codes & TEXT_MAY_CHANGE:
+                assert text_out == text_in
     if path.startswith("python-docx/") and result.outputs:
         import docx
 
