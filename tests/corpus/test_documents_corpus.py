@@ -22,6 +22,7 @@ from gateway.errors import CannotSanitize
 from gateway.sanitizers import sanitizer_for
 from gateway.sanitizers.base import CONTENT_CLASSES, SanitizeOptions
 from gateway.workers import run_isolated
+from tests.corpus import output_rates
 from tests.helpers import oracle
 from tests.helpers.corpus import corpus_root, manifest
 
@@ -140,7 +141,7 @@ def _text(data: bytes) -> str:
 @pytest.mark.slow
 @pytest.mark.skipif(not CASES, reason="the shared corpus (../shared/corpus) is not present")
 @pytest.mark.parametrize(("path", "kind"), CASES, ids=[p for p, _ in CASES])
-def test_document(path: str, kind: str) -> None:
+def test_document(path: str, kind: str, record_property: Any) -> None:
     root = corpus_root()
     assert root is not None
     data = (root / path).read_bytes()
@@ -149,6 +150,7 @@ def test_document(path: str, kind: str) -> None:
     assert detection.content_class in CONTENT_CLASSES
     sanitizer = sanitizer_for(detection.content_class)
     if sanitizer is None:
+        record_property(output_rates.PROPERTY, f"{detection.content_class}:none")
         return  # no sanitizer: the policy strips or quarantines this class
     try:
         result: Any = run_isolated(
@@ -158,6 +160,10 @@ def test_document(path: str, kind: str) -> None:
         failure = exc.code
     else:
         failure = ""
+    # One refusal is fine (a damaged or encrypted file); refusing most of a class is not:
+    # tests/corpus/output_rates.py holds a floor per class over all the cases.
+    outcome = "refused" if failure else "output" if result.outputs else "empty"
+    record_property(output_rates.PROPERTY, f"{detection.content_class}:{outcome}")
     if failure:
         assert failure == failure.upper()  # a stable code, never a traceback
         return
