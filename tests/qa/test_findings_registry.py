@@ -227,13 +227,26 @@ def _scopes(tree: ast.Module) -> dict[ast.AST, Scope]:
     for function in functions:  # outer functions first: inner ones overwrite
         scope = Scope({a.arg for a in function.args.args}, {})
         for child in ast.walk(function):
-            if (
-                isinstance(child, ast.Assign)
-                and len(child.targets) == 1
-                and isinstance(child.targets[0], ast.Name)
-            ):
-                scope.assigned.setdefault(child.targets[0].id, []).append(child.value)
+            if isinstance(child, ast.Assign) and len(child.targets) == 1:
+                for name, value in _unpacked(child.targets[0], child.value):
+                    scope.assigned.setdefault(name, []).append(value)
             out[child] = scope
+    return out
+
+
+def _unpacked(target: ast.expr, value: ast.expr) -> list[tuple[str, ast.expr]]:
+    """``x = v`` -> [(x, v)]; ``a, b = (1, 2)`` -> [(a, 1), (b, 2)]; through ``p if c else q``
+    of such tuples, each name gets both branches. Anything else binds nothing we can follow."""
+    if isinstance(target, ast.Name):
+        return [(target.id, value)]
+    if not isinstance(target, ast.Tuple):
+        return []
+    branches = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+    out: list[tuple[str, ast.expr]] = []
+    for branch in branches:
+        if isinstance(branch, ast.Tuple) and len(branch.elts) == len(target.elts):
+            for element, part in zip(target.elts, branch.elts, strict=True):
+                out.extend(_unpacked(element, part))
     return out
 
 
