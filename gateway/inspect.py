@@ -22,6 +22,7 @@ the decision trusts the sender for that class.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from gateway.sanitizers.base import (
     POLICY_HOLD_CODES,
     OutputFile,
     SanitizeOptions,
+    SanitizeResult,
 )
 from gateway.sanitizers.html import html_to_text, sanitize_html
 from gateway.sanitizers.urls import UrlPolicy, defang_text
@@ -340,10 +342,19 @@ class Inspector:
         if count_urls:
             self._record_urls(part.part_id, getattr(result, "urls_defanged", 0))
 
-    def _record_urls(self, part_id: str, count: int) -> None:
-        if count:
-            kind = "urls-removed" if self.urls.mode == "remove" else "urls-defanged"
-            self.report.add_action(kind, part_id, count=count)
+    def _record_urls(self, part_id: str, count: int, removed: bool | None = None) -> str:
+        """Count changed URLs (the notice and ``X-Mugaika-Actions`` say how many) and record
+        the finding; returns its code ("" when nothing changed)."""
+        if not count:
+            return ""
+        if removed is None:
+            removed = self.urls.mode == "remove"
+        kind, code = (
+            ("urls-removed", "URL_REMOVED") if removed else ("urls-defanged", "URL_DEFANGED")
+        )
+        self.report.add_action(kind, part_id, count=count)
+        self.report.add_finding(code, part_id, f"{count} URLs")
+        return code
 
     # -- files -----------------------------------------------------------------------------
 
@@ -426,7 +437,12 @@ class Inspector:
             self._failed(plan, codes, "nothing harmless could be made")
             return
         plan.outputs = tuple(result.outputs)
-        found = sorted({f.code for f in result.findings} | set(filter(None, reasons.split(","))))
+        changed_urls = self._record_urls(part.part_id, *_urls_changed(result))
+        found = sorted(
+            {f.code for f in result.findings}
+            | set(filter(None, reasons.split(",")))
+            | ({changed_urls} if changed_urls else set())
+        )
         record.reason = ",".join(found)
         record.action = {"rasterize": "rasterized", "both": "both"}.get(options.mode, "rebuilt")
         first = result.outputs[0]
@@ -476,6 +492,28 @@ class Inspector:
         node.inner = inner.plan_bytes(part.payload)
         record.action = "rebuilt"
         record.reason = "MESSAGE"
+
+
+# How the text and HTML-file sanitizers say how many URLs they changed (a note "2 URLs
+# defanged", a finding HTML_ATTACHMENT_REBUILT "2 URLs"): read here so that URLs changed in
+# attachments are counted like those of the body. tests/gateway/test_notice_truth.py fails if
+# either wording changes.
+_URL_NOTE = re.compile(r"(\d+) URLs (defanged|removed)")
+_URL_DETAIL = re.compile(r"(\d+) URLs")
+
+
+def _urls_changed(result: SanitizeResult) -> tuple[int, bool]:
+    """(URLs a sanitizer changed in an attachment, True if removed rather than defanged)."""
+    for note in result.notes:
+        match = _URL_NOTE.fullmatch(note)
+        if match:
+            return int(match.group(1)), match.group(2) == "removed"
+    for finding in result.findings:
+        if finding.code == "HTML_ATTACHMENT_REBUILT":
+            match = _URL_DETAIL.fullmatch(finding.detail)
+            if match:
+                return int(match.group(1)), False
+    return 0, False
 
 
 def _is_text_body(part: Part, declared_type: str) -> bool:

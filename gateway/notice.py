@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from gateway import findings
 from gateway.logs import replace_control_chars
 from gateway.report import AttachmentRecord, Report, Verdict
 
@@ -41,6 +42,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "signature-removed": "・電子署名は内容の変更により検証できなくなるため、取り除きました。",
         "tnef-unpacked": "・Outlook形式（winmail.dat）の添付ファイルを取り出しました。",
         "uuencode-extracted": "・本文に埋め込まれた添付ファイル（uuencode）を取り出しました。",
+        "nothing-found": "危険な要素は見つかりませんでした",
         "reference": "原本は参照番号 {reference} で保管されています。"
         "必要な場合はこの番号を添えてシステム管理者にお問い合わせください。",
         "rule": "─" * 30,
@@ -62,101 +64,21 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "signature-removed": "- The digital signature was removed: it cannot verify after changes.",
         "tnef-unpacked": "- Attachments were unpacked from an Outlook winmail.dat.",
         "uuencode-extracted": "- A file embedded in the text (uuencode) was extracted.",
+        "nothing-found": "no active content found",
         "reference": "The original is kept under reference {reference}. Quote it to your "
         "administrator if you need the original.",
         "rule": "-" * 40,
     },
 }
 
-# Human words for the finding codes a recipient may see as a reason.
-REASONS: dict[str, dict[str, str]] = {
-    "ja": {
-        "PDF_JAVASCRIPT": "JavaScriptを除去",
-        "PDF_ACTION": "自動実行アクションを除去",
-        "PDF_EMBEDDED_FILE": "埋め込みファイルを除去",
-        "PDF_URI": "リンクを除去",
-        "OOXML_VBA_MACRO": "マクロを除去",
-        "OOXML_EXTERNAL_RELATIONSHIP": "外部参照を除去",
-        "OOXML_ACTIVEX": "ActiveXを除去",
-        "OLE_VBA_MACRO": "マクロを含むため",
-        "OLE_XLM_MACRO": "Excel 4.0マクロを含むため",
-        "OLE_EMBEDDED_OBJECT": "埋め込みオブジェクトを含むため",
-        "DDE_FIELD": "DDEフィールドを含むため",
-        "ARCHIVE_ENCRYPTED": "パスワード付きのため中身を検査できません",
-        "ARCHIVE_BOMB": "展開サイズが異常なため",
-        "EXECUTABLE": "実行ファイルのため",
-        "SCRIPT": "スクリプトファイルのため",
-        "TYPE_MISMATCH": "拡張子と中身が一致しないため",
-        "DOUBLE_EXTENSION": "二重拡張子のため",
-        "FILENAME_BIDI_CONTROL": "ファイル名に偽装用の制御文字を含むため",
-        "IMAGE_METADATA": "メタデータを除去",
-        "IMAGE_TRAILING_DATA": "画像末尾の不審なデータを除去",
-        "SANITIZE_FAILED": "無害化できなかったため",
-        "WORKER_TIMEOUT": "処理が時間内に終わらなかったため",
-        "WORKER_CRASHED": "処理できなかったため",
-        "WORKER_MEMORY": "処理できなかったため",
-        "UNKNOWN_TYPE": "種類を判別できない形式のため",
-        "POLICY": "ポリシーによる",
-        "OLE_CHECK_FAILED": "安全確認を完了できなかったため",
-        "XML_ACTIVE_CONTENT": "スクリプトやスタイルシートを実行するXMLのため",
-        "CSV_FORMULA_NEUTRALIZED": "数式として実行されるセルの先頭に「'」を付けて文字列にしました",
-        "CSV_FORMULA_HELD": "数式として実行されるセルを含むため",
-        "PDF_URI_TEXT_DEFANGED": "本文中のURLをクリックできない形に変更",
-        "PDF_URL_TEXT_RASTERIZED": "リンクになる文字を含むページを画像化",
-        "PDF_URL_TEXT_HELD": "リンクになる文字を含むため",
-        "PDF_TEXT_CHECK_FAILED": "ページの文字を確認できなかったため",
-        "clean": "危険な要素はありませんでした",
-    },
-    "en": {
-        "PDF_JAVASCRIPT": "JavaScript removed",
-        "PDF_ACTION": "automatic actions removed",
-        "PDF_EMBEDDED_FILE": "embedded files removed",
-        "PDF_URI": "links removed",
-        "OOXML_VBA_MACRO": "macros removed",
-        "OOXML_EXTERNAL_RELATIONSHIP": "external references removed",
-        "OOXML_ACTIVEX": "ActiveX removed",
-        "OLE_VBA_MACRO": "contains macros",
-        "OLE_XLM_MACRO": "contains Excel 4.0 macros",
-        "OLE_EMBEDDED_OBJECT": "contains embedded objects",
-        "DDE_FIELD": "contains DDE fields",
-        "ARCHIVE_ENCRYPTED": "password-protected, cannot be inspected",
-        "ARCHIVE_BOMB": "abnormal expansion size",
-        "EXECUTABLE": "executable file",
-        "SCRIPT": "script file",
-        "TYPE_MISMATCH": "name does not match content",
-        "DOUBLE_EXTENSION": "double file extension",
-        "FILENAME_BIDI_CONTROL": "file name contains deceptive control characters",
-        "IMAGE_METADATA": "metadata removed",
-        "IMAGE_TRAILING_DATA": "suspicious trailing data removed",
-        "SANITIZE_FAILED": "could not be made harmless",
-        "WORKER_TIMEOUT": "processing timed out",
-        "WORKER_CRASHED": "could not be processed",
-        "WORKER_MEMORY": "could not be processed",
-        "UNKNOWN_TYPE": "unknown file type",
-        "POLICY": "by policy",
-        "OLE_CHECK_FAILED": "its safety checks could not be completed",
-        "XML_ACTIVE_CONTENT": "XML that runs scripts or stylesheets",
-        "CSV_FORMULA_NEUTRALIZED": "cells that would run as spreadsheet formulas were prefixed "
-        "with ' and now show as text",
-        "CSV_FORMULA_HELD": "contains cells that would run as spreadsheet formulas",
-        "PDF_URI_TEXT_DEFANGED": "URLs in the page text made unclickable",
-        "PDF_URL_TEXT_RASTERIZED": "pages with text a viewer turns into links converted to images",
-        "PDF_URL_TEXT_HELD": "contains text a viewer turns into links",
-        "PDF_TEXT_CHECK_FAILED": "its page text could not be checked",
-        "clean": "no active content found",
-    },
-}
-
 
 def reason_text(codes: str, language: str) -> str:
-    """``"PDF_JAVASCRIPT,PDF_ACTION"`` → ``"JavaScriptを除去、自動実行アクションを除去"``."""
-    table = REASONS.get(language, REASONS["en"])
-    words = []
-    for code in (c.strip() for c in codes.split(",")):
-        if code:
-            words.append(table.get(code, code))
-    separator = "、" if language == "ja" else ", "
-    return separator.join(dict.fromkeys(words)) or table["clean"]
+    """``"OOXML_MACRO_ENABLED_TYPE,OOXML_VBA_MACRO"`` → ``"マクロを除去、マクロ有効形式を通常の
+    形式に変更"``: the registry's words (``gateway/findings.py``), the most serious first, each
+    once; "" when there is no code. Never the codes themselves."""
+    ordered = findings.by_severity(code.strip() for code in codes.split(","))
+    words = dict.fromkeys(findings.words(code, language) for code in ordered)
+    return ("、" if language == "ja" else ", ").join(words)
 
 
 class Notice:
@@ -206,7 +128,7 @@ class Notice:
             if self.language == "ja"
             else record.untrusted_filename or "(unnamed)"
         )
-        reason = reason_text(record.reason, self.language)
+        reason = reason_text(record.reason, self.language) or self._line("nothing-found")
         if record.action in ("rebuilt", "both"):
             line = self._line("attachment-rebuilt", name=name, reason=reason)
         elif record.action == "rasterized":
@@ -226,11 +148,12 @@ class Notice:
             line = f"{line}\n{renamed}"
         return line
 
-    def render(self, report: Report, original_kept: bool = True) -> str:
+    def render(self, report: Report, *, original_kept: bool) -> str:
         """The whole notice block, or "" when the message was not changed.
 
-        The reference id is quoted only when the original is really kept (``original_kept``:
-        the gateway's ``quarantine.retain_originals``)."""
+        The reference id is quoted only when ``original_kept``: the caller promises that the
+        original is stored under it before this text reaches anyone (``gateway.pipeline``
+        decides it with the retention, ``gateway.relay`` keeps the promise or tempfails)."""
         changes = self.lines(report)
         if not changes:
             return ""
@@ -241,10 +164,12 @@ class Notice:
         return "\n".join(parts) + "\n"
 
 
-def summary_headers(report: Report) -> list[tuple[str, str]]:
+def summary_headers(report: Report, *, original_kept: bool) -> list[tuple[str, str]]:
     """``X-Mugaika-*`` fields: a short, machine-readable account of what happened.
 
-    Values are ASCII (codes and counts); each field stays well under 998 octets.
+    Values are ASCII (codes and counts); each field stays well under 998 octets. Every field
+    is always present, so a reader never has to guess what a missing one means: no findings
+    is ``none``. ``X-Mugaika-Reference`` names the stored item only when ``original_kept``.
     """
     actions = {
         "html": report.count_actions("html-to-text") + report.count_actions("html-sanitized"),
@@ -258,14 +183,12 @@ def summary_headers(report: Report) -> list[tuple[str, str]]:
         ("X-Mugaika-Policy", report.policy or "default"),
         ("X-Mugaika-Actions", "; ".join(f"{k}={v}" for k, v in actions.items())),
     ]
-    if report.reference_id:
+    if report.reference_id and original_kept:
         headers.append(("X-Mugaika-Reference", report.reference_id))
-    codes = sorted(report.finding_codes())
-    if codes:
-        value = ", ".join(codes)
-        if len(value) > 900:
-            value = value[:900].rsplit(",", 1)[0] + ", ..."
-        headers.append(("X-Mugaika-Findings", value))
+    value = ", ".join(sorted(report.finding_codes())) or "none"
+    if len(value) > 900:
+        value = value[:900].rsplit(",", 1)[0] + ", ..."
+    headers.append(("X-Mugaika-Findings", value))
     if report.verdict == Verdict.TAG:
         headers.append(("X-Mugaika-Tagged", "yes"))
     return headers

@@ -75,8 +75,11 @@ class Outcome:
     """What a worker hands back. ``message`` is what to deliver (None unless delivering);
     ``reply`` carries the text of a policy reject. ``summary`` is what the quarantine shows
     of the message (headers, text preview), computed here from this worker's parse so that
-    the main process never parses the message. ``rebuilt``: the delivered body is not the
+    the main process never parses the message. ``rebuilt``: the delivered content is not the
     received one (then the main process has it DKIM-signed, ``auth.dkim_sign``).
+    ``keep_original``: the original must be stored under the report's reference id before
+    ``message`` is delivered, because ``message`` names it (see ``Pipeline._build``);
+    ``gateway.relay`` stores it or tempfails.
 
     It crosses back to the main process as a ``gateway.wire`` frame (``to_frame``), never
     pickled, and ``from_frame`` checks all of it there: the worker parsed hostile input."""
@@ -87,6 +90,7 @@ class Outcome:
     reply: Reply | None = None
     summary: Summary = dataclasses.field(default_factory=Summary)
     rebuilt: bool = False
+    keep_original: bool = False
 
     def to_frame(self) -> wire.Frame:
         reply = self.reply
@@ -98,6 +102,7 @@ class Outcome:
             else {"code": reply.code, "enhanced": reply.enhanced, "text": reply.text},
             "summary": self.summary.to_dict(),
             "rebuilt": self.rebuilt,
+            "keep_original": self.keep_original,
             "message": self.message is not None,
         }
         return wire.Frame(header, () if self.message is None else (self.message,))
@@ -126,6 +131,7 @@ class Outcome:
             reply,
             Summary.from_dict(checked.summary),
             checked.rebuilt,
+            checked.keep_original,
         )
 
 
@@ -144,6 +150,7 @@ class _WireOutcome(wire.WireModel):
     reply: _WireReply | None
     summary: dict[str, Any]
     rebuilt: bool
+    keep_original: bool
     message: bool
 
 
@@ -298,7 +305,9 @@ class Pipeline:
             report.raise_verdict(Verdict.QUARANTINE, "message could not be rebuilt")
             limit = next((f.code for f in report.findings if f.code.startswith("LIMIT_")), "")
             return Outcome(report.verdict, report, summary=summarize_headers(job.raw, limit))
-        message = self._build(job, plan, decision, report, settings, results)
+        message, keep_original, changed = self._build(
+            job, plan, decision, report, settings, results
+        )
         # A held message keeps its sanitized copy too (what the held parts were replaced by is
         # said in its notice): an admin can release that copy without exposing the original.
         return Outcome(
@@ -306,7 +315,8 @@ class Pipeline:
             report,
             message,
             summary=summarize_parsed(plan.parsed, _nested_messages(plan)),
-            rebuilt=_body(message) != _body(job.raw),
+            rebuilt=changed,
+            keep_original=keep_original,
         )
 
     def _build(
@@ -317,7 +327,15 @@ class Pipeline:
         report: Report,
         settings: object,
         results: auth.AuthResults | None,
-    ) -> bytes:
+    ) -> tuple[bytes, bool, bool]:
+        """The message to deliver, whether its original must be kept first, and whether its
+        content differs from the received one.
+
+        Retention is decided from one fact: the delivered content differs from the received
+        bytes beyond the fields we prepend (trace, authentication results, ARC, ``X-Mugaika-*``).
+        Then the original is kept (``quarantine.retain_originals``), and only then do the
+        notice and ``X-Mugaika-Reference`` name it. A held message is stored anyway, so its
+        sanitized copy (released later) may name it too."""
         trace = received_header(job.envelope, self.hostname)
         report.add_action("received-added")
         for node in plan.files():
@@ -325,24 +343,35 @@ class Pipeline:
             if trusted and node.record.action != "held":
                 node.record.action, node.record.reason = "kept", "TRUSTED_SENDER"
         extra = [*decision.tag_headers]
+        held = report.verdict == Verdict.QUARANTINE
+        retain = self.config.quarantine.retain_originals
+        original = _without_our_fields(job.raw)
+        promised = False
         if _signed_and_clean(plan, report, settings, job.raw):
             report.add_action(
                 "signed-delivered-unmodified", reason="signature kept: nothing to change"
             )
-            body = _without_our_fields(job.raw)
+            body = original
         elif _unchanged(plan, report, job.raw):
-            body = _without_our_fields(job.raw)
+            body = original
         else:
             notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]
+            # A notice always changes the body, so the original it names will be kept.
+            text = notice.render(report, original_kept=retain or held)
+            promised = bool(text) and (retain or held)
             assembler = Assembler(
                 settings.notice.charset,  # type: ignore[attr-defined]
-                notice.render(report, self.config.quarantine.retain_originals),
+                text,
                 decision.skip_classes,
             )
             body = assembler.message(plan, report)
+        changed = body != original or any(
+            not name.lower().startswith("x-mugaika-") for name, _ in extra
+        )
+        keep_original = held or promised or (retain and changed)
         head = b"".join(
             f"{name}: {value}\r\n".encode("ascii", "replace")
-            for name, value in [*summary_headers(report), *extra]
+            for name, value in [*summary_headers(report, original_kept=keep_original), *extra]
         )
         message = head + body
         if results is not None:
@@ -350,7 +379,7 @@ class Pipeline:
             # a worker parses hostile content and never holds a private key.
             message = auth.add_authentication_results(message, results)
         # Our Received: is the topmost trace field (RFC 5321 section 4.4), above the results.
-        return trace + message
+        return trace + message, keep_original, changed
 
 
 def _nested_messages(plan: Plan) -> NestedMessages:
@@ -361,13 +390,6 @@ def _nested_messages(plan: Plan) -> NestedMessages:
         for node in plan.nodes
         if isinstance(node, MessagePlan) and node.inner is not None
     }
-
-
-def _body(message: bytes) -> bytes:
-    """What follows the header block: enough to tell a rebuilt message from the original
-    (our trace and summary fields change only the header block)."""
-    _, offset = split_header_block(message)
-    return message[offset:]
 
 
 def _without_our_fields(message: bytes) -> bytes:

@@ -149,8 +149,12 @@ class Relay:
     ) -> Reply:
         report = outcome.report
         assert outcome.message is not None
+        # The worker decided from the bytes (gateway.pipeline.Pipeline._build) that the
+        # delivered copy differs from the original and names it (notice, X-Mugaika-Reference):
+        # commit the original first. If it cannot be stored (or there is no store), _hold
+        # raises StoreUnavailable and the sender gets 451: never a delivery with a false promise.
         retained = False
-        if self.config.quarantine.retain_originals and report.modified and self.store is not None:
+        if outcome.keep_original:
             await self._hold(
                 HoldRequest(
                     report.reference_id,

@@ -132,11 +132,6 @@ class Report:
     def count_actions(self, kind: str) -> int:
         return sum(a.count for a in self.actions if a.kind == kind)
 
-    @property
-    def modified(self) -> bool:
-        """True when any stage changed the content (the notice and X-Mugaika headers say so)."""
-        return any(a.kind not in _NON_MODIFYING_ACTIONS for a in self.actions)
-
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["verdict"] = self.verdict.label
@@ -221,16 +216,3 @@ class _WireReport(wire.WireModel):
     reasons: Annotated[list[wire.Detail], Bounded(max_length=100_000)]
     policy: wire.Line
     reference_id: wire.Name
-
-
-# Actions that record bookkeeping rather than a change a recipient must be told about.
-_NON_MODIFYING_ACTIONS = frozenset(
-    {
-        "received-added",
-        "header-added",
-        "auth-results-added",
-        "arc-sealed",
-        "parsed",
-        "signed-delivered-unmodified",
-    }
-)

@@ -29,6 +29,7 @@ from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError
+from gateway.findings import CODES, unknown_pattern_problem
 from gateway.logs import replace_control_chars
 from gateway.message import ClientInfo, Envelope, Recipient
 from gateway.report import AttachmentRecord, Report
@@ -164,6 +165,10 @@ def _test(args: argparse.Namespace) -> int:
         recipients=tuple(Recipient(r) for r in rcpts),
         client=ClientInfo(address=args.client, helo=args.helo, forwarded=True),
     )
+    for code in args.finding:  # a typo would make the test show rules that never fire
+        if code not in CODES:
+            problem = unknown_pattern_problem(code) or "a pattern, not one finding code"
+            raise ConfigError(f"--finding: {code!r}: {problem}")
     report = Report(queue_id="TEST")
     report.attachments.extend(_attachments(message))
     for code in args.finding:

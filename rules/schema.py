@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway import findings
 from gateway.config import Domain
 from gateway.sanitizers.base import CONTENT_CLASSES
 
@@ -67,6 +68,10 @@ def _check_header_name(value: str) -> str:
 def _check_finding(value: str) -> str:
     if not _FINDING.match(value):
         raise ValueError("expected a finding code such as OOXML_VBA_MACRO (* and ? allowed)")
+    # A code nothing emits would make a rule that never fires: refuse it (gateway/findings.py).
+    problem = findings.unknown_pattern_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

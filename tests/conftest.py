@@ -20,7 +20,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from tests.helpers.corpus import corpus_root  # noqa: E402 - after MUGAIKA_TESTING is set
+# After MUGAIKA_TESTING is set. The output_rates hooks gather the corpus document outcomes
+# where every report arrives (a floor of output per content class).
+from tests.corpus.output_rates import (  # noqa: E402, F401
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+)
+from tests.helpers.corpus import corpus_root  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway import findings
 from gateway.config import Config
 from gateway.delivery import Downstream
 from gateway.logs import replace_control_chars
@@ -132,6 +133,9 @@ class AdminApp:
         self.env.filters["size"] = _size
         self.env.filters["when"] = _when
         self.env.filters["details"] = _details
+        # What a finding or reason code means, in the page's language (gateway/findings.py).
+        self.env.globals["finding_words"] = findings.words
+        self.env.globals["finding_severity"] = lambda code: findings.severity(code).label
 
     # -- plumbing ----------------------------------------------------------------------------
 

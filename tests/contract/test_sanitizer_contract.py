@@ -2,10 +2,12 @@
 test_sanitize): idempotent, no-op-ish on clean input, content kept, output reopens with an
 independent library, fails closed on garbage and on truncated input.
 
-Each sanitizer subclasses ``SanitizerContract`` and provides fixtures: ``sanitizer``, ``clean``
-(bytes and file name of a benign sample) and the static method ``content`` (what must survive:
-page count and text, paragraphs, cells, pixels, member names), plus ``reopen`` (an independent
-library must open the output) and ``active`` (an independent oracle's findings).
+Each sanitizer subclasses ``SanitizerContract`` and provides ``sanitizer_type`` (the class in
+``REGISTRY``), the fixture ``clean`` (bytes and file name of a benign sample) and the static
+method ``content`` (what must survive: page count and text, paragraphs, cells, pixels, member
+names, characters), plus ``reopen`` (an independent library must open the output) and
+``active`` (an independent oracle's findings). ``test_every_registered_sanitizer_has_a_contract``
+fails when a sanitizer is registered without a subclass here.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from gateway.errors import CannotSanitize
 from gateway.sanitizers import REGISTRY
 from gateway.sanitizers.archive import ArchiveSanitizer
 from gateway.sanitizers.base import SanitizeOptions, SanitizeResult
+from gateway.sanitizers.htmlfile import HtmlFileSanitizer
 from gateway.sanitizers.image import ImageSanitizer
 from gateway.sanitizers.ole import OleSanitizer
 from gateway.sanitizers.ooxml import OoxmlSanitizer
 from gateway.sanitizers.pdf import PdfSanitizer
+from gateway.sanitizers.text import TextSanitizer
 from tests.helpers import hostile, oracle
 from tests.helpers.corpus import corpus_file
+from tests.text.linkify import live_links
 
 # Findings that only describe what was normal about a clean input; anything else on a clean
 # sample means the sanitizer thought it removed something.
@@ -35,11 +40,14 @@ INFORMATIONAL = frozenset({"OLE_VERIFIED_CLEAN", "IMAGE_METADATA"})
 
 
 class SanitizerContract:
+    sanitizer_type: ClassVar[type]
     options: ClassVar[SanitizeOptions] = SanitizeOptions()
+    # Findings that only describe what was normal about (or done to every) clean input.
+    informational: ClassVar[frozenset[str]] = INFORMATIONAL
 
     @pytest.fixture
     def sanitizer(self) -> Any:
-        raise NotImplementedError
+        return self.sanitizer_type()
 
     @pytest.fixture
     def clean(self) -> tuple[bytes, str]:
@@ -69,7 +77,7 @@ class SanitizerContract:
         data, name = clean
         result = self.run(sanitizer, data, name)
         assert result.outputs, "a clean sample must come out"
-        assert {f.code for f in result.findings} <= INFORMATIONAL
+        assert {f.code for f in result.findings} <= self.informational
         assert self.content(result.outputs[0].data) == self.content(data)
 
     def test_output_reopens_and_is_clean(self, sanitizer: Any, clean: tuple[bytes, str]) -> None:
@@ -83,7 +91,7 @@ class SanitizerContract:
         first = self.run(sanitizer, data, name).outputs[0]
         second = self.run(sanitizer, first.data, first.filename)
         # A second pass finds nothing to remove (not even metadata: the first pass took it).
-        assert {f.code for f in second.findings} <= {"OLE_VERIFIED_CLEAN"}
+        assert {f.code for f in second.findings} <= (self.informational - {"IMAGE_METADATA"})
         assert second.outputs[0].filename == first.filename
         assert self.content(second.outputs[0].data) == self.content(first.data)
 
@@ -118,9 +126,7 @@ class SanitizerContract:
 
 
 class TestPdfContract(SanitizerContract):
-    @pytest.fixture
-    def sanitizer(self) -> PdfSanitizer:
-        return PdfSanitizer()
+    sanitizer_type = PdfSanitizer
 
     @pytest.fixture
     def clean(self) -> tuple[bytes, str]:
@@ -161,9 +167,7 @@ class TestPdfRasterizeContract(TestPdfContract):
 
 
 class TestDocxContract(SanitizerContract):
-    @pytest.fixture
-    def sanitizer(self) -> OoxmlSanitizer:
-        return OoxmlSanitizer()
+    sanitizer_type = OoxmlSanitizer
 
     @pytest.fixture
     def clean(self) -> tuple[bytes, str]:
@@ -210,9 +214,7 @@ class TestXlsxContract(TestDocxContract):
 
 
 class TestOleContract(SanitizerContract):
-    @pytest.fixture
-    def sanitizer(self) -> OleSanitizer:
-        return OleSanitizer()
+    sanitizer_type = OleSanitizer
 
     @pytest.fixture
     def clean(self) -> tuple[bytes, str]:
@@ -235,9 +237,7 @@ class TestOleContract(SanitizerContract):
 
 
 class TestJpegContract(SanitizerContract):
-    @pytest.fixture
-    def sanitizer(self) -> ImageSanitizer:
-        return ImageSanitizer()
+    sanitizer_type = ImageSanitizer
 
     @pytest.fixture
     def clean(self) -> tuple[bytes, str]:
@@ -278,9 +278,7 @@ class TestArchiveContract(SanitizerContract):
         member_actions=(("text", "keep"), ("pdf", "rebuild"), ("image", "rebuild"))
     )
 
-    @pytest.fixture
-    def sanitizer(self) -> ArchiveSanitizer:
-        return ArchiveSanitizer()
+    sanitizer_type = ArchiveSanitizer
 
     @pytest.fixture
     def clean(self) -> tuple[bytes, str]:
@@ -299,3 +297,158 @@ class TestArchiveContract(SanitizerContract):
     def reopen(data: bytes) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             assert archive.testzip() is None
+
+
+class TestTextContract(SanitizerContract):
+    sanitizer_type = TextSanitizer
+
+    @pytest.fixture
+    def clean(self) -> tuple[bytes, str]:
+        text = "番号,名称,金額\r\n1,㈱テスト①,1000\r\n2,髙橋商店,2500\r\n" * 20
+        return text.encode("cp932"), "一覧.csv"
+
+    @staticmethod
+    def content(data: bytes) -> Any:
+        return data  # a text file with nothing to change is delivered byte for byte
+
+    @staticmethod
+    def reopen(data: bytes) -> None:
+        text = _text_of(data)
+        assert not any(c < " " and c not in "\t\r\n\f\x1b" for c in text)
+
+    @staticmethod
+    def active(data: bytes) -> list[str]:
+        return live_links(_text_of(data))
+
+    def test_urls_are_defanged_and_the_rest_kept(self, sanitizer: Any) -> None:
+        text = "名称,URL\r\n市役所,https://www.city.example.lg.jp/\r\n資料,www.example.co.jp/a\r\n"
+        data = text.encode("cp932")
+        assert self.active(data) != []  # the oracle sees the links in the input
+        (output,) = self.run(sanitizer, data, "一覧.csv").outputs
+        self.reopen(output.data)
+        assert self.active(output.data) == []
+        assert output.data.decode("cp932").startswith("名称,URL\r\n市役所,hxxps://")
+
+    @pytest.mark.parametrize("fraction", [0.5, 0.9])
+    def test_truncated_fails_closed(
+        self, sanitizer: Any, clean: tuple[bytes, str], fraction: float
+    ) -> None:
+        """Replaces the base check (output differs from input): a prefix of a text file is a
+        text file, so it comes out as it is (nothing to defang), or is refused when the cut
+        split a character; never as anything else."""
+        data, _ = clean
+        for cut in (int(len(data) * fraction), int(len(data) * fraction) + 1):
+            code = ""
+            try:
+                result = self.run(sanitizer, data[:cut], "input.csv")
+            except CannotSanitize as exc:
+                code = exc.code
+            if code:
+                assert code in ("TEXT_UNDECODABLE", "TEXT_BINARY")
+                continue
+            (output,) = result.outputs
+            assert output.data == data[:cut]
+            assert self.active(output.data) == []
+
+
+class TestHtmlFileContract(SanitizerContract):
+    sanitizer_type = HtmlFileSanitizer
+    # Every HTML attachment is re-serialised, so this finding is said of clean input too.
+    informational: ClassVar[frozenset[str]] = INFORMATIONAL | {"HTML_ATTACHMENT_REBUILT"}
+
+    @pytest.fixture
+    def clean(self) -> tuple[bytes, str]:
+        page = (
+            "<!DOCTYPE html><html><head><title>議事録</title></head><body>"
+            "<h1>会議の議事録</h1><p>日時: 10時から</p>"
+            "<table><tr><th>議題</th><th>担当</th></tr><tr><td>予算</td><td>髙橋</td></tr></table>"
+            "<ul><li>資料A</li><li>資料B</li></ul></body></html>"
+        )
+        return page.encode("utf-8"), "議事録.html"
+
+    @staticmethod
+    def content(data: bytes) -> Any:
+        import lxml.html
+
+        body = lxml.html.document_fromstring(data.decode("utf-8")).find("body")
+        assert body is not None
+        return " ".join(body.text_content().split())
+
+    @staticmethod
+    def reopen(data: bytes) -> None:
+        import lxml.html
+
+        text = data.decode("utf-8")  # the output declares and is UTF-8
+        assert '<meta charset="utf-8">' in text[:200]
+        lxml.html.document_fromstring(text)
+
+    @staticmethod
+    def active(data: bytes) -> list[str]:
+        return _active_html(data.decode("utf-8", "replace"))
+
+    def test_hostile_page_comes_out_inert(self, sanitizer: Any) -> None:
+        page = (
+            b"<html><body onload='steal()'><script>alert(1)</script>"
+            b"<iframe src='https://evil.example/'></iframe>"
+            b"<form action='https://evil.example/login'><input name=p></form>"
+            b"<a href='javascript:alert(1)'>x</a> <a href='https://evil.example/a'>link</a>"
+            b"<img src='https://tracker.example/p.gif'><p>text stays</p></body></html>"
+        )
+        assert len(self.active(page)) >= 6  # the oracle sees what is there
+        (output,) = self.run(sanitizer, page, "page.html").outputs
+        self.reopen(output.data)
+        assert self.active(output.data) == []
+        assert "text stays" in self.content(output.data)
+
+
+def _text_of(data: bytes) -> str:
+    """Decode as a Japanese desktop would open a text file: UTF-8 (with or without BOM), else
+    CP932. Raises on bytes that are neither."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp932")
+
+
+def _active_html(page: str) -> list[str]:
+    """What in ``page`` a browser would run, submit, fetch or follow (an independent reading
+    with the standard library's parser and the linkify oracle, not the code under test)."""
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            refresh = tag == "meta" and any(k == "http-equiv" for k, _ in attrs)
+            if refresh or tag in ("script", "iframe", "frame", "object", "embed", "form", "base"):
+                found.append(f"<{tag}>")
+            for name, value in attrs:
+                value = (value or "").strip().lower()
+                if name.startswith("on"):
+                    found.append(f"{tag} {name}")
+                fetches = name in ("href", "src", "action", "formaction", "background", "srcset")
+                if fetches and value and not value.startswith(("#", "cid:", "mailto:")):
+                    found.append(f"{tag} {name}={value[:40]}")
+
+        def handle_data(self, data: str) -> None:
+            found.extend(live_links(data))
+
+    reader = Reader(convert_charrefs=True)
+    reader.feed(page)
+    reader.close()
+    return found
+
+
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_subclasses(sub))
+    return out
+
+
+def test_every_registered_sanitizer_has_a_contract() -> None:
+    covered = {sub.sanitizer_type for sub in _subclasses(SanitizerContract)}
+    registered = {type(s) for s in REGISTRY}
+    assert registered - covered == set(), "add a SanitizerContract subclass for each"
+    assert covered <= registered

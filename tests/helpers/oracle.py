@@ -100,15 +100,43 @@ def pdf_page_count(data: bytes) -> int:
         return len(pdf.pages)
 
 
+class OracleFailed(RuntimeError):
+    """An oracle program could not give its opinion (missing, or it exited with an error).
+
+    Never swallowed here: a comparison that silently becomes ``"" == ""`` proves nothing
+    (issue 12, item 8). ``exit_status`` lets a caller accept one documented status, e.g.
+    pdftotext's 1 ("error opening a PDF file") for an input that is known to be damaged."""
+
+    def __init__(self, program: str, exit_status: int | None, detail: str) -> None:
+        super().__init__(f"{program}: {detail}")
+        self.program = program
+        self.exit_status = exit_status
+
+
 def pdf_text(data: bytes) -> str:
-    """Text per poppler's pdftotext (a third implementation), whitespace-normalised."""
+    """Text per poppler's pdftotext (a third implementation), whitespace-normalised.
+
+    Raises OracleFailed when pdftotext is missing or exits non-zero (1: cannot open the PDF,
+    3: copying text not permitted, 99: other; see pdftotext(1))."""
     import subprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "in.pdf")
         path.write_bytes(data)
-        result = subprocess.run(
-            ["pdftotext", "-q", str(path), "-"], capture_output=True, timeout=60, check=False
+        try:
+            result = subprocess.run(
+                ["pdftotext", "-q", str(path), "-"], capture_output=True, timeout=60, check=False
+            )
+        except FileNotFoundError:
+            raise OracleFailed(
+                "pdftotext",
+                None,
+                "not installed (Debian package poppler-utils; ./run-tests installs it)",
+            ) from None
+    if result.returncode != 0:
+        stderr = result.stderr.decode("utf-8", "replace").strip()[:200]
+        raise OracleFailed(
+            "pdftotext", result.returncode, f"exit status {result.returncode} {stderr}"
         )
     return " ".join(result.stdout.decode("utf-8", "replace").split())
 
@@ -147,14 +175,15 @@ def office_active_content(data: bytes, suffix: str = ".bin") -> list[str]:
         if data[:4] == b"PK\x03\x04":
             found.append("OLE stream inside the package (oleobj)")
     if data[:4] == b"PK\x03\x04":
+        # No exception is swallowed here: a package oleobj cannot read is an oracle failure,
+        # not a clean result.
         xml_parser = oleobj.XmlParser(io.BytesIO(data))
-        with contextlib.suppress(Exception):
-            for _ in xml_parser.iter_xml():
-                pass
-            for rel_type, target in oleobj.find_external_relationships(xml_parser):
-                found.append(f"external relationship (oleobj): {rel_type} {target[:60]}")
-            for callback in oleobj.find_customUI(xml_parser):
-                found.append(f"customUI callback (oleobj): {callback}")
+        for _ in xml_parser.iter_xml():
+            pass
+        for rel_type, target in oleobj.find_external_relationships(xml_parser):
+            found.append(f"external relationship (oleobj): {rel_type} {target[:60]}")
+        for callback in oleobj.find_customUI(xml_parser):
+            found.append(f"customUI callback (oleobj): {callback}")
     return found
 
 
