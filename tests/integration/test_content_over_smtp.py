@@ -206,7 +206,7 @@ def test_csv_formulas_are_neutralized_keeping_charset_and_line_ends(chain) -> No
     assert payload == expected, "only a ' in front of each formula cell may change"
     assert (name, content_type) == ("名簿.csv", "text/csv")
     assert "「名簿.csv」を無害化して再作成しました" in sent.text()
-    assert "数式として実行されるセルの先頭に「'」を付けて文字列にしました" in sent.text()
+    assert "数式として実行されるセルの先頭に「'」を付けて文字列に変更" in sent.text()
 
 
 def test_tsv_formulas_are_neutralized(chain) -> None:
@@ -223,7 +223,7 @@ def test_csv_notice_in_english(variants) -> None:
     [(_, _, payload)] = sent.attachments()
     assert formula_cells(payload, "cp932") == []
     assert (
-        "cells that would run as spreadsheet formulas were prefixed with ' and now show as text"
+        "cells that would run as spreadsheet formulas prefixed with ' to show as text"
     ) in sent.text()
 
 
