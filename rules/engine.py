@@ -52,6 +52,7 @@ _STRICTNESS = {
     "url_mode": ("keep", "defang", "remove"),
     "signed": ("deliver-unmodified-if-clean", "deliver-modified", "quarantine"),
     "on_sanitize_failure": ("strip", "quarantine"),
+    "ambiguous_mime": ("rebuild", "quarantine"),
 }
 
 
@@ -96,6 +97,7 @@ class PolicySettings:
     urls: UrlPolicy = UrlPolicy()
     notice: NoticePolicy = NoticePolicy()
     signed: str = "deliver-modified"
+    ambiguous_mime: str = "rebuild"
     limits: Limits = Limits()
     tag_header: str = "X-Mugaika-Tag"
     rasterize_dpi: int = 150
@@ -149,6 +151,7 @@ class PolicySettings:
                 tuple(sorted(model.notice.templates.items())),
             ),
             signed=model.signed,
+            ambiguous_mime=model.ambiguous_mime,
             limits=Limits(
                 model.limits.max_depth, model.limits.max_parts, int(model.limits.max_decoded_size)
             ),
@@ -196,6 +199,9 @@ def strictest_settings(name: str, all_settings: Sequence[PolicySettings]) -> Pol
                 result.urls.mailto and other.urls.mailto,
             ),
             signed=_stricter(_STRICTNESS["signed"], result.signed, other.signed),
+            ambiguous_mime=_stricter(
+                _STRICTNESS["ambiguous_mime"], result.ambiguous_mime, other.ambiguous_mime
+            ),
             limits=Limits(
                 min(result.limits.max_depth, other.limits.max_depth),
                 min(result.limits.max_parts, other.limits.max_parts),
