@@ -82,22 +82,24 @@ STRUCTURAL_FIELDS = (
 )
 # Parameters that decide structure or decoding; one value each (RFC 2045 section 5.1).
 STRUCTURAL_PARAMETERS = ("boundary", "charset")
-# Charsets every reader decodes alike (ASCII-compatible, unambiguous labels). Text in another
-# one may still be delivered, rebuilt as UTF-8, but never byte for byte.
-VERBATIM_CHARSETS = frozenset(
-    {
-        "us-ascii",
-        "ascii",
-        "utf-8",
-        "iso-2022-jp",
-        "shift_jis",
-        "cp932",
-        "windows-31j",
-        "euc-jp",
-        *(f"iso-8859-{n}" for n in (*range(1, 11), 13, 14, 15, 16)),
-        *(f"windows-{n}" for n in range(1250, 1259)),
-    }
-)
+# Charsets every reader decodes alike, each with the standard codec that must decode the text
+# strictly: the CP50220 extensions of ISO-2022-JP (circled numbers, half-width kana) and the
+# carriers' emoji in Shift_JIS are read one way by one client and dropped or garbled by
+# another. Text in another charset, or one that needs such an extension, may still be
+# delivered, rebuilt as UTF-8 from our decoding, but never byte for byte.
+VERBATIM_CHARSETS: dict[str, str] = {
+    "": "ascii",  # RFC 2045 section 5.2: no charset means US-ASCII
+    "us-ascii": "ascii",
+    "ascii": "ascii",
+    "utf-8": "utf-8",
+    "iso-2022-jp": "iso2022_jp",
+    "shift_jis": "shift_jis",
+    "cp932": "cp932",
+    "windows-31j": "cp932",
+    "euc-jp": "euc_jp",
+    **{f"iso-8859-{n}": f"iso8859_{n}" for n in (*range(1, 11), 13, 14, 15, 16)},
+    **{f"windows-{n}": f"cp{n}" for n in range(1250, 1259)},
+}
 MAX_LINE = 998  # octets, without CRLF (RFC 5322 section 2.1.1)
 
 _LINE_BREAK = re.compile(rb"(\r\n|\r|\n)")
@@ -645,8 +647,14 @@ class _Reader:
             return
         charsets = media.plain("charset")
         charset = charsets[0].decode("ascii", "replace").strip().lower() if charsets else ""
-        if charset and charset not in VERBATIM_CHARSETS:
+        codec = VERBATIM_CHARSETS.get(charset)
+        if codec is None:
             self.refuse(f"part {part_id}: charset {charset[:40]!r}")
+        else:
+            try:
+                data.decode(codec)
+            except UnicodeDecodeError:
+                self.refuse(f"part {part_id}: text that {charset or 'us-ascii'} does not decode")
         if _EMBEDDED_FILE.search(data):
             self.refuse(f"part {part_id}: a file encoded in the text (uuencode/yEnc/BinHex)")
 

@@ -286,7 +286,10 @@ def perl_reading(result: dict[str, Any]) -> Reading:
     for leaf in result.get("leaves", []):
         content_type = leaf["type"]
         if _is_file(content_type, leaf["disposition"]):
-            reading.files.append(File(leaf["filename"], content_type, leaf["sha256"], leaf["size"]))
+            head = base64.b64decode(leaf.get("head", ""))
+            reading.files.append(
+                File(leaf["filename"], content_type, leaf["sha256"], leaf["size"], head)
+            )
         elif content_type == "text/html":
             reading.html = True
         elif content_type == "text/plain":
