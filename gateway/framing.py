@@ -530,11 +530,15 @@ class _Reader:
     ) -> bytes | None:
         """The boundary this multipart is read with, or None (then it is read as a leaf)."""
         candidates = media.plain("boundary")
-        if not candidates:
-            extended = any(k.startswith("boundary*") for k, _ in media.params)
-            why = "boundary only in RFC 2231 form" if extended else "multipart without boundary"
-            self.note(MIME_AMBIGUOUS_BOUNDARY, part_id, why)
+        extended = _extended_value(media.params, "boundary")
+        if not candidates and extended is None:
+            self.note(MIME_AMBIGUOUS_BOUNDARY, part_id, "multipart without boundary")
             return None
+        if not candidates:
+            # Readers that know RFC 2231 split by it, the others find no boundary at all.
+            self.note(MIME_AMBIGUOUS_BOUNDARY, part_id, "boundary only in RFC 2231 form")
+        if extended is not None and extended not in candidates:
+            candidates.append(extended)  # beside a plain one: MIME_DUPLICATE_PARAMETER
         if len(candidates) > 1:
             # Read with the one that makes the most parts, so all of them are inspected.
             counts = [self.delimiters(b, body, end) for b in candidates]
@@ -661,6 +665,29 @@ class _Reader:
 
 # C0 controls a header value must not carry (ESC stays: raw ISO-2022-JP in old Japanese mail).
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f]")
+
+
+def _extended_value(params: list[tuple[str, bytes]], name: str) -> bytes | None:
+    """The RFC 2231 value of parameter ``name`` (``name*=``, or ``name*0``, ``name*1``...
+    sections, each possibly ``*``-encoded), as readers that implement RFC 2231 read it."""
+    sections: dict[int, tuple[bytes, bool]] = {}
+    for attribute, value in params:
+        match = _SECTION.fullmatch(attribute)
+        if match is None or match.group(1) != name or attribute == name:
+            continue
+        number = int(match.group(2)) if match.group(2) is not None else 0
+        sections.setdefault(number, (_unquote(value), bool(match.group(3))))
+    if not sections:
+        return None
+    out = b""
+    for number in sorted(sections):
+        value, encoded = sections[number]
+        if encoded:
+            if number == 0 and value.count(b"'") >= 2:
+                value = value.split(b"'", 2)[2]  # charset'language'
+            value = re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), value)
+        out += value
+    return out
 
 
 def _render_media_type(media: _MediaType, boundary: bytes | None) -> list[bytes]:
