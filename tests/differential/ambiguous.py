@@ -244,3 +244,55 @@ BYPASS_2 = (
     "two-content-types",
     "malformed-type",
 )
+
+
+# Files encoded in plain text, which Thunderbird, Outlook and MIME-tools decode into
+# attachments: each must be found and inspected (uuencode) or arrive as text no reader decodes.
+def _uu(data: bytes) -> bytes:
+    import binascii
+
+    lines = b"".join(binascii.b2a_uu(data[i : i + 45]) for i in range(0, len(data), 45))
+    return lines.replace(b"\n", b"\r\n")
+
+
+def _plain(name: str, body: bytes) -> bytes:
+    fields = b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n"
+    return top(fields, name.encode()) + b"\r\nPlease see the file.\r\n" + body
+
+
+EMBEDDED: dict[str, tuple[Callable[[str], bytes], str]] = {
+    "uuencode-without-end": (
+        lambda name: _plain(name, b"begin 644 invoice.exe\r\n" + _uu(EXE) + b"`\r\n"),
+        "exe",
+    ),
+    "uuencode-without-end-then-text": (
+        lambda name: _plain(
+            name, b"begin 644 invoice.exe\r\n" + _uu(EXE) + b"`\r\n\r\nBest regards\r\n"
+        ),
+        "exe",
+    ),
+    "uuencode-tabs-and-long-mode": (
+        lambda name: _plain(name, b"begin\t0755\tinvoice.exe\r\n" + _uu(EXE) + b"`\r\nend\r\n"),
+        "exe",
+    ),
+    "uuencode-base64-form": (
+        lambda name: _plain(name, b"begin-base64 644 invoice.exe\r\n" + _b64(EXE) + b"====\r\n"),
+        "exe",
+    ),
+    "yenc": (
+        lambda name: _plain(
+            name, b"=ybegin line=128 size=68 name=invoice.exe\r\nabcdefgh\r\n=yend size=68\r\n"
+        ),
+        "text",
+    ),
+    "binhex": (
+        lambda name: _plain(
+            name, b"(This file must be converted with BinHex 4.0)\r\n:!!!!!!!!!!!!!:\r\n"
+        ),
+        "text",
+    ),
+}
+
+
+def build_embedded(name: str) -> bytes:
+    return EMBEDDED[name][0](name)

@@ -97,7 +97,7 @@ def hostile_samples() -> list[Sample]:
 
 def ambiguous_samples() -> list[Sample]:
     """Every case as built, and each one again as an attached message (the same trick one
-    level down, where only the recursive reading finds it)."""
+    level down, where only the recursive reading finds it); and the files encoded in text."""
     out = []
     for name in ambiguous.CASES:
         raw = ambiguous.build(name)
@@ -116,6 +116,8 @@ def ambiguous_samples() -> list[Sample]:
             )
         )
         out.append(Sample(f"ambiguous/nested-{name}", nested))
+    for name in ambiguous.EMBEDDED:
+        out.append(Sample(f"ambiguous/{name}", ambiguous.build_embedded(name)))
     return out
 
 

@@ -129,3 +129,27 @@ def test_form_behind_ambiguous_framing_arrives_as_text_with_a_notice(chain, name
     )
     assert "Please confirm your account." in text  # the form's words, as text
     assert "メールの構造" in text  # the notice says why the message was rebuilt
+
+
+@pytest.mark.parametrize("name", list(ambiguous.EMBEDDED))
+def test_file_encoded_in_text_never_arrives_decodable(chain, readers, tmp_path, name):
+    """uuencode without its end line, with tabs or in base64 form used to pass as text,
+    and MIME-tools (like Thunderbird) made invoice.exe of what arrived. Now uuencoded files
+    are extracted and held; yEnc and BinHex stay text that no reader decodes."""
+    delivered, held = relay(chain, ambiguous.build_embedded(name), f"{name}@city.example.lg.jp")
+    assert len(delivered) + len(held) == 1
+    if ambiguous.EMBEDDED[name][1] == "exe":
+        [item] = held
+        codes = {f["code"] for f in item.report["findings"]}
+        assert "EXECUTABLE" in codes
+        gateway, _ = chain
+        output = gateway.server.store.sanitized(item.summary.id)
+    else:
+        [output] = delivered
+        text = "\n".join(
+            part.get_payload(decode=True).decode()
+            for part in email.message_from_bytes(output, policy=email.policy.compat32).walk()
+            if part.get_content_type() == "text/plain"
+        )
+        assert "\n =ybegin " in text or "\n (This file must be converted" in text
+    assert_harmless_to_every_reader(output, readers, tmp_path / "out.eml")
