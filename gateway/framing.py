@@ -117,7 +117,9 @@ _STRICT_TOKEN = re.compile(_TOKEN)
 _SECTION = re.compile(r"([^*]+)(?:\*([0-9]+))?(\*)?")
 # RFC 2046 section 5.1.1: 1-70 bchars, the last one not a space.
 _BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-_QP_LINE = re.compile(rb"(?:[^=]|=[0-9A-Fa-f]{2})*=?")
+# RFC 2045 section 6.7: printable ASCII but "=", space and tab literal, the rest encoded;
+# mailparse drops a literal control character that Python's email keeps (found by tests/fuzz).
+_QP_LINE = re.compile(rb"(?:[\t\x20-\x3c\x3e-\x7e]|=[0-9A-Fa-f]{2})*=?")
 # Files a mail client decodes out of plain text (Thunderbird's "untyped text" reader):
 # uuencode and its base64 variant, yEnc, BinHex 4.0.
 _EMBEDDED_FILE = re.compile(
@@ -131,6 +133,7 @@ _EMBEDDED_FILE_TEXT = re.compile(
     re.MULTILINE,
 )
 _DASHES = re.compile(rb"--")
+_BOM = b"\xef\xbb\xbf"
 _MIME_LOOKING = re.compile(rb"content-(?:type|transfer-encoding|disposition)[ \t]*:", re.I)
 
 
@@ -378,6 +381,14 @@ class _Reader:
                 continue
             if top and index == start and line.startswith(b"From "):
                 self.note(MIME_AMBIGUOUS_HEADER, part_id, "mbox From_ line before the fields")
+                index += 1
+                continue
+            marked = _FIELD.match(line, 3) if top and index == start else None
+            if marked is not None and line.startswith(_BOM):
+                # Windows tools save .eml files with a UTF-8 byte order mark. Python's email
+                # then reads no header at all; mailparser and MIME-tools skip that line.
+                self.note(MIME_AMBIGUOUS_HEADER, part_id, "byte order mark before the fields")
+                fields.append(_Field(marked.group(1), [line[3:]]))
                 index += 1
                 continue
             self.note(MIME_AMBIGUOUS_HEADER, part_id, f"not a header field: {_show(line)}")

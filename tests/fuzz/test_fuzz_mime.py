@@ -3,8 +3,9 @@ ever found replayed as a regression.
 
 ``tests/fuzz/fuzz_mime.py`` (atheris) runs each target for ``FUZZ_SECONDS`` from seeds made of
 the shared corpus and the ambiguous set; it must end without a failing property. Each run
-writes its executions and time to ``tests/artifacts/fuzz-TARGET.json``. Longer runs: see that
-file's docstring (``-max_total_time=3600``).
+writes its executions and time to ``tests/artifacts/fuzz-TARGET.json``, and what it finds to
+``tests/artifacts/fuzz-crashes/`` (minimise it, save it in ``tests/fuzz/regressions/``).
+Longer runs: see that file's docstring (``-max_total_time=3600``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def test_bounded_fuzzing_finds_nothing(target, tmp_path):
             }
         )
     )
-    assert run.returncode == 0, run.stderr[-3000:]
+    kept = ARTIFACTS / "fuzz-crashes"
+    for crash in tmp_path.glob("crash-*"):
+        kept.mkdir(exist_ok=True)
+        (kept / f"{target}-{crash.name}.eml").write_bytes(crash.read_bytes())
+    failure = run.stderr.partition("=== Uncaught Python exception: ===")[2][:2500]
+    assert run.returncode == 0, f"kept in {kept}: {failure or run.stderr[-2500:]}"
     assert crashes == []
     assert done, run.stderr[-2000:]

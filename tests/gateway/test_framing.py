@@ -63,6 +63,7 @@ BROKEN: list[tuple[str, bytes, str]] = [
     ("whitespace-only line", HEAD + b"X-A: b\r\n \r\nX-B: c\r\n\r\nHi\r\n", MIME_AMBIGUOUS_HEADER),
     ("continuation first", b" folded\r\n" + HEAD + b"\r\nHi\r\n", MIME_AMBIGUOUS_HEADER),
     ("mbox From_ line", b"From a@b Mon Jan  1 00:00:00 2024\r\n" + PLAIN, MIME_AMBIGUOUS_HEADER),
+    ("byte order mark", b"\xef\xbb\xbf" + PLAIN, MIME_AMBIGUOUS_HEADER),
     (
         "header line over 998",
         HEAD + b"X-Long: " + b"a" * 1000 + b"\r\n\r\nHi\r\n",
@@ -451,3 +452,15 @@ def test_signed_mail_with_ambiguous_content_is_not_delivered_as_received(tmp_pat
     clean = _signed(TEXT.rstrip(b"\r\n"))
     kept = run(clean, pipeline)
     assert kept.message.endswith(clean)
+
+
+def test_byte_order_mark_before_the_fields_keeps_the_fields():
+    """Python's email reads a message saved with a UTF-8 byte order mark as all body (no
+    From, no Subject); mailparser and MIME-tools skip the first line. The canonical reading
+    keeps every field, the first one without the mark."""
+    raw = b"\xef\xbb\xbfMessage-ID: <bom@partner.example>\r\n" + PLAIN
+    outcome = run(raw)
+    head = outcome.message.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nMessage-ID: <bom@partner.example>\r\n" in head
+    assert b"\r\nSubject: s\r\n" in head
+    assert body_text(outcome.message).rstrip().endswith("Hello.")
