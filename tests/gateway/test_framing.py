@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
+from gateway.config import TenantConfig, load_config
 from gateway.errors import ConfigError
 from gateway.framing import (
     FINDING_CODES,
@@ -413,6 +413,19 @@ def test_strip_all_holds_ambiguous_mail_and_the_base_policy_rebuilds_it(tmp_path
     assert held.verdict == Verdict.QUARANTINE
     rebuilt = run(ambiguous.build("space-before-colon-form"))
     assert rebuilt.verdict == Verdict.DELIVER
+
+
+def test_mail_to_tenants_of_both_policies_gets_the_stricter_one():
+    tenants = {
+        "a.example.lg.jp": TenantConfig(policy="strip-all"),
+        "b.example.lg.jp": TenantConfig(policy="internet-light"),
+    }
+    policy_set = load_policies(None)
+    assert policy_set.for_recipients(["b.example.lg.jp"], tenants).settings.ambiguous_mime == (
+        "rebuild"
+    )
+    mixed = policy_set.for_recipients(["a.example.lg.jp", "b.example.lg.jp"], tenants)
+    assert mixed.settings.ambiguous_mime == "quarantine"
 
 
 def test_a_bad_ambiguous_mime_value_names_file_line_and_key(tmp_path):
