@@ -50,6 +50,7 @@ def test_bounded_fuzzing_finds_nothing(target, tmp_path):
             f"-max_total_time={FUZZ_SECONDS}",
             "-max_len=65536",
             "-rss_limit_mb=2048",
+            "-timeout=30",  # one input taking longer is a finding (denial of service)
             "-seed=1",
             f"-artifact_prefix={tmp_path}/",
             str(seeds),
