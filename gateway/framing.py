@@ -444,6 +444,8 @@ class _Reader:
                     # in a structural field they are part of what was read (a boundary with
                     # a NUL is that boundary), and such a field never reaches the output.
                     line = _CONTROL.sub(b"", line)
+                    if not line.strip(b" \t"):
+                        continue  # a continuation of control characters only (tests/fuzz)
                 while len(line) > MAX_LINE:
                     cut = line.rfind(b" ", 1, MAX_LINE)
                     cut = cut if cut > 0 else MAX_LINE - 1
