@@ -28,6 +28,7 @@ from io import BytesIO
 
 from gateway.charsets import encode_body
 from gateway.detect import sanitize_filename
+from gateway.framing import defuse_embedded_files
 from gateway.inspect import FilePlan, MessagePlan, Plan, TextBody
 from gateway.mime import HeaderField
 from gateway.report import Report
@@ -74,6 +75,8 @@ def _base64(data: bytes) -> str:
 def _text_part(text: str, subtype: str, charset: str) -> Message:
     # Text is CRLF-delimited in canonical form (RFC 2046 section 4.1.1), also inside base64.
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n")
+    if subtype == "plain":
+        text = defuse_embedded_files(text)
     encoded = encode_body(text, charset)
     data, used = encoded.data, encoded.charset
     part = _entity("text", subtype, charset=used)

@@ -31,6 +31,7 @@ from typing import Any
 from gateway import detect as detection
 from gateway.charsets import decode_body
 from gateway.errors import CannotSanitize
+from gateway.framing import Framing, examine
 from gateway.mime import MimeLimitExceeded, MimeLimits, ParsedMessage, Part, parse_message
 from gateway.report import AttachmentRecord, Report, Verdict
 from gateway.sanitizers import sanitizer_for
@@ -89,9 +90,13 @@ Node = TextBody | FilePlan | MessagePlan
 
 @dataclass
 class Plan:
+    """``framing`` is the strict reading of the bytes (``gateway.framing``): the proof the
+    byte-for-byte paths require, and the record of what was ambiguous."""
+
     parsed: ParsedMessage
     nodes: list[Node] = field(default_factory=list)
     signed: bool = False
+    framing: Framing | None = None
 
     def files(self) -> list[FilePlan]:
         out: list[FilePlan] = []
@@ -148,18 +153,39 @@ class Inspector:
     # -- entry points ----------------------------------------------------------------------
 
     def plan_bytes(self, raw: bytes) -> Plan | None:
-        """Parse and plan; None (with a LIMIT_* finding and a quarantine verdict) when the
-        message exceeds a structural limit and cannot be rebuilt."""
+        """Read the framing strictly, parse and plan; None (with a LIMIT_* finding and a
+        quarantine verdict) when the message exceeds a structural limit.
+
+        An ambiguous message (readers disagree about its framing) is parsed in its canonical
+        form, the reading that shows the most structure, so every part any reader would show
+        is inspected; it is then always rebuilt (or held, ``ambiguous_mime: quarantine``)."""
         limits = self.settings.limits
+        mime_limits = MimeLimits(limits.max_depth, limits.max_parts, limits.max_decoded_size)
         try:
-            parsed = parse_message(
-                raw, MimeLimits(limits.max_depth, limits.max_parts, limits.max_decoded_size)
-            )
+            framing = examine(raw, mime_limits)
+            parsed = parse_message(framing.canonical if framing.ambiguous else raw, mime_limits)
         except MimeLimitExceeded as exc:
             self.report.add_finding(exc.code, "", exc.detail)
             self.report.raise_verdict(Verdict.QUARANTINE, f"{exc.code}: {exc.detail}")
             return None
-        return self.plan(parsed)
+        self._framing(framing)
+        plan = self.plan(parsed)
+        plan.framing = framing
+        return plan
+
+    def _framing(self, framing: Framing) -> None:
+        if not framing.ambiguous:
+            return
+        seen = {(f.code, f.part_id, f.detail) for f in self.report.findings}
+        for item in framing.ambiguities:
+            if (item.code, item.part_id, item.detail) not in seen:
+                self.report.add_finding(item.code, item.part_id, item.detail)
+        codes = ",".join(sorted(framing.codes()))
+        self.report.add_action("mime-canonicalized", "1", codes)
+        if getattr(self.settings, "ambiguous_mime", "rebuild") == "quarantine":
+            self.report.raise_verdict(
+                Verdict.QUARANTINE, f"mail programs would read the structure differently ({codes})"
+            )
 
     def plan(self, parsed: ParsedMessage) -> Plan:
         plan = Plan(parsed)

@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 
 from gateway.charsets import decode_filename, decode_header
+from gateway.errors import CannotSanitize
+from gateway.workers import run_isolated
 
 CRLF = b"\r\n"
 
@@ -159,28 +161,64 @@ def split_header_block(raw: bytes) -> tuple[list[HeaderField], int]:
     return fields, position
 
 
-# uuencode (POSIX): "begin <mode> <name>", lines of encoded data, "end". Tolerate CRLF.
-_UU_BLOCK = re.compile(
-    rb"^begin(?:-base64)? +([0-7]{3,4}) +([^\r\n]+)\r?\n(.*?)^end[ \t]*\r?$",
-    re.MULTILINE | re.DOTALL,
-)
+# uuencode (POSIX): "begin <mode> <name>", lines of encoded data, "end"; "begin-base64" is
+# its base64 form, ended by "====". Mail clients (Thunderbird, MIME-tools) decode a block whose
+# end line is missing too, up to the last data line: so do we (issue 11, found by
+# tests/differential: such a file used to pass as text and arrive decodable).
+_UU_BEGIN = re.compile(rb"^begin(-base64)?[ \t]+[0-7]{1,4}[ \t]+([^\r\n]*?)[ \t]*\r?$", re.M)
+_UU_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
-def _uudecode(block: bytes) -> bytes | None:
-    out = bytearray()
-    for line in block.splitlines():
-        if not line.strip():
-            continue
-        try:
-            out += binascii.a2b_uu(line)
-        except binascii.Error:
-            # Some encoders pad lines wrongly; decode by the declared length (Python docs).
-            try:
-                nbytes = (((line[0] - 32) & 63) * 4 + 5) // 3
-                out += binascii.a2b_uu(line[:nbytes])
-            except (binascii.Error, IndexError):
-                return None
-    return bytes(out)
+def _uu_line(line: bytes) -> bytes | None:
+    """One uuencoded line decoded, or None when the line is not one (a length character,
+    then the characters of that many bytes; encoders differ in padding, and transports strip
+    trailing spaces, which encode zero bits)."""
+    if not line or any(c < 0x20 or c > 0x60 for c in line):
+        return None
+    count = (line[0] - 32) & 63
+    needed = (count + 2) // 3 * 4
+    if len(line) - 1 > needed + 2:
+        return None
+    line = line.ljust(needed + 1, b" ")
+    try:
+        return binascii.a2b_uu(line[: needed + 1])
+    except binascii.Error:
+        return None
+
+
+def _uu_blocks(text: bytes) -> list[tuple[int, int, str, bytes]]:
+    """(start, end, file name, decoded bytes) of every encoded file in ``text``."""
+    blocks = []
+    position = 0
+    while (begin := _UU_BEGIN.search(text, position)) is not None:
+        base64_form = begin.group(1) is not None
+        cursor = begin.end()
+        end = cursor
+        data = bytearray()
+        for match in _UU_LINE_END.finditer(text, cursor):
+            line = text[cursor : match.start()]
+            if cursor == begin.end():  # the begin line's own line end
+                cursor = end = match.end()
+                continue
+            stripped = line.strip()
+            if stripped in (b"end", b"===="):
+                end = match.end()
+                break
+            if base64_form:
+                try:
+                    data += binascii.a2b_base64(stripped, strict_mode=True)
+                except (binascii.Error, ValueError):
+                    break
+            else:
+                decoded = _uu_line(line)
+                if decoded is None:
+                    break
+                data += decoded
+            cursor = end = match.end()
+        name = begin.group(2).strip().decode("utf-8", "replace")
+        blocks.append((begin.start(), end, name, bytes(data)))
+        position = max(end, begin.end())
+    return blocks
 
 
 class _Walker:
@@ -265,7 +303,7 @@ class _Walker:
             filename.lower() == "winmail.dat"
         ):
             return self._tnef(leaf)
-        if declared.startswith("text/") and not leaf.is_attachment and b"begin " in data:
+        if declared.startswith("text/") and not leaf.is_attachment and b"begin" in data:
             return self._uuencoded(leaf)
         return leaf
 
@@ -298,12 +336,11 @@ class _Walker:
 
     def _uuencoded(self, leaf: Part) -> Part:
         files: list[Part] = []
-        text = leaf.payload
-        for index, match in enumerate(_UU_BLOCK.finditer(leaf.payload), 1):
-            decoded = _uudecode(match.group(3))
-            if decoded is None:
-                continue
-            name = match.group(2).strip().decode("utf-8", "replace")
+        kept: list[bytes] = []
+        position = 0
+        for index, (start, end, name, decoded) in enumerate(_uu_blocks(leaf.payload), 1):
+            kept.append(leaf.payload[position:start])
+            position = end
             self._count(len(decoded))
             files.append(
                 Part(
@@ -315,9 +352,9 @@ class _Walker:
                     origin="uuencode",
                 )
             )
-            text = text.replace(match.group(0), b"")
         if not files:
             return leaf
+        text = b"".join([*kept, leaf.payload[position:]])
         body = Part(
             f"{leaf.part_id}.0",
             leaf.declared_type,
@@ -333,48 +370,43 @@ class _Walker:
         return Part(leaf.part_id, "multipart/mixed", children=(body, *files), origin="uuencode")
 
     def _tnef(self, leaf: Part) -> Part:
-        """Unpack winmail.dat; on failure keep the opaque leaf (it is then stripped)."""
-        import tnefparse  # imported here: only TNEF mail needs it
-
+        """Unpack winmail.dat in an isolated child; on failure keep the opaque leaf (it is
+        then stripped, or held, like any file that cannot be made harmless)."""
         try:
-            tnef = tnefparse.TNEF(leaf.payload)
-            members: list[Part] = []
-            for index, attachment in enumerate(tnef.attachments, 1):
-                data = bytes(attachment.data or b"")
-                self._count(len(data))
-                name = attachment.long_filename() or attachment.name or f"attachment-{index}"
-                if isinstance(name, bytes):
-                    name = name.decode("cp1252", "replace")
-                members.append(
-                    Part(
-                        f"{leaf.part_id}.t{index}",
-                        "application/octet-stream",
-                        str(name).strip("\x00"),
-                        disposition="attachment",
-                        payload=data,
-                        origin="tnef",
-                    )
-                )
-            html = tnef.htmlbody if isinstance(tnef.htmlbody, bytes | str) else None
-            if html:
-                raw_html = html.encode("utf-8") if isinstance(html, str) else html
-                members.insert(
-                    0,
-                    Part(
-                        f"{leaf.part_id}.t0",
-                        "text/html",
-                        "",
-                        None,
-                        "attachment",
-                        "",
-                        raw_html,
-                        origin="tnef",
-                    ),
-                )
-        except MimeLimitExceeded:
-            raise
-        except Exception:
+            files, html = run_isolated(
+                _unpack_tnef,
+                leaf.payload,
+                timeout=TNEF_TIMEOUT,
+                memory_limit_mb=TNEF_MEMORY_MB,
+            )
+        except CannotSanitize:
             return leaf
+        members: list[Part] = []
+        if html:
+            members.append(
+                Part(
+                    f"{leaf.part_id}.t0",
+                    "text/html",
+                    "",
+                    None,
+                    "attachment",
+                    "",
+                    html,
+                    origin="tnef",
+                )
+            )
+        for index, (name, data) in enumerate(files, 1):
+            self._count(len(data))
+            members.append(
+                Part(
+                    f"{leaf.part_id}.t{index}",
+                    "application/octet-stream",
+                    name,
+                    disposition="attachment",
+                    payload=data,
+                    origin="tnef",
+                )
+            )
         if not members:
             return leaf
         return Part(
@@ -384,6 +416,31 @@ class _Walker:
             children=tuple(members),
             origin="tnef",
         )
+
+
+# tnefparse trusts the counts in the file: a multi-valued property claiming four billion values
+# makes it loop and allocate for minutes (an 8 KB winmail.dat took 84 s and 2 GB; found by
+# tests/fuzz). So it runs in its own child with these limits, as sanitizers do.
+TNEF_TIMEOUT = 5.0
+TNEF_MEMORY_MB = 256
+
+
+def _unpack_tnef(data: bytes) -> tuple[list[tuple[str, bytes]], bytes | None]:
+    """The files (name, bytes) and the HTML body of a TNEF stream. Runs in an isolated child:
+    returns plain data only."""
+    import tnefparse  # imported here: only TNEF mail needs it
+
+    tnef = tnefparse.TNEF(data)
+    files: list[tuple[str, bytes]] = []
+    for index, attachment in enumerate(tnef.attachments, 1):
+        name = attachment.long_filename() or attachment.name or f"attachment-{index}"
+        if isinstance(name, bytes):
+            name = name.decode("cp1252", "replace")
+        files.append((str(name).strip("\x00"), bytes(attachment.data or b"")))
+    html = tnef.htmlbody if isinstance(tnef.htmlbody, bytes | str) else None
+    if isinstance(html, str):
+        html = html.encode("utf-8")
+    return files, html or None
 
 
 _CONTENT_HEADER = re.compile(r"^content-(?:type|transfer-encoding|disposition):", re.I | re.M)

@@ -43,6 +43,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "tnef-unpacked": "・Outlook形式（winmail.dat）の添付ファイルを取り出しました。",
         "uuencode-extracted": "・本文に埋め込まれた添付ファイル（uuencode）を取り出しました。",
         "nothing-found": "危険な要素は見つかりませんでした",
+        "mime-canonicalized": (
+            "・メールの構造（ヘッダや区切り）がメールソフトによって異なる内容に見える形式だった"
+            "ため、どのソフトでも同じに見える標準的な形式に組み立て直しました。"
+        ),
         "reference": "原本は参照番号 {reference} で保管されています。"
         "必要な場合はこの番号を添えてシステム管理者にお問い合わせください。",
         "rule": "─" * 30,
@@ -65,6 +69,9 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "tnef-unpacked": "- Attachments were unpacked from an Outlook winmail.dat.",
         "uuencode-extracted": "- A file embedded in the text (uuencode) was extracted.",
         "nothing-found": "no active content found",
+        "mime-canonicalized": "- The message's structure (headers or part boundaries) could be "
+        "read differently by different mail programs; it was rebuilt in a standard form that "
+        "every program reads alike.",
         "reference": "The original is kept under reference {reference}. Quote it to your "
         "administrator if you need the original.",
         "rule": "-" * 40,
@@ -111,7 +118,7 @@ class Notice:
             count = report.count_actions(kind)
             if count:
                 out.append(self._line(kind, count=count))
-        for kind in ("tnef-unpacked", "uuencode-extracted"):
+        for kind in ("mime-canonicalized", "tnef-unpacked", "uuencode-extracted"):
             if report.count_actions(kind):
                 out.append(self._line(kind))
         for record in report.attachments:

@@ -209,30 +209,41 @@ def rule_headers(raw: bytes, fields: Sequence[HeaderField] | None = None) -> dic
     return out
 
 
-def _signed_and_clean(plan: Plan, report: Report, settings: object, raw: bytes) -> bool:
-    """``signed: deliver-unmodified-if-clean``: nothing in the signed content needed a change
-    (no URL, no HTML, no attachment, no finding), so the original, signature intact, is as
-    harmless as its sanitized copy would be."""
+def _signed_and_clean(plan: Plan, report: Report, settings: object) -> bool:
+    """``signed: deliver-unmodified-if-clean``: the original, signature intact, is delivered
+    only with the proof that every reader sees what was inspected (``_one_reading``) and when
+    nothing in the signed content needed a change (no URL, no HTML, no attachment, no
+    finding), so it is as harmless as its sanitized copy would be."""
     if not plan.signed or getattr(settings, "signed", "") != "deliver-unmodified-if-clean":
         return False
-    if report.findings or report.attachments or not _canonical_line_ends(raw):
+    if not _one_reading(plan):
+        return False
+    if report.findings or report.attachments:
         return False
     return all(action.kind in _SIGNED_CLEAN_OK for action in report.actions)
 
 
-def _canonical_line_ends(raw: bytes) -> bool:
-    return raw.count(b"\n") == raw.count(b"\r\n") == raw.count(b"\r")
+def _one_reading(plan: Plan) -> bool:
+    """The proof the byte-for-byte paths need, from ``gateway.framing``: the strict reading of
+    exactly these bytes found no ambiguity at any level (header grammar, duplicated structural
+    fields and parameters, media types, boundaries, bare CR, NUL) and the bytes are in the
+    form every transport keeps (CRLF lines of at most 998 octets, strict transfer encodings,
+    a charset every reader decodes alike, no file encoded in the text). Without it a client
+    may read another message than the one inspected (issue 11), so the message is rebuilt."""
+    framing = plan.framing
+    # ``plan_bytes`` examined exactly the bytes received; an ambiguous message never is.
+    return framing is not None and framing.verbatim and not framing.ambiguous
 
 
-def _unchanged(plan: Plan | None, report: Report, raw: bytes) -> bool:
-    """True when the message is one plain-text part that needed no change at all, in CRLF
-    lines throughout (a bare CR or LF is read differently by different clients).
+def _unchanged(plan: Plan | None, report: Report) -> bool:
+    """True when the bytes as received may be delivered: the framing proof holds
+    (``_one_reading``) and the message is one plain-text part that needed no change at all.
 
     Then the original bytes are delivered (with our trace and summary fields on top), so DKIM
     and S/MIME-free plain mail arrives exactly as sent."""
     if plan is None or plan.parsed.root.is_multipart or plan.signed:
         return False
-    if not _canonical_line_ends(raw):
+    if not _one_reading(plan):
         return False
     root = plan.parsed.root
     if root.declared_type != "text/plain" or root.is_attachment or root.origin != "mime":
@@ -347,12 +358,12 @@ class Pipeline:
         retain = self.config.quarantine.retain_originals
         original = _without_our_fields(job.raw)
         promised = False
-        if _signed_and_clean(plan, report, settings, job.raw):
+        if _signed_and_clean(plan, report, settings):
             report.add_action(
                 "signed-delivered-unmodified", reason="signature kept: nothing to change"
             )
             body = original
-        elif _unchanged(plan, report, job.raw):
+        elif _unchanged(plan, report):
             body = original
         else:
             notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]

@@ -54,6 +54,7 @@ _STRICTNESS = {
     "on_sanitize_failure": ("strip", "quarantine"),
     "csv_formulas": ("neutralize", "quarantine"),
     "pdf_url_text": ("rasterize-pages", "quarantine"),
+    "ambiguous_mime": ("rebuild", "quarantine"),
 }
 
 
@@ -98,6 +99,7 @@ class PolicySettings:
     urls: UrlPolicy = UrlPolicy()
     notice: NoticePolicy = NoticePolicy()
     signed: str = "deliver-modified"
+    ambiguous_mime: str = "rebuild"
     limits: Limits = Limits()
     tag_header: str = "X-Mugaika-Tag"
     rasterize_dpi: int = 150
@@ -155,6 +157,7 @@ class PolicySettings:
                 tuple(sorted(model.notice.templates.items())),
             ),
             signed=model.signed,
+            ambiguous_mime=model.ambiguous_mime,
             limits=Limits(
                 model.limits.max_depth, model.limits.max_parts, int(model.limits.max_decoded_size)
             ),
@@ -204,6 +207,9 @@ def strictest_settings(name: str, all_settings: Sequence[PolicySettings]) -> Pol
                 result.urls.mailto and other.urls.mailto,
             ),
             signed=_stricter(_STRICTNESS["signed"], result.signed, other.signed),
+            ambiguous_mime=_stricter(
+                _STRICTNESS["ambiguous_mime"], result.ambiguous_mime, other.ambiguous_mime
+            ),
             limits=Limits(
                 min(result.limits.max_depth, other.limits.max_depth),
                 min(result.limits.max_parts, other.limits.max_parts),

@@ -465,6 +465,11 @@ class PolicyFile(_Model):
         "deliver-modified"
     )
     limits: LimitSettings = LimitSettings()
+    # Mail whose framing readers disagree about (gateway/framing.py: a space before a header's
+    # colon, two Content-Type fields, a malformed type...): "rebuild" reads it the way that
+    # shows the most structure and delivers a rebuilt copy every reader sees alike, each part
+    # sanitized; "quarantine" holds it. Never delivered as received.
+    ambiguous_mime: Literal["rebuild", "quarantine"] = "rebuild"
     tag_header: HeaderName = "X-Mugaika-Tag"
     # Domains lookalike checks protect besides the tenants' own (partners, the prefecture).
     protected_domains: list[Domain] = Field(default_factory=list)
