@@ -794,8 +794,15 @@ def authenticate(
 
 
 def _authserv_id_of(value: bytes) -> str:
+    """The authserv-id an A-R field names, lower-cased. RFC 8601 section 2.2 makes it a
+    ``value`` (RFC 2045): a token or a quoted-string, so ``"gw.example"`` names the same
+    server as ``gw.example`` and a forged field must not pass for another's in quotes."""
     text = re.sub(rb"\([^()]*\)", b" ", value).decode("utf-8", "replace").strip()
-    return text.split(";", 1)[0].split()[0].lower() if text.split(";", 1)[0].split() else ""
+    quoted = re.match(r'"((?:[^"\\]|\\.)*)"', text)
+    if quoted:
+        return re.sub(r"\\(.)", r"\1", quoted.group(1)).strip().lower()
+    words = text.split(";", 1)[0].split()
+    return words[0].lower() if words else ""
 
 
 def add_authentication_results(message: bytes, results: AuthResults) -> bytes:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from gateway.auth import auth_settings
 from tests.helpers.redteam import RedTeamChain
 
 pytestmark = pytest.mark.slow
@@ -63,3 +64,27 @@ def test_plain_internal_from_is_held(chain: RedTeamChain):
     """Control (passes today): the plain spoof is held."""
     outcome = chain.send(message(f"From: soumu@{TENANT}"), mail_from="bounce@evil.example")
     assert outcome.was_held
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        '"{id}"; dmarc=pass header.from=city.example.lg.jp',
+        '"{id}" (x); dkim=pass',
+        "{ID} ; spf=pass",
+    ],
+    ids=["quoted-authserv-id", "quoted-with-comment", "upper-case-and-space"],
+)
+def test_forged_results_under_our_authserv_id_are_removed(chain: RedTeamChain, forged: str):
+    """RT-17. RFC 8601 section 2.2: the authserv-id is a ``value`` (RFC 2045), a token or a
+    quoted-string, so ``"gw.example"`` names the same server as ``gw.example``. A forged
+    field in quoted form survived next to ours."""
+    ours = auth_settings(chain.gateway.config).authserv_id
+    forged = forged.format(id=ours, ID=ours.upper())
+    outcome = chain.send(
+        f"From: x@partner.example\nAuthentication-Results: {forged}\nTo: {{RCPT}}\n"
+        "Subject: ar\n\nhello\n"
+    )
+    head = outcome.message.split(b"\r\n\r\n", 1)[0].decode()
+    fields = [line for line in head.split("\r\n") if line.lower().startswith("authentication-")]
+    assert fields == [f"Authentication-Results: {ours};"], fields
