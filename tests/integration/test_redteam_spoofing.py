@@ -38,7 +38,6 @@ def shown_sender(data: bytes) -> str:
     return str(parsed["From"].addresses[0].addr_spec)
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-10 From with a trailing word passes")
 def test_internal_from_followed_by_a_stray_word_is_held(chain: RedTeamChain):
     """RT-10. ``From: soumu@city.example.lg.jp x``: clients show the internal address (Python's
     modern parser reads ``soumu@city.example.lg.jp``); the gateway's legacy ``parseaddr`` glues
