@@ -33,34 +33,51 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedTeamChain]:
 
 
 def executables_reachable(data: bytes) -> list[str]:
-    """Executables a client could save from the delivered message, directly or by opening
-    an attached ``.eml`` (Outlook and Thunderbird open those as messages)."""
+    """Executables a client could save from the delivered message, directly, by opening an
+    attached ``.eml`` (Outlook and Thunderbird open those as messages), or by extracting
+    one from a ZIP and opening it."""
     found = []
     for part, payload in leaves(data):
-        if payload.startswith(b"MZ"):
-            found.append(f"PE in {part.get_content_type()} {part.get_filename()!r}")
-        name = str(part.get_filename() or "").lower()
-        if name.endswith((".eml", ".nws")) and payload:
-            for inner, inner_payload in leaves(payload):
-                if inner_payload.startswith(b"MZ"):
-                    found.append(f"PE {inner.get_filename()!r} inside {name!r}")
+        found += _executables_in_file(str(part.get_filename() or ""), payload)
+        if payload[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+                for member in archive.namelist():
+                    found += _executables_in_file(member, archive.read(member))
     return found
 
 
+def _executables_in_file(name: str, payload: bytes) -> list[str]:
+    found = [f"PE {name!r}"] if payload.startswith(b"MZ") else []
+    if name.lower().endswith((".eml", ".nws")) and payload:
+        for inner, inner_payload in leaves(payload):
+            if inner_payload.startswith(b"MZ"):
+                found.append(f"PE {inner.get_filename()!r} inside {name!r}")
+    return found
+
+
+_FORWARD = (
+    "MIME-Version: 1.0\r\nSubject: =?UTF-8?B?6KuL5rGC5pu4?=\r\n"
+    'Content-Type: application/octet-stream; name="invoice.exe"\r\n'
+    'Content-Disposition: attachment; filename="invoice.exe"\r\n'
+    "Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(hostile.pe_bytes()).decode()
+).encode()
+
+
 @pytest.mark.xfail(strict=True, reason="redteam: RT-01 .eml kept as text, exe inside")
-def test_eml_attachment_that_libmagic_calls_text_carries_an_executable(chain: RedTeamChain):
+@pytest.mark.parametrize("container", ["attached", "inside-zip"])
+def test_eml_file_that_libmagic_calls_text_carries_an_executable(
+    chain: RedTeamChain, container: str
+):
     """RT-01. An attached message whose first header is not one libmagic keys on (here
     ``MIME-Version``) is classed as text and kept byte for byte under its ``.eml`` name; the
     notice even says it was rebuilt without dangerous elements. Outlook and Thunderbird open
-    it as a message and offer ``invoice.exe``."""
-    inner = (
-        "MIME-Version: 1.0\r\nSubject: =?UTF-8?B?6KuL5rGC5pu4?=\r\n"
-        'Content-Type: application/octet-stream; name="invoice.exe"\r\n'
-        'Content-Disposition: attachment; filename="invoice.exe"\r\n'
-        "Content-Transfer-Encoding: base64\r\n\r\n"
-        + base64.encodebytes(hostile.pe_bytes()).decode()
-    ).encode()
-    outcome = chain.send(with_attachment("fwd.eml", inner))
+    it as a message and offer ``invoice.exe``. The same file inside a ZIP is kept too."""
+    if container == "attached":
+        sent = with_attachment("fwd.eml", _FORWARD)
+    else:
+        archive = _zip({"fwd.eml": _FORWARD})
+        sent = with_attachment("fwd.zip", archive, content_type="application/zip")
+    outcome = chain.send(sent)
     assert outcome.code == 250
     for copy in outcome.delivered:
         assert executables_reachable(copy) == []
