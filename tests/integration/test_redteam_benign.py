@@ -181,3 +181,45 @@ def test_notice_speaks_words_not_finding_codes(chain: RedTeamChain):
     notice = notice_of(outcome.message)
     assert "見積書" in notice
     assert re.findall(r"\b[A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+\b", notice) == [], notice
+
+
+_BOUNCE = """From: MAILER-DAEMON@mx.partner.example
+To: {RCPT}
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="R"
+
+--R
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mx.partner.example.
+--R
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.partner.example
+
+Final-Recipient: rfc822; nobody@partner.example
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <nobody@partner.example>: Recipient address rejected
+--R
+Content-Type: text/rfc822-headers
+
+From: user@city.example.lg.jp
+To: nobody@partner.example
+Subject: test
+--R--
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="redteam: RT-21 bounces lose their delivery status")
+def test_bounce_keeps_its_delivery_status(chain: RedTeamChain):
+    """RT-21. A DSN (RFC 3464) arrives as multipart/mixed; its ``message/delivery-status``
+    part is turned into a ``message/rfc822`` whose only "headers" are the per-message fields:
+    ``Final-Recipient``, ``Action``, ``Status`` and ``Diagnostic-Code`` are gone. Clients show
+    no bounce, the user cannot see why, automated bounce handling breaks."""
+    outcome = chain.send(_BOUNCE)
+    parsed = email.message_from_bytes(outcome.message, policy=email.policy.default)
+    types = [part.get_content_type() for part in parsed.walk()]
+    assert "message/delivery-status" in types, types
+    assert b"Status: 5.1.1" in outcome.message

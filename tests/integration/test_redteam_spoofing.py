@@ -87,3 +87,13 @@ def test_forged_results_under_our_authserv_id_are_removed(chain: RedTeamChain, f
     head = outcome.message.split(b"\r\n\r\n", 1)[0].decode()
     fields = [line for line in head.split("\r\n") if line.lower().startswith("authentication-")]
     assert fields == [f"Authentication-Results: {ours};"], fields
+
+
+@pytest.mark.xfail(strict=True, reason="redteam: RT-22 quoted tenant domain in From passes")
+def test_internal_from_with_a_quoted_domain_is_held(chain: RedTeamChain):
+    """RT-22. ``From: soumu@"city.example.lg.jp"``: our Authentication-Results names
+    ``header.from=city.example.lg.jp``, yet the rules' address parser finds no domain (the
+    legacy parser returns ``city.example.lg.jp`` without the ``@``), so the internal-domain
+    rule does not fire. Clients show the tenant's domain."""
+    outcome = chain.send(message(f'From: soumu@"{TENANT}"'), mail_from="bounce@evil.example")
+    assert outcome.was_held
