@@ -83,9 +83,9 @@ def test_eml_file_that_libmagic_calls_text_carries_an_executable(
         assert executables_reachable(copy) == []
 
 
-# Windows reads these (RFC-less) text formats itself: an RTF object behind a byte-order mark,
-# a blank line or an upper-case header is still a Word document with an Equation Editor
-# object to the recipient, but the gateway sees text/plain and keeps it.
+# Word is lenient about the RTF header (malspam opens with ``{\rt`` variants): an RTF object
+# behind a byte-order mark or a blank is still a document with an Equation Editor object
+# to whoever opens it, but the gateway sees text/plain and keeps it byte for byte.
 _EQUATION_OBJECT = (
     rb"{\rtf1\ansi{\object\objemb{\*\objclass Equation.3}\objw380\objh260"
     rb"{\*\objdata 01050000020000000b0000004571756174696f6e2e3300000000000000000000}}}"
