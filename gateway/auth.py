@@ -35,6 +35,7 @@ trust existing Authentication-Results headers from other hosts, or act on ARC re
 from __future__ import annotations
 
 import contextvars
+import email.policy
 import email.utils
 import ipaddress
 import logging
@@ -484,13 +485,31 @@ def normalise_domain(untrusted: str) -> str:
 
 def header_from_addresses(message: bytes) -> list[str]:
     """Addresses in the From: fields (all of them; DMARC needs exactly one). Parsed before
-    any RFC 2047 decoding, so an encoded display name cannot add addresses."""
-    out = []
+    any RFC 2047 decoding, so an encoded display name cannot add addresses.
+
+    Each field is read by both of Python's address parsers, and every address either of them
+    finds is listed: the legacy one glues a stray word to the domain
+    (``soumu@city.example.lg.jp x`` gives ``…lg.jpx``) where the RFC 5322 one, like mail
+    clients, shows ``soumu@city.example.lg.jp``. A field the two read differently thus
+    yields two addresses, which DMARC treats as a spoofing trick (section 6.6.1)."""
+    out: list[str] = []
     for value in _header_values(message, "From"):
-        for _name, address in email.utils.getaddresses([value]):
-            if address:
-                out.append(address)
+        legacy = [address for _name, address in email.utils.getaddresses([value]) if address]
+        out.extend(legacy)
+        seen = {address.lower() for address in legacy}
+        out.extend(a for a in _rfc5322_addresses(value) if a.lower() not in seen)
     return out
+
+
+def _rfc5322_addresses(value: str) -> list[str]:
+    """Addr-specs of an address-list value per ``email.policy.default`` (its ``<>`` for an
+    empty address left out); ``[]`` if that parser gives up."""
+    try:
+        header = email.policy.default.header_factory("From", value)
+        addresses = [str(a.addr_spec) for a in header.addresses]
+    except Exception:  # a parser failure adds nothing; the legacy reading stands
+        return []
+    return [a for a in addresses if a and a != "<>"]
 
 
 _psl: PublicSuffixList | None = None
@@ -794,8 +813,15 @@ def authenticate(
 
 
 def _authserv_id_of(value: bytes) -> str:
+    """The authserv-id an A-R field names, lower-cased. RFC 8601 section 2.2 makes it a
+    ``value`` (RFC 2045): a token or a quoted-string, so ``"gw.example"`` names the same
+    server as ``gw.example`` and a forged field must not pass for another's in quotes."""
     text = re.sub(rb"\([^()]*\)", b" ", value).decode("utf-8", "replace").strip()
-    return text.split(";", 1)[0].split()[0].lower() if text.split(";", 1)[0].split() else ""
+    quoted = re.match(r'"((?:[^"\\]|\\.)*)"', text)
+    if quoted:
+        return re.sub(r"\\(.)", r"\1", quoted.group(1)).strip().lower()
+    words = text.split(";", 1)[0].split()
+    return words[0].lower() if words else ""
 
 
 def add_authentication_results(message: bytes, results: AuthResults) -> bytes:
