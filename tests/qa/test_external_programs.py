@@ -55,10 +55,13 @@ PROGRAMS: dict[str, RunTests | Skips | str] = {
     "systemd-analyze": Skips("systemd-analyze"),  # not in a container without systemd
     "soffice": Skips("LibreOffice"),  # rasterize modes of the Office sanitizers
     "libreoffice": Skips("LibreOffice"),  # the same, under its other name
+    "postqueue": RunTests("postfix"),  # tests/helpers/postfix.py: the queue as JSON
+    "node": RunTests("nodejs npm"),  # tests/differential: Node mailparser
+    "perl": RunTests("libmime-tools-perl"),  # differential: MIME-tools; redteam: Convert::BinHex
     "python": PYTHON,
 }
 # run-tests tests presence with `command -v NAME`; these are checked under another name.
-PRESENCE_NAME = {"postfix": "postconf"}
+PRESENCE_NAME = {"postfix": "postconf", "postqueue": "postconf", "node": "npm"}
 # Product modules that run a program: the test files exercising that program there.
 PRODUCT_CALLERS = {
     "soffice": ("tests/sanitizers/test_ole.py", "tests/sanitizers/test_ooxml.py"),
@@ -71,6 +74,10 @@ ARGV_SITES = {
     ("tests/metrics/test_serve_cli.py", "argv"): PYTHON,
     ("tests/deploy/test_containerfile.py", "hadolint"): "hadolint",
     ("gateway/sanitizers/ole.py", "soffice"): "soffice",
+    ("tests/deploy/test_compose.py", "hadolint"): "hadolint",
+    ("tests/differential/readers.py", "list(argv)"): "node",  # and perl: LineReader's argv
+    ("tests/integration/test_milter.py", "self.args"): PYTHON,  # python -m gateway.cli milter
+    ("tests/integration/test_scale_out.py", "release"): PYTHON,  # python -m gateway.cli ...
 }
 
 

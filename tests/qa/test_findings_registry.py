@@ -74,12 +74,6 @@ DYNAMIC_SITES: dict[tuple[str, str], Callable[[], set[str]]] = {
         "gateway/sanitizers/ooxml.py", r"(OOXML|DDE)_[A-Z_]+"
     ),
     # Part rules (pattern, code) of _DROP_RULES, and codes remembered for removed parts.
-    ("gateway/sanitizers/ooxml.py", "rule_code"): lambda: _literals_in(
-        "gateway/sanitizers/ooxml.py", r"(OOXML|DDE)_[A-Z_]+"
-    ),
-    ("gateway/sanitizers/ooxml.py", "package.removed[resolved]"): lambda: _literals_in(
-        "gateway/sanitizers/ooxml.py", r"(OOXML|DDE)_[A-Z_]+"
-    ),
     # _name_class(extension) returns one of these with the class a name forces.
     ("gateway/detect.py", "forced_code"): lambda: {"EXECUTABLE", "SCRIPT", "DANGEROUS_CONTAINER"},
     # A whole content class held by policy: the class is the reason.
@@ -87,10 +81,12 @@ DYNAMIC_SITES: dict[tuple[str, str], Callable[[], set[str]]] = {
     # Codes of findings already made (detection, the sanitizer), joined: scanned at their
     # sources. A _failed() without any falls back to the literal SANITIZE_FAILED.
     ("gateway/inspect.py", "','.join(sorted(found.codes()))"): set,
-    ("gateway/inspect.py", "','.join(sorted({f.code for f in result.findings}))"): set,
     ("gateway/inspect.py", "','.join(found)"): set,
-    # A child's failure code, from the ("error", CODE, detail) tuples (scanned).
-    ("gateway/workers.py", "str(outcome[1])"): set,
+    ("gateway/inspect.py", "','.join(held)"): set,
+    ("gateway/inspect.py", "','.join(failed_checks)"): set,
+    ("gateway/inspect.py", "','.join(sorted(codes_found))"): set,
+    # What renders a text-like part (_markup_class): active HTML or active XML.
+    ("gateway/detect.py", "code"): lambda: {"SCRIPT", "XML_ACTIVE_CONTENT"},
     # `mugaika rules test --finding CODE`: what the user typed (checked against the registry).
     ("rules/cli.py", "code"): set,
 }
@@ -139,7 +135,15 @@ def _code_parameters(trees: dict[Path, ast.Module]) -> dict[str, set[int]]:
                     ),
                     None,
                 )
-                position = None if init is None else _takes_a_code(init.args, skip_first=True)
+                if init is not None:
+                    position = _takes_a_code(init.args, skip_first=True)
+                else:  # a dataclass: its fields, in order, are the constructor's parameters
+                    fields = [
+                        (f.target.id, ast.unparse(f.annotation))
+                        for f in node.body
+                        if isinstance(f, ast.AnnAssign) and isinstance(f.target, ast.Name)
+                    ]
+                    position = fields.index(("code", "str")) if ("code", "str") in fields else None
                 found.setdefault(node.name, []).append(position)
             elif isinstance(node, ast.FunctionDef) and not node.name.startswith("__"):
                 is_method = bool(node.args.args) and node.args.args[0].arg in ("self", "cls")
@@ -323,6 +327,13 @@ class _ModuleScan:
                 self._call(node, positions)
             elif isinstance(node, ast.Assign):
                 self._assignment(node)
+            elif (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and node.target.id == "FINDING_CODES"
+                and node.value is not None
+            ):
+                self._finding_codes(node.value)
             elif isinstance(node, ast.ClassDef) and self.relative == "gateway/errors.py":
                 self._error_class(node)
             elif (
@@ -346,9 +357,7 @@ class _ModuleScan:
         for target in node.targets:
             # FINDING_CODES = ("A", "B", ...) (or built from other modules' tuples)
             if isinstance(target, ast.Name) and target.id == "FINDING_CODES":
-                for element in ast.walk(node.value):
-                    if isinstance(element, ast.Constant) and isinstance(element.value, str):
-                        self.add(element.value, element)
+                self._finding_codes(node.value)
             # record.reason = X; record.action, record.reason = "held", X
             pairs: list[tuple[ast.expr, ast.expr]] = []
             if isinstance(target, ast.Attribute):
@@ -358,6 +367,14 @@ class _ModuleScan:
             for left, right in pairs:
                 if isinstance(left, ast.Attribute) and left.attr == "reason":
                     self.follow(right)
+
+    def _finding_codes(self, value: ast.expr) -> None:
+        """``FINDING_CODES = ("A", B, ...)``: literals, and module constants by name."""
+        for element in ast.walk(value):
+            if isinstance(element, ast.Constant) and isinstance(element.value, str):
+                self.add(element.value, element)
+            elif isinstance(element, ast.Name) and CODE.match(self.constants.get(element.id, "")):
+                self.add(self.constants[element.id], element)
 
     def _error_class(self, node: ast.ClassDef) -> None:
         """``code = "WORKER_CRASHED"``: an error's code becomes an attachment's reason when a
@@ -402,6 +419,7 @@ def test_the_scan_finds_the_codes_it_must() -> None:
         "TRUSTED_SENDER",  # record.reason = ...
         "URL_UNC_PATH",  # a URL flag (dynamic site)
         "OTHER_ARCHIVE",  # a content class held by policy (dynamic site)
+        "MIME_BARE_CR",  # module constant in an annotated FINDING_CODES tuple
     ):
         assert code in SCAN.codes, code
 
