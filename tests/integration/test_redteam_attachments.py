@@ -148,7 +148,6 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-04 text members of ZIPs keep live links")
 def test_text_members_of_a_zip_get_their_links_defanged(chain: RedTeamChain):
     """RT-04. Top-level text attachments get their URLs and UNC paths defanged; the same
     text inside a ZIP comes back byte for byte. An ``.scf`` with a UNC icon leaks the user's
@@ -180,7 +179,6 @@ def _uuencoded_pe() -> str:
     return "begin 644 invoice.exe\r\n" + "".join(line.replace("\n", "\r\n") for line in lines)
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-06 uuencode variants pass unchanged")
 @pytest.mark.parametrize(
     "ending",
     ["`\r\nEND\r\n", "`\r\nendx\r\n", "`\r\n", "`\r\n~~~~\r\nend\r\n"],

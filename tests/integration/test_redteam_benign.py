@@ -140,7 +140,6 @@ def test_html_page_that_shows_code_as_text_is_not_held(chain: RedTeamChain):
     assert not outcome.was_held
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-16 base64 message/rfc822 not decoded")
 def test_forwarded_message_with_base64_transfer_encoding_stays_readable(chain: RedTeamChain):
     """RT-16. A ``message/rfc822`` part with ``Content-Transfer-Encoding: base64`` (forbidden
     by RFC 2046 but sent by some clients, decoded by Outlook and Thunderbird) is taken as a
@@ -169,7 +168,6 @@ def test_benign_pdf_arrives_with_an_accurate_notice(chain: RedTeamChain):
     assert "報告書.pdf" in notice_of(outcome.message)
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-18 the notice prints finding codes")
 def test_notice_speaks_words_not_finding_codes(chain: RedTeamChain):
     """RT-18. A macro-enabled document is rebuilt as .docx and the notice says so, but in
     parentheses it names ``OOXML_MACRO_ENABLED_TYPE``: recipients read codes, not words."""
