@@ -26,9 +26,14 @@ import email.message
 import email.policy
 import re
 from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field
+
+from gateway import wire
 from gateway.charsets import decode_filename, decode_header
 from gateway.errors import CannotSanitize
+from gateway.wire import Frame
 from gateway.workers import run_isolated
 
 CRLF = b"\r\n"
@@ -373,14 +378,16 @@ class _Walker:
         """Unpack winmail.dat in an isolated child; on failure keep the opaque leaf (it is
         then stripped, or held, like any file that cannot be made harmless)."""
         try:
-            files, html = run_isolated(
+            contents: TnefContents = run_isolated(
                 _unpack_tnef,
                 leaf.payload,
                 timeout=TNEF_TIMEOUT,
                 memory_limit_mb=TNEF_MEMORY_MB,
+                decode=TnefContents.from_frame,
             )
         except CannotSanitize:
             return leaf
+        files, html = contents.files, contents.html
         members: list[Part] = []
         if html:
             members.append(
@@ -425,7 +432,37 @@ TNEF_TIMEOUT = 5.0
 TNEF_MEMORY_MB = 256
 
 
-def _unpack_tnef(data: bytes) -> tuple[list[tuple[str, bytes]], bytes | None]:
+@dataclass(frozen=True, slots=True)
+class TnefContents:
+    """What ``_unpack_tnef`` found: files (untrusted name, bytes) and the HTML body. It comes
+    back from the child that parsed the stream as a ``gateway.wire`` frame, checked here."""
+
+    files: tuple[tuple[str, bytes], ...]
+    html: bytes | None
+
+    def to_frame(self) -> Frame:
+        header = {"names": [name for name, _ in self.files], "html": self.html is not None}
+        blobs = [data for _, data in self.files]
+        if self.html is not None:
+            blobs.append(self.html)
+        return Frame(header, tuple(blobs))
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> TnefContents:
+        checked = wire.check(_WireTnef, frame.header, "tnef")
+        expected = len(checked.names) + (1 if checked.html else 0)
+        if len(frame.blobs) != expected:
+            raise wire.WireError("tnef: the names do not match the byte strings")
+        files = tuple(zip(checked.names, frame.blobs[: len(checked.names)], strict=True))
+        return cls(files, frame.blobs[-1] if checked.html else None)
+
+
+class _WireTnef(wire.WireModel):
+    names: Annotated[list[wire.Detail], Field(max_length=10_000)]
+    html: bool
+
+
+def _unpack_tnef(data: bytes) -> TnefContents:
     """The files (name, bytes) and the HTML body of a TNEF stream. Runs in an isolated child:
     returns plain data only."""
     import tnefparse  # imported here: only TNEF mail needs it
@@ -440,7 +477,7 @@ def _unpack_tnef(data: bytes) -> tuple[list[tuple[str, bytes]], bytes | None]:
     html = tnef.htmlbody if isinstance(tnef.htmlbody, bytes | str) else None
     if isinstance(html, str):
         html = html.encode("utf-8")
-    return files, html or None
+    return TnefContents(tuple(files), html or None)
 
 
 _CONTENT_HEADER = re.compile(r"^content-(?:type|transfer-encoding|disposition):", re.I | re.M)
