@@ -783,13 +783,18 @@ class SqlStore:
                     totals[key] = totals.get(key, 0) + int(count)
         return totals
 
-    def status_counts(self, scope: Scope = None) -> dict[str, int]:
+    def kind_status_counts(self, scope: Scope = None) -> dict[tuple[str, str], int]:
+        """Items per (kind, status). Held messages (``quarantined``) and the retained
+        originals of delivered mail are told apart (issue 16: one 「保留中」 count mixed them);
+        ``("quarantined", "held")`` is what ``mugaika_quarantine_items`` counts."""
         visible = self._visible(scope)
-        statement = select(items.c.status, func.count()).group_by(items.c.status)
+        statement = select(items.c.kind, items.c.status, func.count()).group_by(
+            items.c.kind, items.c.status
+        )
         if visible is not None:
             statement = statement.where(visible)
         with self.engine.connect() as conn:
-            return {status: int(n) for status, n in conn.execute(statement)}
+            return {(kind, status): int(n) for kind, status, n in conn.execute(statement)}
 
     # -- release claims (see quarantine/release.py) -----------------------------------------
 
@@ -831,7 +836,7 @@ class SqlStore:
                 now_row = conn.execute(
                     select(items.c.status, items.c.interrupted_at).where(items.c.id == item_id)
                 ).one()
-                raise ReleaseRefused(_refusal(now_row.status, now_row.interrupted_at is not None))
+                raise _refusal(item_id, now_row.status, now_row.interrupted_at is not None)
             self._history(conn, item_id, row.status, RELEASING, actor.name, "release claimed", now)
         return Claim(item_id, token, row.status)
 
@@ -853,7 +858,9 @@ class SqlStore:
                 )
             )
             if result.rowcount != 1:  # pragma: no cover - only the claim holder gets here
-                raise ReleaseRefused(f"the release claim on {claim.item_id} was lost")
+                raise ReleaseRefused(
+                    f"the release claim on {claim.item_id} was lost", key="claim_lost"
+                )
             self._history(conn, claim.item_id, RELEASING, RELEASED, actor.name, reason, now)
 
     def undo_claim(self, claim: Claim, actor: Actor, reason: str) -> None:
@@ -914,9 +921,11 @@ class SqlStore:
         with db.write_transaction(self.engine) as conn:
             status = conn.execute(select(items.c.status).where(items.c.id == item_id)).scalar()
             if status == RELEASING:
-                raise ReleaseRefused(f"{item_id} is being released right now")
+                raise ReleaseRefused(f"{item_id} is being released right now", key="releasing_now")
             if status in (DELETED, EXPIRED):
-                raise ReleaseRefused(f"{item_id} is already {status}")
+                raise ReleaseRefused(
+                    f"{item_id} is already {status}", key="item_status", status=status
+                )
             conn.execute(
                 update(items)
                 .where(items.c.id == item_id)
@@ -1100,7 +1109,9 @@ class SqlStore:
     ) -> int:
         item = self.get(item_id, scope)
         if item.summary.status in (DELETED, EXPIRED):
-            raise ReleaseRefused(f"{item_id} is {item.summary.status}")
+            raise ReleaseRefused(
+                f"{item_id} is {item.summary.status}", key="item_status", status=item.summary.status
+            )
         with db.write_transaction(self.engine) as conn:
             pending = conn.execute(
                 select(release_requests.c.id).where(
@@ -1109,7 +1120,11 @@ class SqlStore:
                 )
             ).first()
             if pending is not None:
-                raise ReleaseRefused(f"request {pending.id} for {item_id} is already pending")
+                raise ReleaseRefused(
+                    f"request {pending.id} for {item_id} is already pending",
+                    key="request_pending",
+                    request=pending.id,
+                )
             result = conn.execute(
                 insert(release_requests).values(
                     item_id=item_id,
@@ -1181,7 +1196,11 @@ class SqlStore:
                 )
             )
             if result.rowcount != 1:
-                raise ReleaseRefused(f"request {request_id} is not pending")
+                raise ReleaseRefused(
+                    f"request {request_id} is not pending",
+                    key="request_decided",
+                    request=request_id,
+                )
             self._audit(
                 conn,
                 actor,
@@ -1219,17 +1238,28 @@ def _request(row: Any) -> ReleaseRequest:
     )
 
 
-def _refusal(status: str, interrupted: bool) -> str:
+def _refusal(item_id: str, status: str, interrupted: bool) -> ReleaseRefused:
+    """The 409 of a lost claim, naming the force option where it applies (the web form's
+    box, the CLI's ``--force``, the API's ``"force": true``)."""
     if status == RELEASED:
-        return "already released; release again only with force"
-    if status == RELEASING:
-        return "being released right now by another admin or node"
-    if interrupted:
-        return (
-            "a previous release was interrupted and may have been delivered; check the "
-            "downstream log for its Message-ID, then release with force"
+        return ReleaseRefused(
+            f"{item_id} was already released; to send it again, release with force "
+            '(CLI --force, API "force": true)',
+            key="already_released",
         )
-    return f"the item is {status}"
+    if status == RELEASING:
+        return ReleaseRefused(
+            f"{item_id} is being released right now by another admin or node",
+            key="releasing_now",
+        )
+    if interrupted:
+        return ReleaseRefused(
+            f"a previous release of {item_id} was interrupted and may have been delivered; "
+            "check the downstream log for its Message-ID, then release with force "
+            '(CLI --force, API "force": true)',
+            key="interrupted",
+        )
+    return ReleaseRefused(f"{item_id} is {status}", key="item_status", status=status)
 
 
 def blob_mode(config: Config, engine: Engine) -> str:

@@ -32,12 +32,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway.config import Config
 from gateway.delivery import Downstream
 from gateway.logs import replace_control_chars
+from gateway.notice import local_time
 from quarantine import summary as summary_module
 from quarantine.errors import ItemNotFound, PermissionDenied, QuarantineError, UserError
 from quarantine.release import (
@@ -51,7 +52,7 @@ from quarantine.release import (
 )
 from quarantine.sql import Item, ItemQuery, SqlStore
 from quarantine.users import Actor, Session, UserStore
-from quarantine.web import i18n
+from quarantine.web import i18n, words
 from quarantine.web.security import (
     SECURITY_HEADERS,
     LoginLimiter,
@@ -91,6 +92,41 @@ def _size(value: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def _tiles(counts: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """The list page's counters: held messages and retained originals apart (the first is
+    the ``mugaika_quarantine_items`` metric), then the other statuses over both kinds."""
+    tiles = [
+        {
+            "key": "tile.held",
+            "css": "held",
+            "n": counts.get(("quarantined", "held"), 0),
+            "filters": {"status": "held", "kind": "quarantined"},
+        },
+        {
+            "key": "tile.retained",
+            "css": "retained",
+            "n": counts.get(("retained", "held"), 0),
+            "filters": {"status": "held", "kind": "retained"},
+        },
+    ]
+    for status in STATUSES[1:]:
+        tiles.append(
+            {
+                "key": f"status.{status}",
+                "css": status,
+                "n": sum(n for (_kind, s), n in counts.items() if s == status),
+                "filters": {"status": status},
+            }
+        )
+    for tile in tiles:
+        tile["href"] = "/items?" + urllib.parse.urlencode(tile["filters"])
+    return tiles
+
+
+def _count(value: str | None) -> int:
+    return int(value) if value and value.isdigit() and len(value) < 7 else 0
+
+
 def _details(value: dict[str, Any]) -> str:
     """Audit details as ``key: value`` pairs, Japanese kept readable (no \\u escapes)."""
     import json
@@ -102,12 +138,6 @@ def _details(value: dict[str, Any]) -> str:
         text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
         parts.append(f"{key}: {text}")
     return " · ".join(parts)
-
-
-def _when(value: datetime.datetime | None) -> str:
-    if value is None:
-        return ""
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
 
 
 class AdminApp:
@@ -130,7 +160,13 @@ class AdminApp:
         )
         self.env.filters["display"] = _display
         self.env.filters["size"] = _size
-        self.env.filters["when"] = _when
+        # Stored in UTC, shown in the configured zone with its name (issue 16: "+0000").
+        zone = config.zone
+        self.env.filters["when"] = lambda value: "" if value is None else local_time(value, zone)
+        self.env.filters["when_s"] = lambda value: (
+            "" if value is None else local_time(value, zone, seconds=True)
+        )
+        self.get_routes: list[BaseRoute] = []
         self.env.filters["details"] = _details
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -175,18 +211,51 @@ class AdminApp:
         html = self.env.get_template(template).render(
             lang=language,
             t=lambda key, **values: i18n.translate(language, key, **values),
+            reason_words=lambda reason: words.reason_words(reason, language),
+            finding_words=lambda code: words.finding_words(code, language),
+            action_words=lambda action: words.action_words(action, language),
             actor=actor,
             csrf=session.csrf if session else "",
             path=request.url.path,
+            # Where the language switch returns to: this page when a GET shows it again,
+            # else the page the form was sent from (issue 16: switching language on the
+            # error page of a POST sent a GET to the POST route).
+            here=self.page_to_return_to(request),
+            zone=self.config.time_zone,
+            zone_abbr=local_time(datetime.datetime.now(datetime.UTC), self.config.zone).split()[-1],
             policy=self.config.quarantine.release.originals,
             **context,
         )
         return HTMLResponse(html, status_code=status_code)
 
+    def is_page(self, path: str) -> bool:
+        """True when ``path`` is a page a GET shows (not a POST-only route)."""
+        scope = {"type": "http", "path": path, "method": "GET", "root_path": ""}
+        return any(route.matches(scope)[0] == Match.FULL for route in self.get_routes)
+
+    def page_to_return_to(self, request: Request) -> str:
+        path = request.url.path
+        if request.method == "GET" and self.is_page(path):
+            return path + (f"?{request.url.query}" if request.url.query else "")
+        referer = urllib.parse.urlsplit(request.headers.get("referer", ""))
+        if referer.netloc == request.url.netloc and self.is_page(referer.path):
+            return referer.path + (f"?{referer.query}" if referer.query else "")
+        return "/items"
+
     def error(
         self, request: Request, status: int, message: str, session: Session | None = None
     ) -> HTMLResponse:
         return self.render(request, "error.html", status, session, status=status, message=message)
+
+    def error_words(self, language: str, exc: QuarantineError) -> str:
+        """The error in the user's language: its own words (``key``), else its code's."""
+        if exc.key:
+            values = {
+                name: i18n.translate(language, f"status.{value}") if name == "status" else value
+                for name, value in exc.values.items()
+            }
+            return i18n.translate(language, f"error.{exc.key}", **values)
+        return i18n.translate(language, f"error.code.{exc.code}")
 
     def trusted_proxy(self, request: Request) -> bool:
         import ipaddress
@@ -255,7 +324,8 @@ class AdminApp:
             except ItemNotFound:
                 response = self.error(request, 404, i18n.translate(language, "error.404"), session)
             except QuarantineError as exc:
-                response = self.error(request, exc.http_status, str(exc), session)
+                message = self.error_words(language, exc)
+                response = self.error(request, exc.http_status, message, session)
             new_session = getattr(request.state, "new_session", None)
             if new_session:
                 set_cookie(response, request, self.cookie_mode, SESSION_COOKIE, new_session, None)
@@ -351,7 +421,10 @@ class AdminApp:
         if language not in i18n.LANGUAGES:
             language = self.config.admin.language
         await run_in_threadpool(self.users.set_language, session.user.username, language)
-        response = RedirectResponse(self._next(str(form.get("next", ""))), status_code=303)
+        back = self._next(str(form.get("next", "")))
+        if not self.is_page(urllib.parse.urlsplit(back).path):
+            back = "/items"  # never redirect a GET to a POST-only route
+        response = RedirectResponse(back, status_code=303)
         set_cookie(response, request, self.cookie_mode, LANGUAGE_COOKIE, language, 365 * 86400)
         return response
 
@@ -403,7 +476,8 @@ class AdminApp:
         def link(number: int) -> str:
             return "/items?" + urllib.parse.urlencode({**base, "page": str(number)})
 
-        counts = await run_in_threadpool(self.store.status_counts, actor.scope)
+        counts = await run_in_threadpool(self.store.kind_status_counts, actor.scope)
+        tiles = _tiles(counts)
         pending = len(await run_in_threadpool(self.store.requests, actor.scope, "pending"))
         return self.render(
             request,
@@ -412,7 +486,7 @@ class AdminApp:
             page=result,
             filters=filters,
             statuses=STATUSES,
-            counts=counts,
+            tiles=tiles,
             pending=pending,
             prev_link=link(page - 1) if page > 1 else None,
             next_link=link(page + 1) if result.offset + len(result.items) < result.total else None,
@@ -420,6 +494,8 @@ class AdminApp:
             if actor.scope is not None
             else sorted(self.config.tenants),
             done=request.query_params.get("done"),
+            done_ok=_count(request.query_params.get("ok")),
+            done_failed=_count(request.query_params.get("failed")),
         )
 
     async def item(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
@@ -553,7 +629,7 @@ class AdminApp:
         ids = [str(i) for i in form.getlist("ids")][:500]
         action = str(form.get("action", ""))
         if action not in self.BULK_ACTIONS:
-            raise UserError(f"unknown action {action[:40]!r}")
+            raise UserError(f"unknown action {action[:40]!r}", key="unknown_action")
         reason = check_reason(str(form.get("reason", "")))
         policy = self.config.quarantine.release.originals
         if action == "release-original" and form.get("confirm") != "yes":
@@ -572,7 +648,7 @@ class AdminApp:
             try:
                 if action == "delete":
                     if not actor.can("delete"):
-                        raise PermissionDenied("delete")
+                        raise PermissionDenied("delete", key="role_delete")
                     item = await run_in_threadpool(self.store.get, item_id, actor.scope)
                     await run_in_threadpool(self.store.delete, item_id, actor, reason, actor.scope)
                     await run_in_threadpool(
@@ -619,7 +695,7 @@ class AdminApp:
         try:
             request_id = int(request.path_params["request_id"])
         except ValueError:
-            raise ItemNotFound("no such request") from None
+            raise ItemNotFound("no such request", key="not_found") from None
         approve = request.url.path.endswith("/approve")
         await decide_request(
             self.store, self.downstream, request_id, actor, approve, str(form.get("reason", ""))
@@ -712,13 +788,20 @@ def create_app(config: Config, store: SqlStore, downstream: Downstream) -> Starl
         return admin.error(request, 404, i18n.translate(admin.language(request), "error.404"))
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "METHOD_NOT_ALLOWED"}, 405)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "METHOD_NOT_ALLOWED"}, 405)
+        # A page in the user's language with a way back, never raw JSON (issue 16).
+        return admin.error(request, 405, i18n.translate(admin.language(request), "error.405"))
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "INTERNAL_ERROR"}, 500)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "INTERNAL_ERROR"}, 500)
+        return admin.error(request, 500, i18n.translate(admin.language(request), "error.500"))
 
+    routes = admin.routes()
+    admin.get_routes = [r for r in routes if isinstance(r, Route) and "GET" in (r.methods or ())]
     app = Starlette(
-        routes=[*admin.routes(), *api_routes(admin)],
+        routes=[*routes, *api_routes(admin)],
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
     )
