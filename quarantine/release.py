@@ -307,7 +307,7 @@ async def release(
             error=f"{exc.code}: {exc}",
         )
         raise ReleaseFailed(
-            f"{exc.code}: {exc}", key="release_failed", detail=f"{exc.code}: {exc}"
+            f"{exc.code}: {exc}", key="release_failed", reply=f"{exc.code}: {exc}"
         ) from None
     except BaseException:
         # Anything else before the downstream's 250: nothing was accepted; give the item back.

@@ -319,7 +319,7 @@ class AdminApp:
                     return self.error(request, 403, i18n.translate(language, "error.csrf"), session)
             try:
                 if not actor.can(permission):
-                    raise PermissionDenied(i18n.translate(language, "error.403"))
+                    raise PermissionDenied("your role may not do this", key="403")
                 response = await handler(request, session, actor, form)
             except ItemNotFound:
                 response = self.error(request, 404, i18n.translate(language, "error.404"), session)
@@ -785,13 +785,17 @@ def create_app(config: Config, store: SqlStore, downstream: Downstream) -> Starl
     async def not_found(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": "NOT_FOUND", "detail": "not found"}, 404)
-        return admin.error(request, 404, i18n.translate(admin.language(request), "error.404"))
+        session = await admin.session(request)
+        language = admin.language(request, session)
+        return admin.error(request, 404, i18n.translate(language, "error.404"), session)
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": "METHOD_NOT_ALLOWED"}, 405)
         # A page in the user's language with a way back, never raw JSON (issue 16).
-        return admin.error(request, 405, i18n.translate(admin.language(request), "error.405"))
+        session = await admin.session(request)
+        language = admin.language(request, session)
+        return admin.error(request, 405, i18n.translate(language, "error.405"), session)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):

@@ -22,7 +22,6 @@ from tests.helpers.smtp_sink import SmtpSink
 from tests.quarantine.conftest import make_config
 from tests.quarantine.test_durability import Gateway
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PASSWORD = "correct horse battery"
 PROGRAM = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"\x00" * 200
@@ -45,28 +44,6 @@ MESSAGE = (
 )
 
 pytestmark = [pytest.mark.chromium, pytest.mark.slow]
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        pytest.skip("needs /usr/bin/chromium (Debian package chromium)")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield instance
-        instance.close()
 
 
 def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
