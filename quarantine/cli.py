@@ -651,6 +651,16 @@ def _db_status(args: argparse.Namespace) -> int:
         engine.dispose()
     head = db.head_revision()
     print(f"current {current or '(empty)'}, needed {head}")
+    if current == head:
+        index = open_store(config).search_index()
+        advice = {
+            "fts5": "SQLite FTS5, trigram tokenizer",
+            "pg_trgm": "PostgreSQL pg_trgm GIN index",
+            "none": "none: search scans every item; as a superuser run "
+            "CREATE EXTENSION pg_trgm; then "
+            "CREATE INDEX ix_items_search_trgm ON items USING gin (search_text gin_trgm_ops);",
+        }[index]
+        print(f"search index: {advice}")
     return EXIT_OK if current == head else EXIT_FAILURE
 
 

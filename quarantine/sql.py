@@ -33,7 +33,8 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -351,6 +352,32 @@ def _like_escape(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def normalize_search(text: str) -> str:
+    """The form both the stored search text and a query take: NFKC (full-width Latin and
+    digits, half-width kana, ①, ㈱ become their plain forms) and case-folded."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def search_text(
+    reference_id: str,
+    envelope_from: str,
+    recipients: Iterable[str],
+    subject: str,
+    header_from: str,
+    message_id: str,
+    file_names: Iterable[str],
+) -> str:
+    """What the list's search looks in (issue 16: file names and reference ids too)."""
+    fields = [reference_id, envelope_from, *recipients, subject, header_from, message_id]
+    fields += list(file_names)
+    return normalize_search(" ".join(f for f in fields if f))
+
+
+# Trigram indexes (FTS5's trigram tokenizer, pg_trgm) find substrings of three characters or
+# more; shorter terms (two-character Japanese words such as 請求) are matched by LIKE.
+TRIGRAM = 3
+
+
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
@@ -508,16 +535,19 @@ class SqlStore:
             {"address": clean_text(r.address), "options": list(r.options)}
             for r in envelope.recipients
         ]
-        search = " ".join(
-            [
-                request.reference_id,
-                clean_text(envelope.mail_from),
-                *(r["address"] for r in recipients),
-                summary.subject,
-                summary.header_from,
-                summary.message_id,
-            ]
-        ).lower()
+        search = search_text(
+            request.reference_id,
+            clean_text(envelope.mail_from),
+            (r["address"] for r in recipients),
+            summary.subject,
+            summary.header_from,
+            summary.message_id,
+            (
+                clean_text(name)
+                for record in report.attachments
+                for name in (record.untrusted_filename, record.output_filename)
+            ),
+        )
         with db.write_transaction(self.engine) as conn:
             if self.backend == "postgresql":
                 # The 250 depends on this commit being durable even if a DBA relaxed it.
@@ -621,8 +651,7 @@ class SqlStore:
         if query.until:
             conditions.append(items.c.received_at < query.until)
         if query.search:
-            term = f"%{_like_escape(query.search.strip().lower())}%"
-            conditions.append(items.c.search_text.like(term, escape="\\"))
+            conditions.extend(self._search_conditions(query.search))
         where = and_(True, *conditions)
         limit = max(1, min(query.limit, 1000))
         with self.engine.connect() as conn:
@@ -640,6 +669,41 @@ class SqlStore:
                     select(func.count()).select_from(items).where(where)
                 ).scalar_one()
         return Page([_summary(r) for r in rows], int(total), query.offset, limit)
+
+    def _search_conditions(self, search: str) -> builtins.list[Any]:
+        """Every whitespace-separated term must occur (AND), as a substring, in the search
+        text. Terms of three characters or more use the trigram index: FTS5 ``MATCH`` on
+        SQLite, ``LIKE`` (answered by the pg_trgm GIN index) on PostgreSQL."""
+        terms = list(dict.fromkeys(normalize_search(search).split()))[:10]
+        conditions: builtins.list[Any] = []
+        long_terms = [t for t in terms if len(t) >= TRIGRAM]
+        if self.backend == "sqlite" and long_terms:
+            phrase = " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
+            conditions.append(
+                items.c.id.in_(
+                    select(text("item_id"))
+                    .select_from(text("items_search"))
+                    .where(text("items_search MATCH :phrase").bindparams(phrase=phrase))
+                )
+            )
+            terms = [t for t in terms if len(t) < TRIGRAM]
+        for term in terms:
+            conditions.append(items.c.search_text.like(f"%{_like_escape(term)}%", escape="\\"))
+        return conditions
+
+    def search_index(self) -> str:
+        """How search is indexed here: ``fts5``, ``pg_trgm``, or ``none`` (a sequential scan,
+        when PostgreSQL refused the extension; see migration 0003)."""
+        with self.engine.connect() as conn:
+            if self.backend == "sqlite":
+                found = conn.execute(
+                    text("SELECT 1 FROM sqlite_master WHERE name = 'items_search'")
+                ).first()
+                return "fts5" if found else "none"
+            found = conn.execute(
+                text("SELECT 1 FROM pg_indexes WHERE indexname = 'ix_items_search_trgm'")
+            ).first()
+            return "pg_trgm" if found else "none"
 
     def _list_order(self, query: ItemQuery) -> tuple[Any, ...]:
         if self.backend == "sqlite" and query.search:

@@ -398,3 +398,23 @@ def test_accessibility_axe_and_keyboard(browser, admin, filled) -> None:  # type
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("none", ""), outline
     context.close()
+
+
+def test_search_in_the_browser(browser, admin, filled) -> None:  # type: ignore[no-untyped-def]
+    """On SQLite (FTS5) and PostgreSQL (pg_trgm): the search box finds by file name, a
+    two-character Japanese word, a full-width term, a recipient and a reference id."""
+    page = logged_in(browser, admin, viewport={"width": 1280, "height": 800})
+    for term, expected in (
+        ("最終版）.xlsx", ["20261125-HELD0002"]),  # an attachment's file name
+        ("請求", ["20261125-HELD0003"]),  # two characters
+        ("ＦＷ：ＲＥ", ["20261125-HELD0003"]),  # full-width, any case
+        ("shokuin03", ["20261125-HELD0003"]),  # a recipient
+        ("keep0002", ["20261125-KEEP0002"]),  # a reference id, any case
+        ("打合せ 予算", ["20261125-HELD0002"]),  # every term
+    ):
+        page.fill("input[name=q]", term)
+        page.press("input[name=q]", "Enter")
+        page.wait_for_load_state()
+        shown = sorted(page.locator("td.subject .ref").all_inner_texts())
+        assert shown == expected, (term, shown)
+        assert page.locator("input[name=q]").input_value() == term
