@@ -324,6 +324,55 @@ def _read(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- digest ----------------------------------------------------------------------------------
+
+
+def _digest_send(args: argparse.Namespace) -> int:
+    from quarantine import digest
+
+    config = config_from_args(args)
+    enabled = digest.enabled_tenants(config)
+    tenants = args.tenant or enabled
+    unknown = [t for t in tenants if t not in enabled]
+    if unknown:
+        print(
+            f"mugaika digest send: {', '.join(unknown)}: not a tenant with digest.enabled "
+            f"(enabled: {', '.join(enabled) or 'none'})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    store = open_for(config)
+    downstream = _downstream(config, args.downstream)
+
+    async def run() -> Any:
+        try:
+            return await digest.send(
+                store, config, downstream, tenants=tenants, dry_run=args.dry_run
+            )
+        finally:
+            await downstream.close()
+
+    runs = asyncio.run(run())
+    failed = False
+    for result in runs:
+        head = f"{result.tenant} {result.day}"
+        if result.skipped:
+            print(f"{head}: {result.skipped}")
+            continue
+        if args.dry_run:
+            print(f"{head}: {len(result.mails)} mails would be sent (dry run)")
+            for mail in result.mails:
+                print(f"\n--- To: {mail.to}\n--- Subject: {mail.subject}\n{mail.body}")
+            continue
+        print(f"{head}: {len(result.sent)} sent, {len(result.failed)} failed")
+        for address, problem in result.failed.items():
+            print(f"  {address}: {_show(problem)}")
+        failed = failed or bool(result.failed)
+    if not runs:
+        print("no tenant has digest.enabled")
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
 def _reason(args: argparse.Namespace, command: str) -> str | None:
     if args.reason:
         return str(args.reason)
@@ -801,6 +850,19 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_db_upgrade)
     p = dsub.add_parser("status", parents=[common], help="exit 0 when the schema is current")
     p.set_defaults(func=_db_status)
+
+    g = sub.add_parser("digest", help="the daily digest of held mail")
+    gsub = g.add_subparsers(dest="digest_command", required=True, metavar="ACTION")
+    p = gsub.add_parser(
+        "send",
+        parents=[common],
+        help="send today's digest now (once per tenant and day, like serve's scheduler)",
+        epilog="Exit codes: 0 sent (or already sent today), 1 a mail was refused, 2 usage.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the mails; send nothing")
+    p.add_argument("--tenant", action="append", metavar="DOMAIN", help="only this tenant")
+    p.add_argument("--downstream", metavar="HOST:PORT", help="default: the configured one")
+    p.set_defaults(func=_digest_send)
 
     p = sub.add_parser(
         "read",

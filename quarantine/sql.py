@@ -376,6 +376,8 @@ def search_text(
 # Trigram indexes (FTS5's trigram tokenizer, pg_trgm) find substrings of three characters or
 # more; shorter terms (two-character Japanese words such as 請求) are matched by LIKE.
 TRIGRAM = 3
+# Above this many matches SQLite finds the newest page faster by walking received_at.
+FREQUENT_MATCHES = 2000
 
 
 def _domain(address: str) -> str:
@@ -654,21 +656,64 @@ class SqlStore:
             conditions.extend(self._search_conditions(query.search))
         where = and_(True, *conditions)
         limit = max(1, min(query.limit, 1000))
+        only_search = len(conditions) == 1 and visible is None
+        if query.search and only_search and self.backend == "sqlite":
+            fast = self._search_page(query.search, limit, max(0, query.offset))
+            if fast is not None:
+                return fast
         with self.engine.connect() as conn:
-            rows = conn.execute(
+            total: int | None = None
+            if query.search and self.backend == "sqlite":
+                # Count first: how many match decides how SQLite should find the page.
+                total = int(
+                    conn.execute(select(func.count()).select_from(items).where(where)).scalar_one()
+                )
+            statement = (
                 select(*_SUMMARY_COLUMNS)
                 .where(where)
-                .order_by(*self._list_order(query))
+                .order_by(*self._list_order(query, total))
                 .limit(limit)
                 .offset(max(0, query.offset))
-            ).all()
-            if query.offset <= 0 and len(rows) < limit:
+            )
+            rows = conn.execute(statement).all()
+            if total is not None:
+                pass
+            elif query.offset <= 0 and len(rows) < limit:
                 total = len(rows)  # the whole result is on this page: no second scan
             else:
                 total = conn.execute(
                     select(func.count()).select_from(items).where(where)
                 ).scalar_one()
         return Page([_summary(r) for r in rows], int(total), query.offset, limit)
+
+    def _search_page(self, search: str, limit: int, offset: int) -> Page | None:
+        """A search with no other filter, on SQLite: the FTS5 table alone counts the matches
+        and orders them newest first (it keeps ``received_at``); only the page's items are
+        read. None when a term is too short for the trigram index."""
+        terms = list(dict.fromkeys(normalize_search(search).split()))[:10]
+        if not terms or any(len(t) < TRIGRAM for t in terms):
+            return None
+        phrase = " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                text("SELECT count(*) FROM items_search WHERE items_search MATCH :phrase"),
+                {"phrase": phrase},
+            ).scalar_one()
+            ids = list(
+                conn.execute(
+                    text(
+                        "SELECT item_id FROM items_search WHERE items_search MATCH :phrase "
+                        "ORDER BY received_at DESC, item_id DESC LIMIT :limit OFFSET :offset"
+                    ),
+                    {"phrase": phrase, "limit": limit, "offset": offset},
+                ).scalars()
+            )
+            rows = conn.execute(
+                select(*_SUMMARY_COLUMNS)
+                .where(items.c.id.in_(ids))
+                .order_by(items.c.received_at.desc(), items.c.id.desc())
+            ).all()
+        return Page([_summary(r) for r in rows], int(total), offset, limit)
 
     def _search_conditions(self, search: str) -> builtins.list[Any]:
         """Every whitespace-separated term must occur (AND), as a substring, in the search
@@ -691,6 +736,14 @@ class SqlStore:
             conditions.append(items.c.search_text.like(f"%{_like_escape(term)}%", escape="\\"))
         return conditions
 
+    def optimize(self) -> None:
+        """Refresh SQLite's planner statistics (``ANALYZE``): without them it cannot tell a
+        selective filter (one tenant of twenty) from an unselective one and may walk the
+        wrong index. PostgreSQL's autovacuum keeps its own statistics."""
+        if self.backend == "sqlite":
+            with db.write_transaction(self.engine) as conn:
+                conn.exec_driver_sql("ANALYZE")
+
     def search_index(self) -> str:
         """How search is indexed here: ``fts5``, ``pg_trgm``, or ``none`` (a sequential scan,
         when PostgreSQL refused the extension; see migration 0003)."""
@@ -705,12 +758,14 @@ class SqlStore:
             ).first()
             return "pg_trgm" if found else "none"
 
-    def _list_order(self, query: ItemQuery) -> tuple[Any, ...]:
-        if self.backend == "sqlite" and query.search:
+    def _list_order(self, query: ItemQuery, matches: int | None = None) -> tuple[Any, ...]:
+        if self.backend == "sqlite" and query.search and (matches or 0) < FREQUENT_MATCHES:
             # A rare search term would make SQLite walk the whole received_at index and fetch
-            # every row by rowid; unary + (a no-op in SQLite) makes it scan the table once and
-            # sort only the matches (SQLite query planner docs, "Disqualifying WHERE Clause
-            # Terms Using Unary-+").
+            # every row by rowid; unary + (a no-op in SQLite) makes it look up only the
+            # matches (from the FTS5 index) and sort them (SQLite query planner docs,
+            # "Disqualifying WHERE Clause Terms Using Unary-+"). A frequent term is the
+            # opposite: walking the index newest first finds a page of matches at once,
+            # where sorting tens of thousands of matches would not.
             return (text("+items.received_at DESC"), items.c.id.desc())
         return (items.c.received_at.desc(), items.c.id.desc())
 

@@ -40,6 +40,7 @@ from gateway.delivery import Downstream
 from gateway.logs import replace_control_chars
 from gateway.notice import local_time
 from quarantine import summary as summary_module
+from quarantine import words
 from quarantine.errors import ItemNotFound, PermissionDenied, QuarantineError, UserError
 from quarantine.release import (
     check_reason,
@@ -52,7 +53,7 @@ from quarantine.release import (
 )
 from quarantine.sql import Item, ItemQuery, SqlStore
 from quarantine.users import Actor, Session, UserStore
-from quarantine.web import i18n, words
+from quarantine.web import i18n
 from quarantine.web.security import (
     SECURITY_HEADERS,
     LoginLimiter,

@@ -6,7 +6,7 @@
   ``title``, ``alt``);
 - every error the release path can raise carries a key with words in both languages;
 - every reason the gateway's source can record for a held message has words
-  (``quarantine/web/words.py``), and those words are not the English sentence itself.
+  (``quarantine/words.py``), and those words are not the English sentence itself.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from quarantine import words
 from quarantine.schema import KINDS, STATUSES
 from quarantine.users import ROLES
-from quarantine.web import i18n, words
+from quarantine.web import i18n
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "quarantine" / "web" / "templates"

@@ -5,8 +5,9 @@
   report), NFKC-normalised and case-folded (so ＩＮＶＯＩＣＥ finds invoice and ① finds 1).
 - SQLite: an FTS5 table ``items_search`` with the trigram tokenizer (SQLite >= 3.34), filled
   from ``items`` and kept in step by triggers on insert, update and delete. It stores its own
-  copy of the text with the item id, not the table's rowid, so a later batch migration that
-  rebuilds ``items`` cannot leave it pointing at the wrong rows.
+  copy of the text with the item id and arrival time, not the table's rowid (which VACUUM or
+  a batch migration may renumber), and answers a search alone, newest first, when nothing
+  else filters the list.
 - PostgreSQL: ``CREATE EXTENSION pg_trgm`` and a GIN trigram index on ``search_text``, which
   ``LIKE '%term%'`` uses. Creating an extension needs the CREATE privilege on the database
   (pg_trgm is a trusted extension since PostgreSQL 13) or a superuser; when that is refused
@@ -122,21 +123,26 @@ def upgrade() -> None:
     if bind.dialect.name == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE items_search USING fts5("
-            "item_id UNINDEXED, search_text, tokenize = 'trigram')"
+            "item_id UNINDEXED, received_at UNINDEXED, search_text, tokenize = 'trigram')"
         )
-        op.execute("INSERT INTO items_search (item_id, search_text) SELECT id, search_text FROM items")
+        op.execute(
+            "INSERT INTO items_search (item_id, received_at, search_text) "
+            "SELECT id, received_at, search_text FROM items"
+        )
         op.execute(
             "CREATE TRIGGER items_search_insert AFTER INSERT ON items BEGIN "
-            "INSERT INTO items_search (item_id, search_text) VALUES (new.id, new.search_text); END"
+            "INSERT INTO items_search (item_id, received_at, search_text) "
+            "VALUES (new.id, new.received_at, new.search_text); END"
         )
         op.execute(
             "CREATE TRIGGER items_search_delete AFTER DELETE ON items BEGIN "
             "DELETE FROM items_search WHERE item_id = old.id; END"
         )
         op.execute(
-            "CREATE TRIGGER items_search_update AFTER UPDATE OF id, search_text ON items BEGIN "
-            "DELETE FROM items_search WHERE item_id = old.id; "
-            "INSERT INTO items_search (item_id, search_text) VALUES (new.id, new.search_text); END"
+            "CREATE TRIGGER items_search_update AFTER UPDATE OF id, received_at, search_text "
+            "ON items BEGIN DELETE FROM items_search WHERE item_id = old.id; "
+            "INSERT INTO items_search (item_id, received_at, search_text) "
+            "VALUES (new.id, new.received_at, new.search_text); END"
         )
     elif bind.dialect.name == "postgresql":
         # A savepoint, so that a refused CREATE EXTENSION does not abort the migration.
