@@ -73,6 +73,8 @@ from quarantine.schema import (
     blobs,
     item_domains,
     items,
+    preview_pages,
+    previews,
     release_requests,
     status_history,
 )
@@ -1031,6 +1033,53 @@ class SqlStore:
                 recovered.append(row.id)
         return recovered
 
+    # -- page previews of sanitized copies (quarantine/pages.py) ----------------------------
+
+    def preview(self, sha256: str) -> builtins.list[dict[str, Any]] | None:
+        """The cached manifest of a sanitized copy's previews, or None when not rendered."""
+        with self.engine.connect() as conn:
+            manifest = conn.execute(
+                select(previews.c.manifest).where(previews.c.sha256 == sha256)
+            ).scalar()
+        return None if manifest is None else json.loads(manifest)["documents"]
+
+    def put_preview(
+        self,
+        sha256: str,
+        documents: builtins.list[dict[str, Any]],
+        pages: builtins.list[builtins.list[tuple[int, int, bytes]]],
+    ) -> None:
+        """Cache a rendered preview (idempotent: the first one stays)."""
+        with db.write_transaction(self.engine) as conn:
+            done = conn.execute(select(previews.c.sha256).where(previews.c.sha256 == sha256))
+            if done.first() is not None:
+                return
+            conn.execute(
+                insert(previews).values(
+                    sha256=sha256,
+                    created_at=utcnow(),
+                    manifest=json.dumps({"documents": documents}, ensure_ascii=False),
+                )
+            )
+            rows = [
+                {"sha256": sha256, "document": d, "page": n, "width": w, "height": h, "png": png}
+                for d, images in enumerate(pages)
+                for n, (w, h, png) in enumerate(images, 1)
+            ]
+            if rows:
+                conn.execute(insert(preview_pages), rows)
+
+    def preview_page(self, sha256: str, document: int, page: int) -> bytes | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(
+                select(preview_pages.c.png).where(
+                    preview_pages.c.sha256 == sha256,
+                    preview_pages.c.document == document,
+                    preview_pages.c.page == page,
+                )
+            ).scalar()
+        return None if data is None else bytes(data)
+
     # -- delete, purge, garbage ------------------------------------------------------------
 
     def delete(self, item_id: str, actor: Actor, reason: str, scope: Scope = None) -> None:
@@ -1106,6 +1155,10 @@ class SqlStore:
             select(items.c.sanitized_blob.label("sha")).where(items.c.sanitized_blob.is_not(None)),
         ).subquery()
         with db.write_transaction(self.engine) as conn:
+            # Previews of copies no item keeps any longer go with them.
+            unreferenced = previews.c.sha256.not_in(select(referenced.c.sha))
+            conn.execute(delete(preview_pages).where(unreferenced_pages(referenced)))
+            conn.execute(delete(previews).where(unreferenced))
             digests = list(
                 conn.execute(
                     select(blobs.c.sha256).where(blobs.c.sha256.not_in(select(referenced.c.sha)))
@@ -1337,6 +1390,10 @@ class SqlStore:
                 .where(release_requests.c.id == request_id)
                 .values(status=status)
             )
+
+
+def unreferenced_pages(referenced: Any) -> Any:
+    return preview_pages.c.sha256.not_in(select(referenced.c.sha))
 
 
 def _request(row: Any) -> ReleaseRequest:

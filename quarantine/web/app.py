@@ -37,11 +37,13 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.config import Config
 from gateway.delivery import Downstream
+from gateway.errors import MugaikaError
 from gateway.logs import replace_control_chars
 from gateway.notice import local_time
 from quarantine import summary as summary_module
 from quarantine import words
 from quarantine.errors import ItemNotFound, PermissionDenied, QuarantineError, UserError
+from quarantine.pages import PreviewRenderer
 from quarantine.release import (
     check_reason,
     check_release,
@@ -168,6 +170,8 @@ class AdminApp:
             "" if value is None else local_time(value, zone, seconds=True)
         )
         self.get_routes: list[BaseRoute] = []
+        # Page images of sanitized copies, rendered in a worker process of their own.
+        self.renderer = PreviewRenderer()
         self.env.filters["details"] = _details
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -514,6 +518,7 @@ class AdminApp:
             audit, _ = await run_in_threadpool(
                 lambda: self.store.audit_entries(actor.scope, item_id=item_id, limit=50)
             )
+        documents, pages_problem = await self.previews_for(item)
         await run_in_threadpool(self.store.audit, actor, "viewed", item_id, item.summary.tenant)
         policy = self.config.quarantine.release.originals
         return self.render(
@@ -526,6 +531,8 @@ class AdminApp:
             requests=requests,
             parts=parts,
             preview_note=item.preview_note,
+            documents=documents,
+            pages_problem=pages_problem,
             audit=audit,
             can_release_original=actor.can("release-original") and policy == "single",
             can_release_sanitized=actor.can("release-sanitized") and item.sanitized_available,
@@ -535,6 +542,47 @@ class AdminApp:
             done=request.query_params.get("done"),
             done_to=request.query_params.get("to", ""),
         )
+
+    async def previews_for(self, item: Item) -> tuple[list[dict[str, Any]] | None, str]:
+        """The sanitized copy's documents with their page images (cached, else rendered now
+        in the preview worker); None when there is no sanitized copy. A failure is a code."""
+        sha = item.sanitized_sha256
+        if not item.sanitized_available or sha is None:
+            return None, ""
+        cached = await run_in_threadpool(self.store.preview, sha)
+        if cached is not None:
+            return cached, ""
+        data = await run_in_threadpool(self.store.sanitized, item.id)
+        try:
+            documents, pages = await self.renderer.render(data)
+        except MugaikaError as exc:  # the worker crashed, timed out or broke the protocol
+            return [], exc.code
+        manifest = [d.to_dict() for d in documents]
+        images = [
+            [(w, h, png) for (w, h), png in zip(d.sizes, pngs, strict=True)]
+            for d, pngs in zip(documents, pages, strict=True)
+        ]
+        await run_in_threadpool(self.store.put_preview, sha, manifest, images)
+        return manifest, ""
+
+    async def page_image(
+        self, request: Request, session: Session, actor: Actor, form: Any
+    ) -> Response:
+        """One rendered page of a sanitized copy's document (only from the cache)."""
+        item = await run_in_threadpool(self.store.get, request.path_params["item_id"], actor.scope)
+        try:
+            document = int(request.query_params.get("doc", ""))
+            number = int(request.query_params.get("n", ""))
+        except ValueError:
+            raise ItemNotFound("no such page", key="not_found") from None
+        if not item.sanitized_available or item.sanitized_sha256 is None:
+            raise ItemNotFound("no sanitized copy", key="not_found")
+        png = await run_in_threadpool(
+            self.store.preview_page, item.sanitized_sha256, document, number
+        )
+        if png is None:
+            raise ItemNotFound("no such page", key="not_found")
+        return Response(png, media_type="image/png")
 
     @staticmethod
     def _addresses(form: Any) -> list[str]:
@@ -758,6 +806,7 @@ class AdminApp:
             Route("/items", page(self.items), methods=["GET"]),
             Route("/items/bulk", page(self.bulk), methods=["POST"]),
             Route("/items/{item_id}", page(self.item), methods=["GET"]),
+            Route("/items/{item_id}/page", page(self.page_image), methods=["GET"]),
             Route("/items/{item_id}/release", page(self.release_item), methods=["POST"]),
             Route(
                 "/items/{item_id}/request",

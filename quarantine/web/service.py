@@ -91,6 +91,8 @@ class AdminService:
             self.server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self.task, 10)
+            with contextlib.suppress(Exception):
+                await self.server.config.app.state.admin.renderer.close()
 
 
 DIGEST_TICK = 60.0
