@@ -223,7 +223,7 @@ REASON_SHAPES: tuple[Shape, ...] = (
         _code_field,
     ),
     (
-        re.compile(_CODE),
+        re.compile(r"(?P<code>[A-Z][A-Z0-9_]+(,[A-Z][A-Z0-9_]+)*)"),
         {"ja": "{what}", "en": "{what}"},
         _code_field,
     ),

@@ -9,8 +9,6 @@ the program; the audit log shows the release. Screenshots go to ``tests/artifact
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import smtplib
 from pathlib import Path
 
@@ -115,11 +113,6 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
             assert "Audit log" in page.content()
         finally:
             gateway.stop()
-    # The README's screenshots: refreshed only on request, so test runs leave the tree clean.
-    docs = Path(__file__).resolve().parents[2] / "docs"
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1" and docs.is_dir():
-        for name in ("list.png", "detail.png"):
-            shutil.copyfile(ARTIFACTS / name, docs / f"admin-{name}")
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)

@@ -87,7 +87,7 @@ def hold(
             sha256="0" * 64,
             size=4_200_000,
             action="held",
-            reason="EXECUTABLE",
+            reason="DOUBLE_EXTENSION,EXECUTABLE,TYPE_MISMATCH,FILENAME_BIDI_CONTROL",
         )
     )
     for reason in reasons:
