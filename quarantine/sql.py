@@ -735,7 +735,12 @@ class SqlStore:
             )
             terms = [t for t in terms if len(t) < TRIGRAM]
         for term in terms:
-            conditions.append(items.c.search_text.like(f"%{_like_escape(term)}%", escape="\\"))
+            if self.backend == "postgresql" and len(term) < TRIGRAM:
+                # No trigram in it: a LIKE would make PostgreSQL read the whole GIN index;
+                # strpos is a plain filter on rows the other conditions (or a scan) give.
+                conditions.append(func.strpos(items.c.search_text, term) > 0)
+            else:
+                conditions.append(items.c.search_text.like(f"%{_like_escape(term)}%", escape="\\"))
         return conditions
 
     def optimize(self) -> None:
