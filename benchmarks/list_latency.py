@@ -112,8 +112,7 @@ def fill(engine, count: int) -> None:  # type: ignore[no-untyped-def]
             conn.execute(insert(items), batch)
             conn.execute(insert(item_domains), domains)
     if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.exec_driver_sql("COMMIT")
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             # The steady state autovacuum keeps: statistics, and a visibility map that lets
             # the counters use index-only scans.
             conn.exec_driver_sql("VACUUM ANALYZE")
