@@ -1,10 +1,11 @@
 """List-page latency with many quarantined items, in SQLite and in PostgreSQL.
 
 Fills a fresh store with N items (default 100,000: 20 tenants, mixed statuses, Japanese and
-ASCII subjects; metadata inserted in bulk, all items sharing one stored original, because the
-list never reads bytes), starts the real admin app (uvicorn on loopback), logs in, and times
-HTTP GETs of the first list page: unfiltered, by status, by tenant, by period, by search, and
-all combined. Prints median and p95 per case, in milliseconds.
+ASCII subjects, Japanese attachment names; metadata inserted in bulk, all items sharing one
+stored original, because the list never reads bytes), starts the real admin app (uvicorn on
+loopback), logs in, and times HTTP GETs of the first list page: unfiltered, by status, by
+tenant, by period, by search (ASCII, Japanese, a file name, two characters, an id), and all
+combined. Prints median and p95 per case, in milliseconds.
 
     .venv/bin/python benchmarks/list_latency.py --backend sqlite --items 100000
     .venv/bin/python benchmarks/list_latency.py --backend postgres --items 100000
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gateway.config import Config
 from quarantine import db
 from quarantine.schema import blobs, item_domains, items
-from quarantine.sql import open_store
+from quarantine.sql import open_store, search_text
 from quarantine.users import UserStore
 from tests.helpers.postgres import temporary_database
 from tests.quarantine.conftest import RunningAdmin
@@ -47,6 +48,7 @@ SUBJECTS = [
     "見積書 No.{n}",
 ]
 STATUSES = ["held"] * 6 + ["released"] * 2 + ["deleted", "expired"]
+FILES = ["見積書.pdf", "請求書_{n}.xlsx", "議事録.docx", "", ""]
 
 
 def fill(engine, count: int) -> None:  # type: ignore[no-untyped-def]
@@ -61,6 +63,7 @@ def fill(engine, count: int) -> None:  # type: ignore[no-untyped-def]
         tenant = f"city{n % 20:02d}.example.lg.jp"
         received = now - datetime.timedelta(seconds=rng.randint(0, 60 * 86400))
         subject = rng.choice(SUBJECTS).format(n=n)
+        filename = rng.choice(FILES).format(n=n)
         item_id = f"{received:%Y%m%d}-{n:08d}"
         batch.append(
             {
@@ -84,8 +87,16 @@ def fill(engine, count: int) -> None:  # type: ignore[no-untyped-def]
                 "client": "{}",
                 "headers": "[]",
                 "mail_options": "[]",
-                "search_text": f"{item_id} sender{n % 997}@example.com user{n % 50}@{tenant} "
-                f"{subject}".lower(),
+                # As the store writes it (the SQLite FTS5 table is filled by its trigger).
+                "search_text": search_text(
+                    item_id,
+                    f"sender{n % 997}@example.com",
+                    [f"user{n % 50}@{tenant}"],
+                    subject,
+                    f"Sender <sender{n % 997}@example.com>",
+                    f"<{n}@example.com>",
+                    [filename],
+                ),
                 "release_count": 0,
                 "updated_at": now,
             }
@@ -101,11 +112,12 @@ def fill(engine, count: int) -> None:  # type: ignore[no-untyped-def]
             conn.execute(insert(items), batch)
             conn.execute(insert(item_domains), domains)
     if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            conn.exec_driver_sql("COMMIT")
-            conn.exec_driver_sql("ANALYZE")
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            # The steady state autovacuum keeps: statistics, and a visibility map that lets
+            # the counters use index-only scans.
+            conn.exec_driver_sql("VACUUM ANALYZE")
     else:
-        with engine.connect() as conn:
+        with engine.begin() as conn:  # as MaintenanceService does (SqlStore.optimize)
             conn.exec_driver_sql("ANALYZE")
 
 
@@ -116,6 +128,9 @@ CASES = {
     "last 7 days": {"days": "7"},
     "search ascii": {"q": "invoice 4242"},
     "search japanese": {"q": "会議資料"},
+    "search file name": {"q": "請求書_4242"},
+    "search 2 chars": {"q": "見積"},
+    "search id": {"q": "00042424"},
     "combined": {"status": "held", "tenant": "city07.example.lg.jp", "days": "30", "q": "請求"},
 }
 

@@ -18,6 +18,7 @@ The documented example with every key and its default is ``deploy/mugaika.exampl
 
 from __future__ import annotations
 
+import datetime
 import functools
 import ipaddress
 import os
@@ -85,7 +86,28 @@ def _check_domain(value: str) -> str:
     return value
 
 
+def _check_time_zone(value: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError("expected an IANA time zone such as Asia/Tokyo or UTC") from None
+    return value
+
+
+def _check_clock(value: str) -> str:
+    hours, sep, minutes = value.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError("expected a time of day such as 08:30")
+    if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
+        raise ValueError("expected a time of day such as 08:30")
+    return f"{int(hours):02d}:{minutes}"
+
+
 HostPort = Annotated[str, Strict(), AfterValidator(_check_host_port)]
+TimeZone = Annotated[str, Strict(), AfterValidator(_check_time_zone)]
+Clock = Annotated[str, Strict(), AfterValidator(_check_clock)]
 Domain = Annotated[str, Strict(), AfterValidator(_check_domain)]
 Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, Field()]
 
@@ -304,12 +326,32 @@ class LoggingConfig(_Model):
     )
 
 
+class DigestConfig(_Model):
+    """The daily digest of held mail (``quarantine/digest.py``), for tenants that enable it."""
+
+    # Local time (``time_zone``) at which ``serve`` sends it once a day; null: only by
+    # ``mugaika digest send``. Several nodes may run ``serve``: one digest per tenant and day.
+    send_at: Clock | None = "08:30"
+    sender: str | None = None  # envelope and From: address; null: mugaika-digest@smtp.hostname
+
+
+class TenantDigestConfig(_Model):
+    """Per tenant: whether its recipients and admins get the daily digest."""
+
+    enabled: StrictBool = False
+    recipients: StrictBool = True  # one mail to each recipient that had mail held
+    admins: list[str] = Field(default_factory=list)  # addresses getting the tenant's whole list
+    # How to ask for a release, quoted in the digest (e.g. "情報政策課（内線 1234）").
+    contact: str = ""
+
+
 class TenantConfig(_Model):
     """One tenant (a municipality), keyed by its recipient domain in ``tenants``."""
 
     name: str = ""  # display name, e.g. 〇〇市
     policy: str | None = None  # policy for mail to this domain; default policy.name
     retention_days: StrictInt | None = Field(None, ge=1)  # default quarantine.retention_days
+    digest: TenantDigestConfig = TenantDigestConfig()
 
 
 class Config(_Model):
@@ -318,6 +360,8 @@ class Config(_Model):
     listen: HostPort = "127.0.0.1:2525"
     downstream: HostPort | None = None  # null: the embedded Maildir under data_dir
     data_dir: Path = Path("mugaika-data")
+    # Times are stored in UTC and shown in this zone (admin UI, CLI, notices, digests).
+    time_zone: TimeZone = "Asia/Tokyo"
     smtp: SmtpConfig = SmtpConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     workers: WorkersConfig = WorkersConfig()
@@ -327,6 +371,7 @@ class Config(_Model):
     admin: AdminConfig = AdminConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    digest: DigestConfig = DigestConfig()
     # Known tenants by recipient domain. Bounds the tenant label of metrics ("other" for the
     # rest) and scopes admins; mail to other domains still flows (relay rules decide that).
     tenants: dict[Domain, TenantConfig] = Field(default_factory=dict)
@@ -338,6 +383,13 @@ class Config(_Model):
     @property
     def worker_count(self) -> int:
         return self.workers.count or os.cpu_count() or 1
+
+    @property
+    def zone(self) -> datetime.tzinfo:
+        """``time_zone`` as a tzinfo (validated at load)."""
+        import zoneinfo
+
+        return zoneinfo.ZoneInfo(self.time_zone)
 
     @property
     def maildir(self) -> Path:
@@ -414,7 +466,11 @@ def load_config(
             loc = clean_loc(error["loc"])
             origin = next((o for k, o in origins.items() if loc[: len(k)] == k), None)
             if origin is not None:
-                message = f"{origin}: {dotted(loc)}: " + message.split(": ", 2)[-1]
+                # A flag names its key already: "--listen: 'bogus': expected HOST:PORT", not
+                # "--listen: listen: 'bogus'" (issue 16); an environment variable keeps it.
+                problem = message.split(": ", 2)[-1]
+                flag = origin.startswith("--") and origins.get(loc) == origin
+                message = f"{origin}: {problem}" if flag else f"{origin}: {dotted(loc)}: {problem}"
             messages.append(message)
         more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
         raise ConfigError(messages[0] + more, messages) from None

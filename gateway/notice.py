@@ -13,6 +13,7 @@ names) pass through ``replace_control_chars`` so RTLO cannot reorder what a reci
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Mapping
 
@@ -199,3 +200,18 @@ def summary_headers(report: Report, *, original_kept: bool) -> list[tuple[str, s
     if report.verdict == Verdict.TAG:
         headers.append(("X-Mugaika-Tagged", "yes"))
     return headers
+
+
+# --- times for people (issue 16) ---------------------------------------------------------------
+# Times are stored in UTC; people read them in the configured zone (``time_zone``, default
+# Asia/Tokyo), with the zone named, in the admin UI, the CLI, notices and digests alike.
+
+
+def local_time(when: datetime.datetime, zone: datetime.tzinfo, seconds: bool = False) -> str:
+    """``2026-11-25 14:03 JST`` (``seconds``: ``14:03:07``). A naive ``when`` is UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    local = when.astimezone(zone)
+    name = local.tzname() or local.strftime("%z")
+    shown = local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    return f"{shown} {name}"

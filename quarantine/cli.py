@@ -20,6 +20,8 @@ import datetime
 import getpass
 import json
 import sys
+import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, config_from_args
@@ -27,6 +29,7 @@ from gateway.config import Config
 from gateway.delivery import make_downstream
 from gateway.errors import ConfigError
 from gateway.logs import replace_control_chars
+from gateway.notice import local_time
 from quarantine import db
 from quarantine.errors import QuarantineError
 from quarantine.release import TARGETS
@@ -56,6 +59,45 @@ def _show(value: Any) -> str:
     return replace_control_chars(str(value))
 
 
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: East Asian wide and fullwidth characters take
+    two (Unicode UAX #11), combining marks none."""
+    width = 0
+    for char in text:
+        if unicodedata.combining(char):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` columns (with … when cut) and padded to exactly ``width``."""
+    if display_width(text) > width:
+        cut, used = [], 0
+        for char in text:
+            step = display_width(char)
+            if used + step > width - 1:
+                break
+            cut.append(char)
+            used += step
+        text = "".join(cut) + "…"
+    return text + " " * (width - display_width(text))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], limits: Sequence[int]) -> str:
+    """Rows as aligned columns, two spaces apart; column ``i`` at most ``limits[i]`` columns
+    wide (0: no limit, used for the last one), widths by East Asian width."""
+    widths = []
+    for index, header in enumerate(headers):
+        widest = max([display_width(header), *(display_width(r[index]) for r in rows)])
+        widths.append(min(widest, limits[index]) if limits[index] else widest)
+    lines = []
+    for row in [list(headers), *rows]:
+        cells = [fit(cell, widths[i]) for i, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
 # -- quarantine ------------------------------------------------------------------------------
 
 
@@ -79,13 +121,22 @@ def _list(args: argparse.Namespace) -> int:
     if not page.items:
         print("no items")
         return EXIT_OK
-    print(f"{'ID':<18} {'RECEIVED (UTC)':<17} {'STATUS':<9} {'KIND':<11} {'FROM':<28} SUBJECT")
-    for item in page.items:
-        print(
-            f"{item.id:<18} {item.received_at:%Y-%m-%d %H:%M} {item.status:<9} "
-            f"{item.kind:<11} {_show(item.envelope_from)[:28]:<28} {_show(item.subject)[:60]}"
-        )
-    print(f"({len(page.items)} of {page.total})")
+    config = config_from_args(args)
+    rows = [
+        [
+            item.id,
+            local_time(item.received_at, config.zone),
+            item.status + (" (interrupted)" if item.interrupted else ""),
+            item.kind,
+            _show(item.envelope_from),
+            _show(", ".join(item.recipients)),
+            _show(item.subject),
+        ]
+        for item in page.items
+    ]
+    headers = ["ID", "RECEIVED", "STATUS", "KIND", "FROM", "TO", "SUBJECT"]
+    print(table(headers, rows, [40, 24, 22, 11, 32, 32, 60]))
+    print(f"({len(page.items)} of {page.total}; times in {config.time_zone})")
     return EXIT_OK
 
 
@@ -104,11 +155,12 @@ def _show_item(args: argparse.Namespace) -> int:
         print()
         return EXIT_OK
     s = item.summary
-    for label, value in (
+    zone = config_from_args(args).zone
+    fields: list[tuple[str, Any]] = [
         ("id", s.id),
         ("kind", s.kind),
         ("status", s.status + (" (a release was interrupted)" if s.interrupted else "")),
-        ("received", s.received_at.isoformat()),
+        ("received", local_time(s.received_at, zone, seconds=True)),
         ("tenant", s.tenant),
         ("envelope from", s.envelope_from),
         ("recipients", ", ".join(s.recipients)),
@@ -121,22 +173,204 @@ def _show_item(args: argparse.Namespace) -> int:
         ("reasons", "; ".join(s.reasons)),
         ("sha256", item.original_sha256),
         ("sanitized copy", "yes" if item.sanitized_available else "no"),
-    ):
-        print(f"{label + ':':<16}{_show(value)}")
-    for finding in item.report.get("findings", []):
-        print(f"  finding {finding['code']} part {finding['part_id']}: {_show(finding['detail'])}")
-    for attachment in item.report.get("attachments", []):
-        print(
-            f"  attachment {attachment['part_id']} {_show(attachment['untrusted_filename'])!r} "
-            f"detected {attachment['detected_type']} → {attachment['action'] or '-'}"
-        )
-    print("history:")
-    for change in store.history(args.id):
-        print(
-            f"  {change.at:%Y-%m-%d %H:%M:%S} {change.from_status or '-'} → {change.to_status} "
-            f"by {_show(change.actor)} {_show(change.reason)}"
-        )
+    ]
+    if item.released_at:
+        fields.append(("released", f"{local_time(item.released_at, zone)} by {item.released_by}"))
+    label_width = max(display_width(label) for label, _ in fields) + 2
+    for label, value in fields:
+        print(f"{fit(label + ':', label_width)}{_show(value)}")
+    sections = (
+        (
+            "findings",
+            ["CODE", "PART", "DETAIL"],
+            [
+                [_show(f["code"]), _show(f["part_id"]), _show(f["detail"])]
+                for f in item.report.get("findings", [])
+            ],
+        ),
+        (
+            "attachments",
+            ["PART", "NAME", "DETECTED", "ACTION", "REASON"],
+            [
+                [
+                    _show(a["part_id"]),
+                    _show(a["untrusted_filename"]),
+                    _show(a["detected_type"]),
+                    _show(a["action"] or "-"),
+                    _show(a["reason"]),
+                ]
+                for a in item.report.get("attachments", [])
+            ],
+        ),
+        (
+            "history",
+            ["WHEN", "CHANGE", "BY", "REASON"],
+            [
+                [
+                    local_time(change.at, zone, seconds=True),
+                    f"{change.from_status or '-'} → {change.to_status}",
+                    _show(change.actor),
+                    _show(change.reason),
+                ]
+                for change in store.history(args.id)
+            ],
+        ),
+    )
+    for title, headers, rows in sections:
+        if rows:
+            print(f"\n{title}:")
+            print(
+                "\n".join(
+                    "  " + line for line in table(headers, rows, [0] * len(headers)).split("\n")
+                )
+            )
     return EXIT_OK
+
+
+# -- read: a message as a person reads it ---------------------------------------------------
+
+# Header fields ``read`` prints, in this order (``--all-headers`` prints every one).
+READ_FIELDS = ("from", "to", "cc", "date", "subject", "message-id")
+READ_TIMEOUT = 60.0
+READ_MEMORY_MB = 1024
+
+
+def _summary_in_child(raw: bytes) -> dict[str, Any]:
+    from quarantine.summary import summarize
+
+    return summarize(raw).to_dict()
+
+
+def _summary_from_child(frame: Any) -> Any:
+    from gateway import wire
+    from quarantine.summary import Summary
+
+    return Summary.from_dict(wire.plain_value(frame))
+
+
+def _size(value: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value //= 1024
+    return f"{value} GiB"
+
+
+def _read(args: argparse.Namespace) -> int:
+    """``mugaika read FILE|ID``: a stored or delivered message, readably: the main header
+    fields decoded, every text part decoded with the gateway's charset layer, the list of
+    attachments. The message is parsed in a child process with memory and time limits
+    (``gateway.workers.run_isolated``), as every parse of mail is; nothing is rendered or
+    opened, control characters are replaced."""
+    from pathlib import Path
+
+    from gateway.errors import CannotSanitize
+    from gateway.workers import run_isolated
+
+    source = Path(args.message)
+    if source.is_file():
+        data = source.read_bytes()
+        label = str(source)
+    elif "/" in args.message or not args.message.strip():
+        print(f"mugaika read: {args.message}: no such file", file=sys.stderr)
+        return EXIT_FAILURE
+    else:
+        store = open_for(config_from_args(args))
+        try:
+            item = store.get(args.message)
+            sanitized = args.target == "sanitized"
+            data = store.sanitized(args.message) if sanitized else store.original(args.message)
+        except QuarantineError as exc:
+            return _fail("read", exc)
+        store.audit(cli_actor(), "read", args.message, item.summary.tenant, target=args.target)
+        label = f"{args.message} ({args.target})"
+    try:
+        summary = run_isolated(
+            _summary_in_child,
+            data,
+            timeout=READ_TIMEOUT,
+            memory_limit_mb=READ_MEMORY_MB,
+            decode=_summary_from_child,
+        )
+    except CannotSanitize as exc:
+        return _fail("read", Exception(f"{label}: cannot read the message ({exc.code}: {exc})"))
+    headers = [
+        (name, value)
+        for name, value in summary.headers
+        if args.all_headers or name.lower() in READ_FIELDS
+    ]
+    if not args.all_headers:
+        headers.sort(key=lambda field: READ_FIELDS.index(field[0].lower()))
+    width = max((display_width(name) for name, _ in headers), default=0) + 2
+    for name, value in headers:
+        print(f"{fit(name + ':', width)}{_show(value)}")
+    if summary.note:
+        print(f"({_show(summary.note)})")
+    attachments = []
+    for part in summary.parts:
+        if part.text is None:
+            attachments.append(part)
+            continue
+        note = f", {part.note}" if part.note else ""
+        print(f"\n--- {_show(part.part_id)} {_show(part.content_type)}{note} ---")
+        print(replace_control_chars(part.text, keep_newlines=True).rstrip("\n"))
+    if attachments:
+        print("\n--- attachments ---")
+        rows = [
+            [_show(a.part_id), _show(a.filename or "-"), _show(a.content_type), _size(a.size)]
+            for a in attachments
+        ]
+        print(table(["PART", "NAME", "TYPE", "SIZE"], rows, [12, 60, 60, 0]))
+    return EXIT_OK
+
+
+# -- digest ----------------------------------------------------------------------------------
+
+
+def _digest_send(args: argparse.Namespace) -> int:
+    from quarantine import digest
+
+    config = config_from_args(args)
+    enabled = digest.enabled_tenants(config)
+    tenants = args.tenant or enabled
+    unknown = [t for t in tenants if t not in enabled]
+    if unknown:
+        print(
+            f"mugaika digest send: {', '.join(unknown)}: not a tenant with digest.enabled "
+            f"(enabled: {', '.join(enabled) or 'none'})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    store = open_for(config)
+    downstream = _downstream(config, args.downstream)
+
+    async def run() -> Any:
+        try:
+            return await digest.send(
+                store, config, downstream, tenants=tenants, dry_run=args.dry_run
+            )
+        finally:
+            await downstream.close()
+
+    runs = asyncio.run(run())
+    failed = False
+    for result in runs:
+        head = f"{result.tenant} {result.day}"
+        if result.skipped:
+            print(f"{head}: {result.skipped}")
+            continue
+        if args.dry_run:
+            print(f"{head}: {len(result.mails)} mails would be sent (dry run)")
+            for mail in result.mails:
+                print(f"\n--- To: {mail.to}\n--- Subject: {mail.subject}\n{mail.body}")
+            continue
+        print(f"{head}: {len(result.sent)} sent, {len(result.failed)} failed")
+        for address, problem in result.failed.items():
+            print(f"  {address}: {_show(problem)}")
+        failed = failed or bool(result.failed)
+    if not runs:
+        print("no tenant has digest.enabled")
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def _reason(args: argparse.Namespace, command: str) -> str | None:
@@ -275,11 +509,24 @@ def _requests(args: argparse.Namespace) -> int:
         json.dump([r.to_dict() for r in requests], sys.stdout, ensure_ascii=False, indent=1)
         print()
         return EXIT_OK
-    for r in requests:
-        print(
-            f"{r.id:>5} {r.status:<9} {r.item_id:<18} {r.target:<9} by {_show(r.requested_by)}: "
-            f"{_show(r.reason)}"
-        )
+    if not requests:
+        print("no requests")
+        return EXIT_OK
+    zone = config_from_args(args).zone
+    rows = [
+        [
+            str(r.id),
+            local_time(r.created_at, zone),
+            r.status,
+            r.item_id,
+            r.target,
+            _show(r.requested_by),
+            _show(r.reason),
+        ]
+        for r in requests
+    ]
+    headers = ["REQUEST", "CREATED", "STATUS", "ITEM", "TARGET", "BY", "REASON"]
+    print(table(headers, rows, [10, 24, 9, 40, 9, 32, 0]))
     return EXIT_OK
 
 
@@ -387,10 +634,17 @@ def _user_list(args: argparse.Namespace) -> int:
         json.dump([u.to_dict() for u in users], sys.stdout, ensure_ascii=False, indent=1)
         print()
         return EXIT_OK
-    for user in users:
-        state = "disabled" if user.disabled else "active"
-        login = "password" if user.has_password else "sso-only"
-        print(f"{user.username:<20} {user.role:<13} {state:<8} {login:<9} {','.join(user.domains)}")
+    rows = [
+        [
+            _show(user.username),
+            user.role,
+            "disabled" if user.disabled else "active",
+            "password" if user.has_password else "sso-only",
+            ",".join(user.domains),
+        ]
+        for user in users
+    ]
+    print(table(["NAME", "ROLE", "STATE", "LOGIN", "DOMAINS"], rows, [40, 13, 8, 9, 0]))
     return EXIT_OK
 
 
@@ -446,6 +700,16 @@ def _db_status(args: argparse.Namespace) -> int:
         engine.dispose()
     head = db.head_revision()
     print(f"current {current or '(empty)'}, needed {head}")
+    if current == head:
+        index = open_store(config).search_index()
+        advice = {
+            "fts5": "SQLite FTS5, trigram tokenizer",
+            "pg_trgm": "PostgreSQL pg_trgm GIN index",
+            "none": "none: search scans every item; as a superuser run "
+            "CREATE EXTENSION pg_trgm; then "
+            "CREATE INDEX ix_items_search_trgm ON items USING gin (search_text gin_trgm_ops);",
+        }[index]
+        print(f"search index: {advice}")
     return EXIT_OK if current == head else EXIT_FAILURE
 
 
@@ -586,6 +850,34 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_db_upgrade)
     p = dsub.add_parser("status", parents=[common], help="exit 0 when the schema is current")
     p.set_defaults(func=_db_status)
+
+    g = sub.add_parser("digest", help="the daily digest of held mail")
+    gsub = g.add_subparsers(dest="digest_command", required=True, metavar="ACTION")
+    p = gsub.add_parser(
+        "send",
+        parents=[common],
+        help="send today's digest now (once per tenant and day, like serve's scheduler)",
+        epilog="Exit codes: 0 sent (or already sent today), 1 a mail was refused, 2 usage.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the mails; send nothing")
+    p.add_argument("--tenant", action="append", metavar="DOMAIN", help="only this tenant")
+    p.add_argument("--downstream", metavar="HOST:PORT", help="default: the configured one")
+    p.set_defaults(func=_digest_send)
+
+    p = sub.add_parser(
+        "read",
+        parents=[common],
+        help="print a message readably: header fields, decoded text, attachments",
+        description="Print a delivered message (a file, e.g. in the Maildir) or a quarantined "
+        "one (its reference id) as a person reads it: From, To, Date, Subject decoded, every "
+        "text part decoded (ISO-2022-JP, Shift_JIS, base64, quoted-printable...), then the "
+        "list of attachments. Nothing is opened or rendered.",
+        epilog="Exit codes: 0 printed, 1 no such file or item, or unreadable, 2 usage.",
+    )
+    p.add_argument("message", metavar="FILE|ID", help="a message file, or a reference id")
+    _target_options(p, "original", "for an id: which copy (default: original)")
+    p.add_argument("--all-headers", action="store_true", help="every header field")
+    p.set_defaults(func=_read)
 
     p = sub.add_parser("admin", parents=[common], help="run the admin web UI and API alone")
     p.add_argument("--listen", metavar="HOST:PORT", help="default admin.listen (127.0.0.1:8025)")

@@ -10,10 +10,21 @@ from gateway.errors import ConfigError, MugaikaError
 
 
 class QuarantineError(MugaikaError):
-    """Base class. ``http_status`` is what the web UI and API answer."""
+    """Base class. ``http_status`` is what the web UI and API answer.
+
+    ``str()`` is the English sentence the CLI and the API print. ``key`` names the words the
+    web UI shows instead, in the user's language (``error.<key>`` in
+    ``quarantine/web/i18n/*.json``, formatted with ``values``); without a key the UI shows
+    the words for the error's ``code``. ``tests/quarantine/test_i18n.py`` checks that every
+    error the release path raises has a key with words in both languages."""
 
     code = "QUARANTINE_ERROR"
     http_status = 400
+
+    def __init__(self, detail: str = "", *, key: str = "", **values: object) -> None:
+        super().__init__(detail)
+        self.key = key
+        self.values = values
 
 
 class ItemNotFound(QuarantineError):

@@ -84,14 +84,16 @@ class ReleaseResult:
 
 def check_target(target: str) -> str:
     if target not in TARGETS:
-        raise UserError("say which copy to release: target sanitized or target original")
+        raise UserError(
+            "say which copy to release: target sanitized or target original", key="target"
+        )
     return target
 
 
 def check_reason(reason: str) -> str:
     reason = " ".join((reason or "").split())
     if not reason:
-        raise UserError("a reason is required")
+        raise UserError("a reason is required", key="reason")
     return reason[:MAX_REASON]
 
 
@@ -100,10 +102,11 @@ def check_addresses(addresses: list[str]) -> list[str]:
     for untrusted_address in addresses:
         address = untrusted_address.strip()
         if not _ADDRESS.match(address):
-            raise UserError(f"not an e-mail address: {replace_control_chars(address)[:100]!r}")
+            shown = replace_control_chars(address)[:100]
+            raise UserError(f"not an e-mail address: {shown!r}", key="address", address=shown)
         out.append(address)
     if not out:
-        raise UserError("no recipient address given")
+        raise UserError("no recipient address given", key="no_address")
     return out
 
 
@@ -187,9 +190,13 @@ def check_destination(item: Item, actor: Actor, addresses: list[str]) -> None:
     outside = [a for a in addresses if _domain(a) not in own]
     if outside:
         shown = ", ".join(replace_control_chars(a)[:100] for a in outside[:5])
+        domains = ", ".join(sorted(own))
         raise PermissionDenied(
-            f"{shown}: outside your domains ({', '.join(sorted(own))}); only a superadmin may "
-            "release to other addresses"
+            f"{shown}: outside your domains ({domains}); only a superadmin may "
+            "release to other addresses",
+            key="outside_domains",
+            addresses=shown,
+            domains=domains,
         )
 
 
@@ -211,7 +218,9 @@ def _recipients(item: Item, actor: Actor, to: list[str] | None) -> list[Recipien
         if scope is None or r["address"].rpartition("@")[2].lower() in scope
     ]
     if not chosen:
-        raise UserError("none of the original recipients is in your domains; give --to")
+        raise UserError(
+            "none of the original recipients is in your domains; give --to", key="no_recipient"
+        )
     return chosen
 
 
@@ -227,20 +236,23 @@ def check_release(
     """Raise PermissionDenied or UserError when ``actor`` may not release ``target`` now."""
     if approved_request is not None:
         if not actor.can("approve"):
-            raise PermissionDenied("only an approver can carry out an approved request")
+            raise PermissionDenied(
+                "only an approver can carry out an approved request", key="approver_only"
+            )
     elif target == "sanitized":
         if not actor.can("release-sanitized"):
-            raise PermissionDenied("your role may not release messages")
+            raise PermissionDenied("your role may not release messages", key="role_release")
     else:
         if not actor.can("release-original"):
-            raise PermissionDenied("your role may not release originals")
+            raise PermissionDenied("your role may not release originals", key="role_original")
         if policy == "two_person":
             raise PermissionDenied(
                 "releasing an original needs a second person (release.originals: two_person): "
-                "request it, and an approver approves"
+                "request it, and an approver approves",
+                key="two_person",
             )
     if target == "sanitized" and not item.sanitized_available:
-        raise UserError(f"{item.id} has no sanitized copy")
+        raise UserError(f"{item.id} has no sanitized copy", key="no_sanitized", id=item.id)
 
 
 async def release(
@@ -294,7 +306,9 @@ async def release(
             reason=reason,
             error=f"{exc.code}: {exc}",
         )
-        raise ReleaseFailed(f"{exc.code}: {exc}") from None
+        raise ReleaseFailed(
+            f"{exc.code}: {exc}", key="release_failed", reply=f"{exc.code}: {exc}"
+        ) from None
     except BaseException:
         # Anything else before the downstream's 250: nothing was accepted; give the item back.
         await asyncio.shield(asyncio.to_thread(store.undo_claim, claim, actor, "release aborted"))
@@ -372,11 +386,13 @@ async def decide_request(
 ) -> ReleaseResult | None:
     """Approve (and carry out) or refuse a request. The approver must not be the requester."""
     if not actor.can("approve"):
-        raise PermissionDenied("your role may not decide release requests")
+        raise PermissionDenied("your role may not decide release requests", key="role_decide")
     reason = check_reason(reason)
     request = await asyncio.to_thread(store.get_request, request_id, actor.scope)
     if request.requested_by == actor.name:
-        raise PermissionDenied("a different person must decide on your own request")
+        raise PermissionDenied(
+            "a different person must decide on your own request", key="own_request"
+        )
     await asyncio.to_thread(store.decide_request, request_id, actor, approve, reason, actor.scope)
     if not approve:
         return None

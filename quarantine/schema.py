@@ -15,6 +15,18 @@ Tables:
 ``release_requests`` requests to release originals, and their approval or refusal
 ``users``, ``api_tokens``, ``web_sessions``  admin accounts, bearer tokens, login sessions
                      (tokens and session ids stored only as sha256)
+``previews``, ``preview_pages``  the cached page images (and Office text) of a sanitized
+                     copy's documents, rendered by a worker (``quarantine/pages.py``), keyed by
+                     the copy's sha256 and dropped with its blob
+``digest_runs``      one row per tenant and local day: the claim that one node sends the
+                     daily digest (``quarantine/digest.py``), and what it covered
+
+Search (``items.search_text``: reference id, addresses, subject, From, Message-ID and
+attachment file names, NFKC-normalised and case-folded) is indexed outside this metadata,
+because the indexes are backend-specific (migration 0003): on SQLite an FTS5 table
+``items_search`` (trigram tokenizer, so Japanese substrings of three or more characters are
+found without word segmentation) kept in step by triggers; on PostgreSQL a pg_trgm GIN index
+``ix_items_search_trgm``. ``managed_elsewhere`` tells Alembic's comparison to leave them be.
 
 Changing anything here needs a new Alembic revision in ``quarantine/migrations/versions``;
 ``tests/quarantine/test_migrations.py`` checks that the migrated schema equals this one.
@@ -106,6 +118,7 @@ items = Table(
     Column("updated_at", TS, nullable=False),
 )
 Index(None, items.c.received_at)
+Index(None, items.c.kind, items.c.status)
 Index(None, items.c.tenant, items.c.received_at)
 Index(None, items.c.status, items.c.received_at)
 Index(None, items.c.original_blob)
@@ -203,3 +216,51 @@ web_sessions = Table(
     Column("remote_addr", String(64), nullable=False, default=""),
     Column("via", String(16), nullable=False, default="password"),  # password | header
 )
+
+previews = Table(
+    "previews",
+    metadata,
+    Column("sha256", String(64), primary_key=True),  # of the sanitized copy rendered
+    Column("created_at", TS, nullable=False),
+    Column("manifest", Text, nullable=False),  # JSON: documents, page counts, text, notes
+)
+
+preview_pages = Table(
+    "preview_pages",
+    metadata,
+    Column(
+        "sha256", String(64), ForeignKey("previews.sha256", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("document", Integer, primary_key=True),
+    Column("page", Integer, primary_key=True),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("png", LargeBinary, nullable=False),
+)
+
+digest_runs = Table(
+    "digest_runs",
+    metadata,
+    Column("tenant", String(255), primary_key=True),
+    Column("day", String(10), primary_key=True),  # local date (time_zone), 2026-11-25
+    Column("claimed_at", TS, nullable=False),
+    Column("claimed_by", Text, nullable=False),
+    Column("period_start", TS, nullable=False),
+    Column("period_end", TS, nullable=False),
+    Column("finished_at", TS, nullable=True),
+    Column("mails", Integer, nullable=False, default=0),
+    Column("items", Integer, nullable=False, default=0),
+)
+
+# Search indexes made by migration 0003 outside this metadata (see the module docstring).
+SEARCH_TABLE = "items_search"
+SEARCH_INDEX = "ix_items_search_trgm"
+
+
+def managed_elsewhere(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic ``include_object``: False for the backend-specific search objects."""
+    if name is None:
+        return True
+    return not (name in (SEARCH_INDEX, SEARCH_TABLE) or name.startswith(SEARCH_TABLE + "_"))

@@ -33,7 +33,8 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ from quarantine.schema import (
     blobs,
     item_domains,
     items,
+    preview_pages,
+    previews,
     release_requests,
     status_history,
 )
@@ -351,6 +354,34 @@ def _like_escape(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def normalize_search(text: str) -> str:
+    """The form both the stored search text and a query take: NFKC (full-width Latin and
+    digits, half-width kana, ①, ㈱ become their plain forms) and case-folded."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def search_text(
+    reference_id: str,
+    envelope_from: str,
+    recipients: Iterable[str],
+    subject: str,
+    header_from: str,
+    message_id: str,
+    file_names: Iterable[str],
+) -> str:
+    """What the list's search looks in (issue 16: file names and reference ids too)."""
+    fields = [reference_id, envelope_from, *recipients, subject, header_from, message_id]
+    fields += list(file_names)
+    return normalize_search(" ".join(f for f in fields if f))
+
+
+# Trigram indexes (FTS5's trigram tokenizer, pg_trgm) find substrings of three characters or
+# more; shorter terms (two-character Japanese words such as 請求) are matched by LIKE.
+TRIGRAM = 3
+# Above this many matches SQLite finds the newest page faster by walking received_at.
+FREQUENT_MATCHES = 2000
+
+
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
@@ -508,16 +539,19 @@ class SqlStore:
             {"address": clean_text(r.address), "options": list(r.options)}
             for r in envelope.recipients
         ]
-        search = " ".join(
-            [
-                request.reference_id,
-                clean_text(envelope.mail_from),
-                *(r["address"] for r in recipients),
-                summary.subject,
-                summary.header_from,
-                summary.message_id,
-            ]
-        ).lower()
+        search = search_text(
+            request.reference_id,
+            clean_text(envelope.mail_from),
+            (r["address"] for r in recipients),
+            summary.subject,
+            summary.header_from,
+            summary.message_id,
+            (
+                clean_text(name)
+                for record in report.attachments
+                for name in (record.untrusted_filename, record.output_filename)
+            ),
+        )
         with db.write_transaction(self.engine) as conn:
             if self.backend == "postgresql":
                 # The 250 depends on this commit being durable even if a DBA relaxed it.
@@ -621,19 +655,32 @@ class SqlStore:
         if query.until:
             conditions.append(items.c.received_at < query.until)
         if query.search:
-            term = f"%{_like_escape(query.search.strip().lower())}%"
-            conditions.append(items.c.search_text.like(term, escape="\\"))
+            conditions.extend(self._search_conditions(query.search))
         where = and_(True, *conditions)
         limit = max(1, min(query.limit, 1000))
+        only_search = len(conditions) == 1 and visible is None
+        if query.search and only_search and self.backend == "sqlite":
+            fast = self._search_page(query.search, limit, max(0, query.offset))
+            if fast is not None:
+                return fast
         with self.engine.connect() as conn:
-            rows = conn.execute(
+            total: int | None = None
+            if query.search and self.backend == "sqlite":
+                # Count first: how many match decides how SQLite should find the page.
+                total = int(
+                    conn.execute(select(func.count()).select_from(items).where(where)).scalar_one()
+                )
+            statement = (
                 select(*_SUMMARY_COLUMNS)
                 .where(where)
-                .order_by(*self._list_order(query))
+                .order_by(*self._list_order(query, total))
                 .limit(limit)
                 .offset(max(0, query.offset))
-            ).all()
-            if query.offset <= 0 and len(rows) < limit:
+            )
+            rows = conn.execute(statement).all()
+            if total is not None:
+                pass
+            elif query.offset <= 0 and len(rows) < limit:
                 total = len(rows)  # the whole result is on this page: no second scan
             else:
                 total = conn.execute(
@@ -641,12 +688,91 @@ class SqlStore:
                 ).scalar_one()
         return Page([_summary(r) for r in rows], int(total), query.offset, limit)
 
-    def _list_order(self, query: ItemQuery) -> tuple[Any, ...]:
-        if self.backend == "sqlite" and query.search:
+    def _search_page(self, search: str, limit: int, offset: int) -> Page | None:
+        """A search with no other filter, on SQLite: the FTS5 table alone counts the matches
+        and orders them newest first (it keeps ``received_at``); only the page's items are
+        read. None when a term is too short for the trigram index."""
+        terms = list(dict.fromkeys(normalize_search(search).split()))[:10]
+        if not terms or any(len(t) < TRIGRAM for t in terms):
+            return None
+        phrase = " AND ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                text("SELECT count(*) FROM items_search WHERE items_search MATCH :phrase"),
+                {"phrase": phrase},
+            ).scalar_one()
+            ids = list(
+                conn.execute(
+                    text(
+                        "SELECT item_id FROM items_search WHERE items_search MATCH :phrase "
+                        "ORDER BY received_at DESC, item_id DESC LIMIT :limit OFFSET :offset"
+                    ),
+                    {"phrase": phrase, "limit": limit, "offset": offset},
+                ).scalars()
+            )
+            rows = conn.execute(
+                select(*_SUMMARY_COLUMNS)
+                .where(items.c.id.in_(ids))
+                .order_by(items.c.received_at.desc(), items.c.id.desc())
+            ).all()
+        return Page([_summary(r) for r in rows], int(total), offset, limit)
+
+    def _search_conditions(self, search: str) -> builtins.list[Any]:
+        """Every whitespace-separated term must occur (AND), as a substring, in the search
+        text. Terms of three characters or more use the trigram index: FTS5 ``MATCH`` on
+        SQLite, ``LIKE`` (answered by the pg_trgm GIN index) on PostgreSQL."""
+        terms = list(dict.fromkeys(normalize_search(search).split()))[:10]
+        conditions: builtins.list[Any] = []
+        long_terms = [t for t in terms if len(t) >= TRIGRAM]
+        if self.backend == "sqlite" and long_terms:
+            phrase = " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
+            conditions.append(
+                items.c.id.in_(
+                    select(text("item_id"))
+                    .select_from(text("items_search"))
+                    .where(text("items_search MATCH :phrase").bindparams(phrase=phrase))
+                )
+            )
+            terms = [t for t in terms if len(t) < TRIGRAM]
+        for term in terms:
+            if self.backend == "postgresql" and len(term) < TRIGRAM:
+                # No trigram in it: a LIKE would make PostgreSQL read the whole GIN index;
+                # strpos is a plain filter on rows the other conditions (or a scan) give.
+                conditions.append(func.strpos(items.c.search_text, term) > 0)
+            else:
+                conditions.append(items.c.search_text.like(f"%{_like_escape(term)}%", escape="\\"))
+        return conditions
+
+    def optimize(self) -> None:
+        """Refresh SQLite's planner statistics (``ANALYZE``): without them it cannot tell a
+        selective filter (one tenant of twenty) from an unselective one and may walk the
+        wrong index. PostgreSQL's autovacuum keeps its own statistics."""
+        if self.backend == "sqlite":
+            with db.write_transaction(self.engine) as conn:
+                conn.exec_driver_sql("ANALYZE")
+
+    def search_index(self) -> str:
+        """How search is indexed here: ``fts5``, ``pg_trgm``, or ``none`` (a sequential scan,
+        when PostgreSQL refused the extension; see migration 0003)."""
+        with self.engine.connect() as conn:
+            if self.backend == "sqlite":
+                found = conn.execute(
+                    text("SELECT 1 FROM sqlite_master WHERE name = 'items_search'")
+                ).first()
+                return "fts5" if found else "none"
+            found = conn.execute(
+                text("SELECT 1 FROM pg_indexes WHERE indexname = 'ix_items_search_trgm'")
+            ).first()
+            return "pg_trgm" if found else "none"
+
+    def _list_order(self, query: ItemQuery, matches: int | None = None) -> tuple[Any, ...]:
+        if self.backend == "sqlite" and query.search and (matches or 0) < FREQUENT_MATCHES:
             # A rare search term would make SQLite walk the whole received_at index and fetch
-            # every row by rowid; unary + (a no-op in SQLite) makes it scan the table once and
-            # sort only the matches (SQLite query planner docs, "Disqualifying WHERE Clause
-            # Terms Using Unary-+").
+            # every row by rowid; unary + (a no-op in SQLite) makes it look up only the
+            # matches (from the FTS5 index) and sort them (SQLite query planner docs,
+            # "Disqualifying WHERE Clause Terms Using Unary-+"). A frequent term is the
+            # opposite: walking the index newest first finds a page of matches at once,
+            # where sorting tens of thousands of matches would not.
             return (text("+items.received_at DESC"), items.c.id.desc())
         return (items.c.received_at.desc(), items.c.id.desc())
 
@@ -783,13 +909,18 @@ class SqlStore:
                     totals[key] = totals.get(key, 0) + int(count)
         return totals
 
-    def status_counts(self, scope: Scope = None) -> dict[str, int]:
+    def kind_status_counts(self, scope: Scope = None) -> dict[tuple[str, str], int]:
+        """Items per (kind, status). Held messages (``quarantined``) and the retained
+        originals of delivered mail are told apart (issue 16: one 「保留中」 count mixed them);
+        ``("quarantined", "held")`` is what ``mugaika_quarantine_items`` counts."""
         visible = self._visible(scope)
-        statement = select(items.c.status, func.count()).group_by(items.c.status)
+        statement = select(items.c.kind, items.c.status, func.count()).group_by(
+            items.c.kind, items.c.status
+        )
         if visible is not None:
             statement = statement.where(visible)
         with self.engine.connect() as conn:
-            return {status: int(n) for status, n in conn.execute(statement)}
+            return {(kind, status): int(n) for kind, status, n in conn.execute(statement)}
 
     # -- release claims (see quarantine/release.py) -----------------------------------------
 
@@ -831,7 +962,7 @@ class SqlStore:
                 now_row = conn.execute(
                     select(items.c.status, items.c.interrupted_at).where(items.c.id == item_id)
                 ).one()
-                raise ReleaseRefused(_refusal(now_row.status, now_row.interrupted_at is not None))
+                raise _refusal(item_id, now_row.status, now_row.interrupted_at is not None)
             self._history(conn, item_id, row.status, RELEASING, actor.name, "release claimed", now)
         return Claim(item_id, token, row.status)
 
@@ -853,7 +984,9 @@ class SqlStore:
                 )
             )
             if result.rowcount != 1:  # pragma: no cover - only the claim holder gets here
-                raise ReleaseRefused(f"the release claim on {claim.item_id} was lost")
+                raise ReleaseRefused(
+                    f"the release claim on {claim.item_id} was lost", key="claim_lost"
+                )
             self._history(conn, claim.item_id, RELEASING, RELEASED, actor.name, reason, now)
 
     def undo_claim(self, claim: Claim, actor: Actor, reason: str) -> None:
@@ -905,6 +1038,53 @@ class SqlStore:
                 recovered.append(row.id)
         return recovered
 
+    # -- page previews of sanitized copies (quarantine/pages.py) ----------------------------
+
+    def preview(self, sha256: str) -> builtins.list[dict[str, Any]] | None:
+        """The cached manifest of a sanitized copy's previews, or None when not rendered."""
+        with self.engine.connect() as conn:
+            manifest = conn.execute(
+                select(previews.c.manifest).where(previews.c.sha256 == sha256)
+            ).scalar()
+        return None if manifest is None else json.loads(manifest)["documents"]
+
+    def put_preview(
+        self,
+        sha256: str,
+        documents: builtins.list[dict[str, Any]],
+        pages: builtins.list[builtins.list[tuple[int, int, bytes]]],
+    ) -> None:
+        """Cache a rendered preview (idempotent: the first one stays)."""
+        with db.write_transaction(self.engine) as conn:
+            done = conn.execute(select(previews.c.sha256).where(previews.c.sha256 == sha256))
+            if done.first() is not None:
+                return
+            conn.execute(
+                insert(previews).values(
+                    sha256=sha256,
+                    created_at=utcnow(),
+                    manifest=json.dumps({"documents": documents}, ensure_ascii=False),
+                )
+            )
+            rows = [
+                {"sha256": sha256, "document": d, "page": n, "width": w, "height": h, "png": png}
+                for d, images in enumerate(pages)
+                for n, (w, h, png) in enumerate(images, 1)
+            ]
+            if rows:
+                conn.execute(insert(preview_pages), rows)
+
+    def preview_page(self, sha256: str, document: int, page: int) -> bytes | None:
+        with self.engine.connect() as conn:
+            data = conn.execute(
+                select(preview_pages.c.png).where(
+                    preview_pages.c.sha256 == sha256,
+                    preview_pages.c.document == document,
+                    preview_pages.c.page == page,
+                )
+            ).scalar()
+        return None if data is None else bytes(data)
+
     # -- delete, purge, garbage ------------------------------------------------------------
 
     def delete(self, item_id: str, actor: Actor, reason: str, scope: Scope = None) -> None:
@@ -914,9 +1094,11 @@ class SqlStore:
         with db.write_transaction(self.engine) as conn:
             status = conn.execute(select(items.c.status).where(items.c.id == item_id)).scalar()
             if status == RELEASING:
-                raise ReleaseRefused(f"{item_id} is being released right now")
+                raise ReleaseRefused(f"{item_id} is being released right now", key="releasing_now")
             if status in (DELETED, EXPIRED):
-                raise ReleaseRefused(f"{item_id} is already {status}")
+                raise ReleaseRefused(
+                    f"{item_id} is already {status}", key="item_status", status=status
+                )
             conn.execute(
                 update(items)
                 .where(items.c.id == item_id)
@@ -978,6 +1160,10 @@ class SqlStore:
             select(items.c.sanitized_blob.label("sha")).where(items.c.sanitized_blob.is_not(None)),
         ).subquery()
         with db.write_transaction(self.engine) as conn:
+            # Previews of copies no item keeps any longer go with them.
+            unreferenced = previews.c.sha256.not_in(select(referenced.c.sha))
+            conn.execute(delete(preview_pages).where(unreferenced_pages(referenced)))
+            conn.execute(delete(previews).where(unreferenced))
             digests = list(
                 conn.execute(
                     select(blobs.c.sha256).where(blobs.c.sha256.not_in(select(referenced.c.sha)))
@@ -1100,7 +1286,9 @@ class SqlStore:
     ) -> int:
         item = self.get(item_id, scope)
         if item.summary.status in (DELETED, EXPIRED):
-            raise ReleaseRefused(f"{item_id} is {item.summary.status}")
+            raise ReleaseRefused(
+                f"{item_id} is {item.summary.status}", key="item_status", status=item.summary.status
+            )
         with db.write_transaction(self.engine) as conn:
             pending = conn.execute(
                 select(release_requests.c.id).where(
@@ -1109,7 +1297,11 @@ class SqlStore:
                 )
             ).first()
             if pending is not None:
-                raise ReleaseRefused(f"request {pending.id} for {item_id} is already pending")
+                raise ReleaseRefused(
+                    f"request {pending.id} for {item_id} is already pending",
+                    key="request_pending",
+                    request=pending.id,
+                )
             result = conn.execute(
                 insert(release_requests).values(
                     item_id=item_id,
@@ -1181,7 +1373,11 @@ class SqlStore:
                 )
             )
             if result.rowcount != 1:
-                raise ReleaseRefused(f"request {request_id} is not pending")
+                raise ReleaseRefused(
+                    f"request {request_id} is not pending",
+                    key="request_decided",
+                    request=request_id,
+                )
             self._audit(
                 conn,
                 actor,
@@ -1199,6 +1395,10 @@ class SqlStore:
                 .where(release_requests.c.id == request_id)
                 .values(status=status)
             )
+
+
+def unreferenced_pages(referenced: Any) -> Any:
+    return preview_pages.c.sha256.not_in(select(referenced.c.sha))
 
 
 def _request(row: Any) -> ReleaseRequest:
@@ -1219,17 +1419,28 @@ def _request(row: Any) -> ReleaseRequest:
     )
 
 
-def _refusal(status: str, interrupted: bool) -> str:
+def _refusal(item_id: str, status: str, interrupted: bool) -> ReleaseRefused:
+    """The 409 of a lost claim, naming the force option where it applies (the web form's
+    box, the CLI's ``--force``, the API's ``"force": true``)."""
     if status == RELEASED:
-        return "already released; release again only with force"
-    if status == RELEASING:
-        return "being released right now by another admin or node"
-    if interrupted:
-        return (
-            "a previous release was interrupted and may have been delivered; check the "
-            "downstream log for its Message-ID, then release with force"
+        return ReleaseRefused(
+            f"{item_id} was already released; to send it again, release with force "
+            '(CLI --force, API "force": true)',
+            key="already_released",
         )
-    return f"the item is {status}"
+    if status == RELEASING:
+        return ReleaseRefused(
+            f"{item_id} is being released right now by another admin or node",
+            key="releasing_now",
+        )
+    if interrupted:
+        return ReleaseRefused(
+            f"a previous release of {item_id} was interrupted and may have been delivered; "
+            "check the downstream log for its Message-ID, then release with force "
+            '(CLI --force, API "force": true)',
+            key="interrupted",
+        )
+    return ReleaseRefused(f"{item_id} is {status}", key="item_status", status=status)
 
 
 def blob_mode(config: Config, engine: Engine) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from quarantine.schema import metadata
+from quarantine.schema import managed_elsewhere, metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - always called through quarantine.db
@@ -15,6 +15,7 @@ context.configure(
     target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=managed_elsewhere,
 )
 with context.begin_transaction():
     context.run_migrations()

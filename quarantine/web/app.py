@@ -32,15 +32,19 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from gateway import findings
 from gateway.config import Config
 from gateway.delivery import Downstream
+from gateway.errors import MugaikaError
 from gateway.logs import replace_control_chars
+from gateway.notice import local_time
 from quarantine import summary as summary_module
+from quarantine import words
 from quarantine.errors import ItemNotFound, PermissionDenied, QuarantineError, UserError
+from quarantine.pages import PreviewRenderer
 from quarantine.release import (
     check_reason,
     check_release,
@@ -92,6 +96,41 @@ def _size(value: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def _tiles(counts: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """The list page's counters: held messages and retained originals apart (the first is
+    the ``mugaika_quarantine_items`` metric), then the other statuses over both kinds."""
+    tiles = [
+        {
+            "key": "tile.held",
+            "css": "held",
+            "n": counts.get(("quarantined", "held"), 0),
+            "filters": {"status": "held", "kind": "quarantined"},
+        },
+        {
+            "key": "tile.retained",
+            "css": "retained",
+            "n": counts.get(("retained", "held"), 0),
+            "filters": {"status": "held", "kind": "retained"},
+        },
+    ]
+    for status in STATUSES[1:]:
+        tiles.append(
+            {
+                "key": f"status.{status}",
+                "css": status,
+                "n": sum(n for (_kind, s), n in counts.items() if s == status),
+                "filters": {"status": status},
+            }
+        )
+    for tile in tiles:
+        tile["href"] = "/items?" + urllib.parse.urlencode(tile["filters"])
+    return tiles
+
+
+def _count(value: str | None) -> int:
+    return int(value) if value and value.isdigit() and len(value) < 7 else 0
+
+
 def _details(value: dict[str, Any]) -> str:
     """Audit details as ``key: value`` pairs, Japanese kept readable (no \\u escapes)."""
     import json
@@ -103,12 +142,6 @@ def _details(value: dict[str, Any]) -> str:
         text = item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)
         parts.append(f"{key}: {text}")
     return " · ".join(parts)
-
-
-def _when(value: datetime.datetime | None) -> str:
-    if value is None:
-        return ""
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
 
 
 class AdminApp:
@@ -131,7 +164,15 @@ class AdminApp:
         )
         self.env.filters["display"] = _display
         self.env.filters["size"] = _size
-        self.env.filters["when"] = _when
+        # Stored in UTC, shown in the configured zone with its name (issue 16: "+0000").
+        zone = config.zone
+        self.env.filters["when"] = lambda value: "" if value is None else local_time(value, zone)
+        self.env.filters["when_s"] = lambda value: (
+            "" if value is None else local_time(value, zone, seconds=True)
+        )
+        self.get_routes: list[BaseRoute] = []
+        # Page images of sanitized copies, rendered in a worker process of their own.
+        self.renderer = PreviewRenderer()
         self.env.filters["details"] = _details
         # What a finding or reason code means, in the page's language (gateway/findings.py).
         self.env.globals["finding_words"] = findings.words
@@ -179,18 +220,51 @@ class AdminApp:
         html = self.env.get_template(template).render(
             lang=language,
             t=lambda key, **values: i18n.translate(language, key, **values),
+            reason_words=lambda reason: words.reason_words(reason, language),
+            finding_words=lambda code: words.finding_words(code, language),
+            action_words=lambda action: words.action_words(action, language),
             actor=actor,
             csrf=session.csrf if session else "",
             path=request.url.path,
+            # Where the language switch returns to: this page when a GET shows it again,
+            # else the page the form was sent from (issue 16: switching language on the
+            # error page of a POST sent a GET to the POST route).
+            here=self.page_to_return_to(request),
+            zone=self.config.time_zone,
+            zone_abbr=local_time(datetime.datetime.now(datetime.UTC), self.config.zone).split()[-1],
             policy=self.config.quarantine.release.originals,
             **context,
         )
         return HTMLResponse(html, status_code=status_code)
 
+    def is_page(self, path: str) -> bool:
+        """True when ``path`` is a page a GET shows (not a POST-only route)."""
+        scope = {"type": "http", "path": path, "method": "GET", "root_path": ""}
+        return any(route.matches(scope)[0] == Match.FULL for route in self.get_routes)
+
+    def page_to_return_to(self, request: Request) -> str:
+        path = request.url.path
+        if request.method == "GET" and self.is_page(path):
+            return path + (f"?{request.url.query}" if request.url.query else "")
+        referer = urllib.parse.urlsplit(request.headers.get("referer", ""))
+        if referer.netloc == request.url.netloc and self.is_page(referer.path):
+            return referer.path + (f"?{referer.query}" if referer.query else "")
+        return "/items"
+
     def error(
         self, request: Request, status: int, message: str, session: Session | None = None
     ) -> HTMLResponse:
         return self.render(request, "error.html", status, session, status=status, message=message)
+
+    def error_words(self, language: str, exc: QuarantineError) -> str:
+        """The error in the user's language: its own words (``key``), else its code's."""
+        if exc.key:
+            values = {
+                name: i18n.translate(language, f"status.{value}") if name == "status" else value
+                for name, value in exc.values.items()
+            }
+            return i18n.translate(language, f"error.{exc.key}", **values)
+        return i18n.translate(language, f"error.code.{exc.code}")
 
     def trusted_proxy(self, request: Request) -> bool:
         import ipaddress
@@ -254,12 +328,13 @@ class AdminApp:
                     return self.error(request, 403, i18n.translate(language, "error.csrf"), session)
             try:
                 if not actor.can(permission):
-                    raise PermissionDenied(i18n.translate(language, "error.403"))
+                    raise PermissionDenied("your role may not do this", key="403")
                 response = await handler(request, session, actor, form)
             except ItemNotFound:
                 response = self.error(request, 404, i18n.translate(language, "error.404"), session)
             except QuarantineError as exc:
-                response = self.error(request, exc.http_status, str(exc), session)
+                message = self.error_words(language, exc)
+                response = self.error(request, exc.http_status, message, session)
             new_session = getattr(request.state, "new_session", None)
             if new_session:
                 set_cookie(response, request, self.cookie_mode, SESSION_COOKIE, new_session, None)
@@ -355,7 +430,10 @@ class AdminApp:
         if language not in i18n.LANGUAGES:
             language = self.config.admin.language
         await run_in_threadpool(self.users.set_language, session.user.username, language)
-        response = RedirectResponse(self._next(str(form.get("next", ""))), status_code=303)
+        back = self._next(str(form.get("next", "")))
+        if not self.is_page(urllib.parse.urlsplit(back).path):
+            back = "/items"  # never redirect a GET to a POST-only route
+        response = RedirectResponse(back, status_code=303)
         set_cookie(response, request, self.cookie_mode, LANGUAGE_COOKIE, language, 365 * 86400)
         return response
 
@@ -407,7 +485,8 @@ class AdminApp:
         def link(number: int) -> str:
             return "/items?" + urllib.parse.urlencode({**base, "page": str(number)})
 
-        counts = await run_in_threadpool(self.store.status_counts, actor.scope)
+        counts = await run_in_threadpool(self.store.kind_status_counts, actor.scope)
+        tiles = _tiles(counts)
         pending = len(await run_in_threadpool(self.store.requests, actor.scope, "pending"))
         return self.render(
             request,
@@ -416,7 +495,7 @@ class AdminApp:
             page=result,
             filters=filters,
             statuses=STATUSES,
-            counts=counts,
+            tiles=tiles,
             pending=pending,
             prev_link=link(page - 1) if page > 1 else None,
             next_link=link(page + 1) if result.offset + len(result.items) < result.total else None,
@@ -424,6 +503,8 @@ class AdminApp:
             if actor.scope is not None
             else sorted(self.config.tenants),
             done=request.query_params.get("done"),
+            done_ok=_count(request.query_params.get("ok")),
+            done_failed=_count(request.query_params.get("failed")),
         )
 
     async def item(self, request: Request, session: Session, actor: Actor, form: Any) -> Response:
@@ -441,6 +522,7 @@ class AdminApp:
             audit, _ = await run_in_threadpool(
                 lambda: self.store.audit_entries(actor.scope, item_id=item_id, limit=50)
             )
+        documents, pages_problem = await self.previews_for(item)
         await run_in_threadpool(self.store.audit, actor, "viewed", item_id, item.summary.tenant)
         policy = self.config.quarantine.release.originals
         return self.render(
@@ -453,6 +535,8 @@ class AdminApp:
             requests=requests,
             parts=parts,
             preview_note=item.preview_note,
+            documents=documents,
+            pages_problem=pages_problem,
             audit=audit,
             can_release_original=actor.can("release-original") and policy == "single",
             can_release_sanitized=actor.can("release-sanitized") and item.sanitized_available,
@@ -462,6 +546,47 @@ class AdminApp:
             done=request.query_params.get("done"),
             done_to=request.query_params.get("to", ""),
         )
+
+    async def previews_for(self, item: Item) -> tuple[list[dict[str, Any]] | None, str]:
+        """The sanitized copy's documents with their page images (cached, else rendered now
+        in the preview worker); None when there is no sanitized copy. A failure is a code."""
+        sha = item.sanitized_sha256
+        if not item.sanitized_available or sha is None:
+            return None, ""
+        cached = await run_in_threadpool(self.store.preview, sha)
+        if cached is not None:
+            return cached, ""
+        data = await run_in_threadpool(self.store.sanitized, item.id)
+        try:
+            documents, pages = await self.renderer.render(data)
+        except MugaikaError as exc:  # the worker crashed, timed out or broke the protocol
+            return [], exc.code
+        manifest = [d.to_dict() for d in documents]
+        images = [
+            [(w, h, png) for (w, h), png in zip(d.sizes, pngs, strict=True)]
+            for d, pngs in zip(documents, pages, strict=True)
+        ]
+        await run_in_threadpool(self.store.put_preview, sha, manifest, images)
+        return manifest, ""
+
+    async def page_image(
+        self, request: Request, session: Session, actor: Actor, form: Any
+    ) -> Response:
+        """One rendered page of a sanitized copy's document (only from the cache)."""
+        item = await run_in_threadpool(self.store.get, request.path_params["item_id"], actor.scope)
+        try:
+            document = int(request.query_params.get("doc", ""))
+            number = int(request.query_params.get("n", ""))
+        except ValueError:
+            raise ItemNotFound("no such page", key="not_found") from None
+        if not item.sanitized_available or item.sanitized_sha256 is None:
+            raise ItemNotFound("no sanitized copy", key="not_found")
+        png = await run_in_threadpool(
+            self.store.preview_page, item.sanitized_sha256, document, number
+        )
+        if png is None:
+            raise ItemNotFound("no such page", key="not_found")
+        return Response(png, media_type="image/png")
 
     @staticmethod
     def _addresses(form: Any) -> list[str]:
@@ -557,7 +682,7 @@ class AdminApp:
         ids = [str(i) for i in form.getlist("ids")][:500]
         action = str(form.get("action", ""))
         if action not in self.BULK_ACTIONS:
-            raise UserError(f"unknown action {action[:40]!r}")
+            raise UserError(f"unknown action {action[:40]!r}", key="unknown_action")
         reason = check_reason(str(form.get("reason", "")))
         policy = self.config.quarantine.release.originals
         if action == "release-original" and form.get("confirm") != "yes":
@@ -576,7 +701,7 @@ class AdminApp:
             try:
                 if action == "delete":
                     if not actor.can("delete"):
-                        raise PermissionDenied("delete")
+                        raise PermissionDenied("delete", key="role_delete")
                     item = await run_in_threadpool(self.store.get, item_id, actor.scope)
                     await run_in_threadpool(self.store.delete, item_id, actor, reason, actor.scope)
                     await run_in_threadpool(
@@ -623,7 +748,7 @@ class AdminApp:
         try:
             request_id = int(request.path_params["request_id"])
         except ValueError:
-            raise ItemNotFound("no such request") from None
+            raise ItemNotFound("no such request", key="not_found") from None
         approve = request.url.path.endswith("/approve")
         await decide_request(
             self.store, self.downstream, request_id, actor, approve, str(form.get("reason", ""))
@@ -685,6 +810,7 @@ class AdminApp:
             Route("/items", page(self.items), methods=["GET"]),
             Route("/items/bulk", page(self.bulk), methods=["POST"]),
             Route("/items/{item_id}", page(self.item), methods=["GET"]),
+            Route("/items/{item_id}/page", page(self.page_image), methods=["GET"]),
             Route("/items/{item_id}/release", page(self.release_item), methods=["POST"]),
             Route(
                 "/items/{item_id}/request",
@@ -713,16 +839,27 @@ def create_app(config: Config, store: SqlStore, downstream: Downstream) -> Starl
     async def not_found(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": "NOT_FOUND", "detail": "not found"}, 404)
-        return admin.error(request, 404, i18n.translate(admin.language(request), "error.404"))
+        session = await admin.session(request)
+        language = admin.language(request, session)
+        return admin.error(request, 404, i18n.translate(language, "error.404"), session)
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "METHOD_NOT_ALLOWED"}, 405)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "METHOD_NOT_ALLOWED"}, 405)
+        # A page in the user's language with a way back, never raw JSON (issue 16).
+        session = await admin.session(request)
+        language = admin.language(request, session)
+        return admin.error(request, 405, i18n.translate(language, "error.405"), session)
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": "INTERNAL_ERROR"}, 500)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": "INTERNAL_ERROR"}, 500)
+        return admin.error(request, 500, i18n.translate(admin.language(request), "error.500"))
 
+    routes = admin.routes()
+    admin.get_routes = [r for r in routes if isinstance(r, Route) and "GET" in (r.methods or ())]
     app = Starlette(
-        routes=[*admin.routes(), *api_routes(admin)],
+        routes=[*routes, *api_routes(admin)],
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
     )

@@ -9,7 +9,9 @@ thread, so a slow query never stalls SMTP sessions.
 ``MaintenanceService`` runs the periodic housekeeping every ``quarantine.purge_interval``
 seconds: recover interrupted release claims, expire items past retention (per tenant), drop
 unreferenced blobs and stale web sessions. Each node of a cluster may run it; every step is
-idempotent and safe to run concurrently.
+idempotent and safe to run concurrently. Every ``DIGEST_TICK`` seconds it also sends the daily
+digest of the tenants whose ``digest.send_at`` has passed today (``quarantine/digest.py``: a
+claim in the database makes it once per tenant and day across nodes).
 """
 
 from __future__ import annotations
@@ -89,15 +91,52 @@ class AdminService:
             self.server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self.task, 10)
+            with contextlib.suppress(Exception):
+                await self.server.config.app.state.admin.renderer.close()
+
+
+DIGEST_TICK = 60.0
 
 
 class MaintenanceService:
-    """Periodic purge and claim recovery (see module docstring)."""
+    """Periodic purge and claim recovery, and the digest scheduler (see module docstring)."""
 
     def __init__(self, config: Config, store: SqlStore) -> None:
         self.config = config
         self.store = store
         self.task: asyncio.Task[None] | None = None
+        self.digest_task: asyncio.Task[None] | None = None
+
+    async def send_due_digests(self, now: datetime.datetime | None = None) -> None:
+        from quarantine import digest
+
+        now = now or datetime.datetime.now(datetime.UTC)
+        due = await asyncio.to_thread(digest.due_tenants, self.store, self.config, now)
+        if not due:
+            return
+        config = self.config
+        downstream = make_downstream(
+            config.downstream,
+            config.maildir,
+            config.delivery.helo_name or config.hostname,
+            connect_timeout=config.delivery.connect_timeout,
+            command_timeout=config.delivery.command_timeout,
+            pool_size=0,
+            max_reuse=1,
+            starttls=config.delivery.starttls,
+        )
+        try:
+            await digest.send(self.store, config, downstream, now=now, tenants=due)
+        finally:
+            await downstream.close()
+
+    async def _digest_loop(self) -> None:
+        while True:
+            try:
+                await self.send_due_digests()
+            except Exception as exc:  # the next tick tries again; the gateway keeps running
+                log_fields(quarantine_log, 40, "digest failed", error=repr(exc)[:300])
+            await asyncio.sleep(DIGEST_TICK)
 
     def run_once(self) -> None:
         q = self.config.quarantine
@@ -105,6 +144,7 @@ class MaintenanceService:
             datetime.timedelta(minutes=q.release.stale_claim_minutes)
         )
         result = self.store.purge()
+        self.store.optimize()
         UserStore(self.store.engine).purge_sessions(
             datetime.timedelta(hours=self.config.admin.session_max_hours)
         )
@@ -127,13 +167,19 @@ class MaintenanceService:
             await asyncio.sleep(self.config.quarantine.purge_interval)
 
     async def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._loop())
+        if self.config.digest.send_at is not None and any(
+            t.digest.enabled for t in self.config.tenants.values()
+        ):
+            self.digest_task = loop.create_task(self._digest_loop())
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for task in (self.task, self.digest_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 def run_standalone(config: Config) -> int:

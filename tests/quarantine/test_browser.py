@@ -9,8 +9,6 @@ the program; the audit log shows the release. Screenshots go to ``tests/artifact
 from __future__ import annotations
 
 import base64
-import os
-import shutil
 import smtplib
 from pathlib import Path
 
@@ -22,7 +20,6 @@ from tests.helpers.smtp_sink import SmtpSink
 from tests.quarantine.conftest import make_config
 from tests.quarantine.test_durability import Gateway
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PASSWORD = "correct horse battery"
 PROGRAM = b"MZ\x90\x00" + b"\x00" * 60 + b"PE\x00\x00" + b"\x00" * 200
@@ -45,28 +42,6 @@ MESSAGE = (
 )
 
 pytestmark = [pytest.mark.chromium, pytest.mark.slow]
-
-
-@pytest.fixture
-def browser():  # type: ignore[no-untyped-def]
-    if not CHROMIUM.exists():
-        pytest.skip("needs /usr/bin/chromium (Debian package chromium)")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield instance
-        instance.close()
 
 
 def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -138,11 +113,6 @@ def test_find_release_and_audit_in_chromium(browser, tmp_path: Path) -> None:  #
             assert "Audit log" in page.content()
         finally:
             gateway.stop()
-    # The README's screenshots: refreshed only on request, so test runs leave the tree clean.
-    docs = Path(__file__).resolve().parents[2] / "docs"
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1" and docs.is_dir():
-        for name in ("list.png", "detail.png"):
-            shutil.copyfile(ARTIFACTS / name, docs / f"admin-{name}")
 
 
 @pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)

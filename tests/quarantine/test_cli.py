@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import subprocess
@@ -322,3 +323,117 @@ def test_release_target_is_required_and_named_like_the_api(store, data_dir, caps
     assert b"SANITIZED-BODY" in delivered[1]
     assert b"ORIGINAL-BODY" not in delivered[1]
     assert b"ORIGINAL-BODY" in delivered[2]
+
+
+# -- issue 16: columns, fields, flag errors, `read` -------------------------------------------
+
+
+def _column_of(line: str, text: str) -> int:
+    from quarantine.cli import display_width
+
+    return display_width(line[: line.index(text)])
+
+
+def test_list_columns_line_up_by_display_width(store, data_dir, capsys) -> None:  # type: ignore[no-untyped-def]
+    store.hold(
+        hold_request(raw=message(subject="見積書の送付について（総務課）"), mail_from="root@vm")
+    )
+    store.hold(
+        hold_request(
+            raw=message(subject="Invoice"),
+            mail_from="keiri.yamada-taro@very-long-department.example.co.jp",
+            kind="retained",
+        )
+    )
+    code, out, _ = run(capsys, "quarantine", "list", "--data-dir", str(data_dir))
+    assert code == 0
+    header, first, second = out.splitlines()[:3]
+    for column, values in (("FROM", ("root@vm", "keiri.")), ("SUBJECT", ("Invoice", "見積書"))):
+        starts = {_column_of(header, column)}
+        for line in (first, second):
+            value = next(v for v in values if v in line)
+            starts.add(_column_of(line, value))
+        assert len(starts) == 1, (column, out)
+    # Columns never run together: at least two spaces before each one.
+    assert "quarantined root@vm" not in out
+    assert "  root@vm" in out
+    assert "JST" in first
+    assert "times in Asia/Tokyo" in out
+
+
+def test_show_fields_line_up(store, data_dir, capsys) -> None:  # type: ignore[no-untyped-def]
+    request = hold_request(raw=message(subject="見積書"))
+    store.hold(request)
+    code, out, _ = run(
+        capsys, "quarantine", "show", request.reference_id, "--data-dir", str(data_dir)
+    )
+    assert code == 0
+    fields = [
+        line for line in out.split("\n\n")[0].splitlines() if ": " in line or line.endswith(":")
+    ]
+    starts = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in fields}
+    assert len(starts) == 1, out
+    assert "received:" in out
+    assert "JST" in out
+    assert "findings:" in out
+
+
+def test_a_bad_flag_is_named_once(capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = run(capsys, "serve", "--listen", "bogus", "--admin-listen", "off")
+    assert code == 2
+    assert err.strip() == "mugaika: --listen: 'bogus': expected HOST:PORT"
+    code, _, err = run(capsys, "admin", "--listen", "nowhere")
+    assert code == 2
+    assert err.strip() == "mugaika: --admin-listen: 'nowhere': expected HOST:PORT"
+
+
+ISO_2022_JP_MAIL = (
+    b"From: =?ISO-2022-JP?B?GyRCQW1MMzJdGyhC?= <soumu@example.com>\r\n"
+    b"To: tanaka@city.example.lg.jp\r\n"
+    b"Subject: =?ISO-2022-JP?B?GyRCOCtAUT1xJE5Bd0lVGyhC?=\r\n"
+    b"Date: Wed, 25 Nov 2026 14:03:07 +0900\r\n"
+    b"Message-ID: <read@example.com>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain; charset=ISO-2022-JP\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\n"
+    # ISO-2022-JP with Outlook's extensions (①, ㈱): base64, as most Japanese mailers send it.
+    + base64.encodebytes(b"\x1b$B$*@$OC$K$J$C$F$*$j$^$9!#-!-j\x1b(B").replace(b"\n", b"\r\n")
+    + b'--b\r\nContent-Type: application/pdf; name="=?UTF-8?B?6KaL56mN5pu4LnBkZg==?="\r\n'
+    b"Content-Disposition: attachment\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
+    b"--b--\r\n"
+)
+
+
+def test_read_prints_a_delivered_message_decoded(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "1700000000.M1P1.host"
+    path.write_bytes(ISO_2022_JP_MAIL)
+    code, out, err = run(capsys, "read", str(path))
+    assert code == 0, err
+    assert "Subject:    見積書の送付" in out
+    assert "From:       総務課 <soumu@example.com>" in out
+    assert "Date:       Wed, 25 Nov 2026 14:03:07 +0900" in out
+    assert "お世話になっております。①㈱" in out
+    assert "GyRC" not in out  # no base64 or escape sequences left
+    attachments = out.split("--- attachments ---")[1]
+    assert "見積書.pdf" in attachments
+    assert "application/pdf" in attachments
+    code, _, err = run(capsys, "read", str(tmp_path / "missing"))
+    assert code == 1
+    assert "no such file" in err
+
+
+def test_read_prints_a_quarantined_message_by_id(store, data_dir, capsys) -> None:  # type: ignore[no-untyped-def]
+    request = hold_request(raw=ISO_2022_JP_MAIL, sanitized=b"Subject: clean\r\n\r\nCLEAN COPY\r\n")
+    store.hold(request)
+    args = ("--data-dir", str(data_dir))
+    code, out, _ = run(capsys, "read", request.reference_id, *args)
+    assert code == 0
+    assert "お世話になっております。" in out
+    code, out, _ = run(capsys, "read", request.reference_id, "--sanitized", *args)
+    assert code == 0
+    assert "CLEAN COPY" in out
+    assert "お世話" not in out
+    code, _, err = run(capsys, "read", "20260101-NOSUCHID", *args)
+    assert code == 1
+    assert "no item" in err

@@ -26,6 +26,7 @@ PUBLIC = {("/login", "GET"), ("/login", "POST"), ("/healthz", "GET")}
 # Routes naming one item or request: must be 404 for another tenant's.
 ITEM_ROUTES = {
     ("/items/{item_id}", "GET"),
+    ("/items/{item_id}/page", "GET"),
     ("/items/{item_id}/release", "POST"),
     ("/items/{item_id}/request", "POST"),
     ("/items/{item_id}/delete", "POST"),

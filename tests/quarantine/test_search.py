@@ -1,0 +1,139 @@
+"""Search of the quarantine list on both backends (issue 16): subject, sender, recipients,
+attachment file names, reference ids; Japanese substrings; trigram indexes really used."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from gateway.report import AttachmentRecord
+from quarantine import db
+from quarantine.sql import ItemQuery, SqlStore, open_store
+from tests.helpers.postgres import PG_HOST, PG_PORT, _admin_connection, temporary_database
+from tests.quarantine.conftest import hold_request, make_config, message
+
+
+def held(
+    store: SqlStore,
+    subject: str,
+    filename: str = "",
+    mail_from: str = "a@example.com",
+    recipients: tuple[str, ...] = ("user@city.example.lg.jp",),
+) -> str:
+    request = hold_request(raw=message(subject=subject), mail_from=mail_from, recipients=recipients)
+    if filename:
+        request.report.attachments.append(
+            AttachmentRecord("2", filename, "application/pdf", "application/pdf", "0" * 64, 10)
+        )
+    store.hold(request)
+    return request.reference_id
+
+
+def found(store: SqlStore, search: str, **filters: str) -> set[str]:
+    return {i.id for i in store.list(ItemQuery(search=search, **filters)).items}  # type: ignore[arg-type]
+
+
+def test_search_by_every_field_in_japanese_and_ascii(store: SqlStore) -> None:
+    estimate = held(store, "見積書の送付について", "【重要】令和8年度予算要求資料.xlsx")
+    invoice = held(store, "Invoice 4242", "請求書.pdf", mail_from="keiri@example.co.jp")
+    meeting = held(store, "Re: 打合せ日程", recipients=("suzuki.hanako@town.example.lg.jp",))
+    assert found(store, "予算要求") == {estimate}  # a file name, 4 characters (trigram index)
+    assert found(store, "請求") == {invoice}  # 2 characters: LIKE
+    assert found(store, "請求書.pdf") == {invoice}
+    assert found(store, "見積書") == {estimate}  # the subject
+    assert found(store, "ＩＮＶＯＩＣＥ") == {invoice}  # full-width, any case
+    assert found(store, "keiri@example") == {invoice}  # the sender
+    assert found(store, "suzuki.hanako") == {meeting}  # a recipient
+    assert found(store, meeting) == {meeting}  # the reference id
+    assert found(store, meeting.lower()[-6:]) == {meeting}  # part of it, any case
+    assert found(store, "invoice 4242") == {invoice}  # every term (AND)
+    assert found(store, "invoice 打合せ") == set()
+    assert found(store, "%") == set()  # LIKE wildcards are literal
+    assert found(store, 'in"voice') == set()  # FTS5 syntax is literal too
+    assert found(store, "見積", status="held") == {estimate}
+    assert found(store, "見積", status="released") == set()
+    page = store.list(ItemQuery(search="example", limit=2))
+    assert page.total == 3  # counted over every match, not the page
+
+
+def test_the_trigram_index_answers_long_terms(store: SqlStore) -> None:
+    assert store.search_index() == ("fts5" if store.backend == "sqlite" else "pg_trgm")
+    held(store, "見積書の送付について")
+    conditions = store._search_conditions("送付について")
+    from sqlalchemy import and_, select
+
+    from quarantine.schema import items
+
+    statement = select(items.c.id).where(and_(*conditions))
+    with store.engine.connect() as conn:
+        if store.backend == "sqlite":
+            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}")).all()
+            assert any("VIRTUAL TABLE INDEX" in str(row) for row in plan), plan
+        else:
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = "\n".join(r[0] for r in conn.execute(text(f"EXPLAIN {compiled}")))
+            assert "ix_items_search_trgm" in plan, plan
+
+
+def test_upgrade_indexes_items_held_before_it(tmp_path, backend_url: str) -> None:  # type: ignore[no-untyped-def]
+    engine = db.make_engine(backend_url)
+    db.upgrade(engine, "0002")
+    old = open_store(make_config(tmp_path / "data", backend_url), check=False)
+    reference = held(old, "古い件名", "古い見積書.pdf")
+    # What 0002 stored: no file names in the search text.
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE items SET search_text = :s WHERE id = :i"),
+            {"s": reference.lower(), "i": reference},
+        )
+    db.upgrade(engine)
+    store = open_store(make_config(tmp_path / "data", backend_url))
+    assert found(store, "古い見積書") == {reference}
+    assert found(store, "古い件名") == {reference}
+    old.engine.dispose()
+    store.engine.dispose()
+    engine.dispose()
+
+
+@contextlib.contextmanager
+def database_without_create_privilege() -> Iterator[str]:
+    """A database owned by a role that may create tables but not extensions."""
+    role = f"mugaika_plain_{secrets.token_hex(4)}"
+    with temporary_database() as url, _admin_connection() as admin:
+        name = url.rsplit("/", 1)[1]
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'REVOKE CREATE ON DATABASE "{name}" FROM PUBLIC')
+        admin.execute(f'GRANT CONNECT ON DATABASE "{name}" TO "{role}"')
+        import psycopg
+
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user="postgres", dbname=name, autocommit=True
+        ) as conn:
+            conn.execute(f'GRANT CREATE, USAGE ON SCHEMA public TO "{role}"')
+        try:
+            yield f"postgresql+psycopg://{role}@{PG_HOST}:{PG_PORT}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.postgres
+def test_without_pg_trgm_search_still_works_and_says_so(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    with database_without_create_privilege() as url:
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        out = capsys.readouterr().out
+        assert "pg_trgm could not be set up" in out
+        assert "CREATE EXTENSION IF NOT EXISTS pg_trgm" in out
+        store = open_store(make_config(tmp_path / "data", url))
+        assert store.search_index() == "none"
+        reference = held(store, "見積書の送付について", "予算要求資料.xlsx")
+        assert found(store, "予算要求") == {reference}
+        store.engine.dispose()
+        engine.dispose()
