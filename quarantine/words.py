@@ -110,6 +110,14 @@ REASON_SHAPES: tuple[Shape, ...] = (
         _class_field,
     ),
     (
+        re.compile(r"attachment policy: (?P<code>[A-Z0-9_,]+) is held"),
+        {
+            "ja": "添付ファイルの方針により保留（{what}）",
+            "en": "held by the attachment policy ({what})",
+        },
+        _code_field,
+    ),
+    (
         re.compile(r"attachment policy: message"),
         {
             "ja": "添付ファイルの方針により保留（添付されたメール）",
@@ -138,6 +146,14 @@ REASON_SHAPES: tuple[Shape, ...] = (
         {
             "ja": "本文を無害化できなかったため保留（{what}）",
             "en": "the body could not be made harmless ({what})",
+        },
+        _code_field,
+    ),
+    (
+        re.compile(r"mail programs would read the structure differently \((?P<code>[A-Z0-9_,]+)\)"),
+        {
+            "ja": "メールソフトによって構造の読み方が異なるため保留（{what}）",
+            "en": "held: mail programs would read its structure differently ({what})",
         },
         _code_field,
     ),

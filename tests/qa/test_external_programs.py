@@ -57,6 +57,7 @@ PROGRAMS: dict[str, RunTests | Skips | str] = {
     "libreoffice": Skips("LibreOffice"),  # the same, under its other name
     "postqueue": RunTests("postfix"),  # tests/helpers/postfix.py: the queue as JSON
     "node": RunTests("nodejs npm"),  # tests/differential: Node mailparser
+    "fc-list": RunTests("fontconfig fonts-noto-cjk"),  # browser UI tests: Japanese fonts
     "perl": RunTests("libmime-tools-perl"),  # differential: MIME-tools; redteam: Convert::BinHex
     "python": PYTHON,
 }

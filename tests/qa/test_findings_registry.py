@@ -87,6 +87,10 @@ DYNAMIC_SITES: dict[tuple[str, str], Callable[[], set[str]]] = {
     ("gateway/inspect.py", "','.join(sorted(codes_found))"): set,
     # What renders a text-like part (_markup_class): active HTML or active XML.
     ("gateway/detect.py", "code"): lambda: {"SCRIPT", "XML_ACTIVE_CONTENT"},
+    # The admin UI's words for codes a stored report carries (emitted where they were made).
+    ("quarantine/web/app.py", "code"): set,
+    ("quarantine/words.py", "match.group('code')"): set,
+    ("quarantine/words.py", "c.strip()"): set,
     # `mugaika rules test --finding CODE`: what the user typed (checked against the registry).
     ("rules/cli.py", "code"): set,
 }

@@ -268,7 +268,7 @@ def test_errors_and_reasons_in_the_users_language(browser, admin, filled, sink) 
     page.goto(f"{admin.url}/items/{filled[0]}")
     reasons = page.locator("ul.reasons").inner_text()
     assert "添付ファイルの方針により保留（実行ファイル）" in reasons
-    assert "実行ファイルのため" in page.locator("table.findings").inner_text()
+    assert "実行ファイル（プログラム）" in page.locator("table.findings").inner_text()
     # Release the sanitized copy once, then again without force: the 409 in Japanese.
     for _attempt in range(2):
         page.goto(f"{admin.url}/items/{done}")
