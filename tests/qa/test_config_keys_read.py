@@ -26,11 +26,12 @@ SOURCES = ("gateway", "rules", "quarantine")
 
 
 def _models_in(annotation: object) -> Iterator[type[BaseModel]]:
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            yield candidate
-        elif typing.get_args(candidate):
-            yield from _models_in(candidate)
+    """The models an annotation names: itself, or inside ``X | None``, ``dict[str, X]``..."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    for argument in typing.get_args(annotation):
+        yield from _models_in(argument)
 
 
 def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[tuple[str, str]]:
