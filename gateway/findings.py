@@ -225,6 +225,10 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("MIME_AMBIGUOUS_ENCODING", _M, "不明な、または不適切な転送エンコーディング", "an unknown or misplaced transfer encoding"),
     CodeInfo("MIME_BARE_CR", _H, "一部のメールソフトだけが改行とみなす文字（CR）", "a bare CR that only some programs take for a line end"),
     CodeInfo("MIME_NUL", _M, "メール中のNUL文字", "a NUL byte in the message"),
+    # -- known malware (gateway.antivirus) -------------------------------------------------------
+    CodeInfo("VIRUS_FOUND", _H, "既知のウイルスを検出", "known malware detected"),
+    CodeInfo("VIRUS_SCAN_UNAVAILABLE", _M, "ウイルス検査を実行できなかった", "the virus scan could not be run"),
+    CodeInfo("VIRUS_SCAN_SKIPPED", _L, "大きすぎてウイルス検査の対象外", "too large for the virus scan"),
     # -- failures (gateway.inspect, gateway.workers, gateway.errors) -------------------------
     CodeInfo("SANITIZE_FAILED", _M, "無害化できなかった", "could not be made harmless"),
     CodeInfo("UNKNOWN_TYPE", _M, "種類を判別できない形式", "a file type that cannot be recognised"),
