@@ -225,6 +225,12 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("MIME_AMBIGUOUS_ENCODING", _M, "不明な、または不適切な転送エンコーディング", "an unknown or misplaced transfer encoding"),
     CodeInfo("MIME_BARE_CR", _H, "一部のメールソフトだけが改行とみなす文字（CR）", "a bare CR that only some programs take for a line end"),
     CodeInfo("MIME_NUL", _M, "メール中のNUL文字", "a NUL byte in the message"),
+    # -- RTF (gateway.sanitizers.rtf) -------------------------------------------------------------
+    CodeInfo("RTF_OBJECT_REMOVED", _H, "埋め込みオブジェクトを除去（表示用の画像は残しました）", "embedded objects removed (their pictures kept)"),
+    CodeInfo("RTF_FIELD_REMOVED", _M, "フィールド（リンクや外部参照）を除去し文字だけ残しました", "fields (links, outside references) removed, their text kept"),
+    CodeInfo("RTF_DATA_REMOVED", _M, "隠しデータを除去", "hidden data removed"),
+    CodeInfo("RTF_PICTURE_REMOVED", _L, "安全に変換できない形式の画像を除去", "pictures in a format that cannot be checked removed"),
+    CodeInfo("RTF_NOT_HARMLESS", _H, "危険な要素を取り除けなかった", "active content could not be removed"),
     # -- known malware (gateway.antivirus) -------------------------------------------------------
     CodeInfo("VIRUS_FOUND", _H, "既知のウイルスを検出", "known malware detected"),
     CodeInfo("VIRUS_SCAN_UNAVAILABLE", _M, "ウイルス検査を実行できなかった", "the virus scan could not be run"),

@@ -29,6 +29,7 @@ from gateway.sanitizers.image import ImageSanitizer
 from gateway.sanitizers.ole import OleSanitizer
 from gateway.sanitizers.ooxml import OoxmlSanitizer
 from gateway.sanitizers.pdf import PdfSanitizer
+from gateway.sanitizers.rtf import RtfSanitizer
 from gateway.sanitizers.text import TextSanitizer
 from tests.helpers import hostile, oracle
 from tests.helpers.corpus import corpus_file
@@ -437,6 +438,45 @@ def _active_html(page: str) -> list[str]:
     reader.feed(page)
     reader.close()
     return found
+
+
+class TestRtfContract(SanitizerContract):
+    sanitizer_type = RtfSanitizer
+
+    @pytest.fixture
+    def clean(self) -> tuple[bytes, str]:
+        return rtf_sample(), "議事録.rtf"
+
+    @staticmethod
+    def content(data: bytes) -> Any:
+        from striprtf.striprtf import rtf_to_text
+
+        return rtf_to_text(data.decode("latin-1"), encoding="cp932").split()
+
+    @staticmethod
+    def reopen(data: bytes) -> None:
+        assert data.startswith(b"{\\rtf1")
+        TestRtfContract.content(data)
+
+    @staticmethod
+    def active(data: bytes) -> list[str]:
+        from oletools import rtfobj
+
+        parser = rtfobj.RtfObjParser(data)
+        parser.parse()
+        return [f"object at {o.start}" for o in parser.objects]
+
+
+def rtf_sample() -> bytes:
+    """A Word-style RTF in CP932: fonts, colours, bold, a table row, a PNG picture."""
+    picture = hostile.png(8, 8).hex().encode()
+    return (
+        rb"{\rtf1\ansi\ansicpg932\deff0{\fonttbl{\f0\fnil\fcharset128 \'82\'6c\'82\'72 "
+        rb"\'96\'be\'92\'a9;}}{\colortbl;\red255\green0\blue0;}"
+        rb"\f0\fs24 \'8b\'63\'8e\'96\'98\'5e {\b\cf1 \'8f\'64\'97\'76}\par "
+        rb"\trowd\cellx2000\cellx4000 \'97\'5c\'8e\'5a\cell 100\cell\row "
+        rb"{\*\shppict{\pict\pngblip\picw8\pich8 " + picture + rb"}}\par}"
+    )
 
 
 def _subclasses(cls: type) -> list[type]:

@@ -92,7 +92,6 @@ _EQUATION_OBJECT = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-02 RTF header variants delivered as text")
 @pytest.mark.parametrize(
     "prefix",
     [b"\xef\xbb\xbf", b"\r\n", b" "],

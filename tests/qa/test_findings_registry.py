@@ -89,6 +89,13 @@ DYNAMIC_SITES: dict[tuple[str, str], Callable[[], set[str]]] = {
     ("gateway/detect.py", "code"): lambda: {"SCRIPT", "XML_ACTIVE_CONTENT"},
     # `mugaika rules test --finding CODE`: what the user typed (checked against the registry).
     ("rules/cli.py", "code"): set,
+    # RTF cuts: codes from the _DROP table and the literals of the rewriter.
+    ("gateway/sanitizers/rtf.py", "group.drop"): lambda: _literals_in(
+        "gateway/sanitizers/rtf.py", r"RTF_[A-Z_]+"
+    ),
+    ("gateway/sanitizers/rtf.py", "code"): lambda: _literals_in(
+        "gateway/sanitizers/rtf.py", r"RTF_[A-Z_]+"
+    ),
 }
 
 
