@@ -231,6 +231,12 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("RTF_DATA_REMOVED", _M, "隠しデータを除去", "hidden data removed"),
     CodeInfo("RTF_PICTURE_REMOVED", _L, "安全に変換できない形式の画像を除去", "pictures in a format that cannot be checked removed"),
     CodeInfo("RTF_NOT_HARMLESS", _H, "危険な要素を取り除けなかった", "active content could not be removed"),
+    # -- OpenDocument (gateway.sanitizers.odf) -------------------------------------------------
+    CodeInfo("ODF_MACRO", _H, "マクロを除去", "macros removed"),
+    CodeInfo("ODF_EVENT_LISTENER", _H, "開いたときなどに動く仕掛けを除去", "actions run on opening and other events removed"),
+    CodeInfo("ODF_EXTERNAL_LINK", _L, "外部へのリンクや参照を除去（文字は残しました）", "outside links and references removed (their text kept)"),
+    CodeInfo("ODF_EMBEDDED_OBJECT", _H, "埋め込みオブジェクトを除去", "embedded objects removed"),
+    CodeInfo("ODF_DAMAGED", _M, "文書が壊れていて検査できない", "a damaged document that cannot be checked"),
     # -- known malware (gateway.antivirus) -------------------------------------------------------
     CodeInfo("VIRUS_FOUND", _H, "既知のウイルスを検出", "known malware detected"),
     CodeInfo("VIRUS_SCAN_UNAVAILABLE", _M, "ウイルス検査を実行できなかった", "the virus scan could not be run"),

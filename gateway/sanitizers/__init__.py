@@ -11,7 +11,7 @@ and the UI.
 from __future__ import annotations
 
 from gateway import detect
-from gateway.sanitizers import archive, htmlfile, image, ole, ooxml, pdf, rtf, text
+from gateway.sanitizers import archive, htmlfile, image, odf, ole, ooxml, pdf, rtf, text
 from gateway.sanitizers.base import CONTENT_CLASSES, Sanitizer
 
 REGISTRY: tuple[Sanitizer, ...] = (
@@ -23,6 +23,7 @@ REGISTRY: tuple[Sanitizer, ...] = (
     text.TextSanitizer(),
     htmlfile.HtmlFileSanitizer(),
     rtf.RtfSanitizer(),
+    odf.OdfSanitizer(),
 )
 
 FINDING_CODES: tuple[str, ...] = tuple(
@@ -36,6 +37,7 @@ FINDING_CODES: tuple[str, ...] = tuple(
         + text.FINDING_CODES
         + htmlfile.FINDING_CODES
         + rtf.FINDING_CODES
+        + odf.FINDING_CODES
     )
 )
 

@@ -26,6 +26,7 @@ from gateway.sanitizers.archive import ArchiveSanitizer
 from gateway.sanitizers.base import SanitizeOptions, SanitizeResult
 from gateway.sanitizers.htmlfile import HtmlFileSanitizer
 from gateway.sanitizers.image import ImageSanitizer
+from gateway.sanitizers.odf import OdfSanitizer
 from gateway.sanitizers.ole import OleSanitizer
 from gateway.sanitizers.ooxml import OoxmlSanitizer
 from gateway.sanitizers.pdf import PdfSanitizer
@@ -465,6 +466,38 @@ class TestRtfContract(SanitizerContract):
         parser = rtfobj.RtfObjParser(data)
         parser.parse()
         return [f"object at {o.start}" for o in parser.objects]
+
+
+class TestOdfContract(SanitizerContract):
+    sanitizer_type = OdfSanitizer
+
+    @pytest.fixture
+    def clean(self) -> tuple[bytes, str]:
+        from tests.helpers.odf import benign_odt
+
+        return benign_odt(), "議事録.odt"
+
+    @staticmethod
+    def content(data: bytes) -> Any:
+        from odf import teletype
+        from odf.opendocument import load
+
+        return teletype.extractText(load(io.BytesIO(data)).body)
+
+    @staticmethod
+    def reopen(data: bytes) -> None:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            assert package.namelist()[0] == "mimetype"
+        TestOdfContract.content(data)
+
+    @staticmethod
+    def active(data: bytes) -> list[str]:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            names = package.namelist()
+            xml = b"".join(package.read(n) for n in names if n.endswith(".xml"))
+        found = [n for n in names if n.lower().startswith(("basic/", "scripts/", "object"))]
+        found += [w.decode() for w in (b"event-listener", b"<script:", b"<draw:object") if w in xml]
+        return found
 
 
 def rtf_sample() -> bytes:

@@ -95,7 +95,6 @@ def test_meeting_request_keeps_its_calendar_addresses(chain: RedTeamChain):
     assert "mailto:rt" in calendar  # the ATTENDEE line names the recipient
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-13 ODF and RTF held: no sanitizer")
 @pytest.mark.parametrize(
     ("filename", "data", "content_type"),
     [

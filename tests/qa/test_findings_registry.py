@@ -96,6 +96,11 @@ DYNAMIC_SITES: dict[tuple[str, str], Callable[[], set[str]]] = {
     ("gateway/sanitizers/rtf.py", "code"): lambda: _literals_in(
         "gateway/sanitizers/rtf.py", r"RTF_[A-Z_]+"
     ),
+    # ODF: the finding of a package folder that is code or an object (_CODE_FOLDERS).
+    (
+        "gateway/sanitizers/odf.py",
+        "next((c for prefix, c in _CODE_FOLDERS.items() if lowered.startswith(prefix)), '')",
+    ): lambda: _literals_in("gateway/sanitizers/odf.py", r"ODF_[A-Z_]+"),
 }
 
 
