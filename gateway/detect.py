@@ -939,6 +939,7 @@ _LEADING_HTML = re.compile(
     r"hta:application)(?=[\s/>]))",
     re.IGNORECASE,
 )
+_CALENDAR_START = re.compile(r"^[\t\n\r \ufeff]*BEGIN:(VCALENDAR|VCARD)\r?\n", re.IGNORECASE)
 _LEADING_XML = re.compile(r"^[\t\n\f\r \ufeff]*<\?xml[\s?]", re.IGNORECASE)
 # What makes markup run something, in HTML and in XML (namespaced elements included):
 # scripting elements, event handler attributes (also after "/", as in <svg/onload=>), script
@@ -1017,6 +1018,10 @@ def _markup_class(
         or _LEADING_XML.match(head)
     ):
         kind = "xml"
+    elif content_class == "text" and _CALENDAR_START.match(head):
+        # iCalendar/vCard: opened by a calendar or address book, never sniffed as a page;
+        # markup in its values is converted to text by gateway.sanitizers.calendar (RT-19).
+        return content_class, []
     elif content_class == "text":
         active = _active_markup(_markup_view(data[:_SNIFF_BYTES]))
         if not active:

@@ -237,6 +237,9 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("ODF_EXTERNAL_LINK", _L, "外部へのリンクや参照を除去（文字は残しました）", "outside links and references removed (their text kept)"),
     CodeInfo("ODF_EMBEDDED_OBJECT", _H, "埋め込みオブジェクトを除去", "embedded objects removed"),
     CodeInfo("ODF_DAMAGED", _M, "文書が壊れていて検査できない", "a damaged document that cannot be checked"),
+    # -- calendars and contacts (gateway.sanitizers.calendar) ------------------------------------
+    CodeInfo("CALENDAR_HTML_CONVERTED", _L, "予定の説明のHTMLを文字に変換", "the event's HTML description converted to text"),
+    CodeInfo("CALENDAR_BINARY_REMOVED", _M, "予定・連絡先に埋め込まれたファイルを除去", "files embedded in the event or contact removed"),
     # -- known malware (gateway.antivirus) -------------------------------------------------------
     CodeInfo("VIRUS_FOUND", _H, "既知のウイルスを検出", "known malware detected"),
     CodeInfo("VIRUS_SCAN_UNAVAILABLE", _M, "ウイルス検査を実行できなかった", "the virus scan could not be run"),

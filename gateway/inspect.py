@@ -74,6 +74,9 @@ class FilePlan:
     record: AttachmentRecord
     outputs: tuple[OutputFile, ...] = ()
     failure: str = ""
+    # A calendar sent inline (a meeting request): delivered inline as text/calendar with its
+    # ``method`` (RFC 5546 section 2.4; clients show Accept/Decline only then), not as a file.
+    inline_method: str = ""
 
 
 @dataclass
@@ -454,6 +457,9 @@ class Inspector:
         )
         self.report.attachments.append(record)
         node = FilePlan(part.part_id, content_class, action, data, name, part.declared_type, record)
+        if part.declared_type == "text/calendar" and not part.is_attachment:
+            method = part.param("method").upper()
+            node.inline_method = method if re.fullmatch(r"[A-Z-]{1,32}", method) else "PUBLISH"
         plan.nodes.append(node)
         reasons = ",".join(sorted(found.codes()))
         if part.part_id in self.infected:

@@ -101,6 +101,10 @@ DYNAMIC_SITES: dict[tuple[str, str], Callable[[], set[str]]] = {
         "gateway/sanitizers/odf.py",
         "next((c for prefix, c in _CODE_FOLDERS.items() if lowered.startswith(prefix)), '')",
     ): lambda: _literals_in("gateway/sanitizers/odf.py", r"ODF_[A-Z_]+"),
+    # Calendar findings returned as (code, detail) by gateway.sanitizers.calendar.
+    ("gateway/sanitizers/text.py", "code"): lambda: _literals_in(
+        "gateway/sanitizers/calendar.py", r"CALENDAR_[A-Z_]+"
+    ),
 }
 
 
