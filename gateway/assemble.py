@@ -121,6 +121,17 @@ def _file_part(data: bytes, filename: str, content_type: str) -> Message:
     return part
 
 
+def _calendar_part(data: bytes, content_type: str, node: FilePlan) -> Message:
+    """An inline meeting request as sent: ``text/calendar`` with its charset and ``method``,
+    no file name, no attachment disposition (RT-12)."""
+    charset = re.search(r"charset=([A-Za-z0-9._-]+)", content_type)
+    part = _entity("text", "calendar", charset=charset.group(1) if charset else "utf-8")
+    part.set_param("method", node.inline_method)
+    part["Content-Transfer-Encoding"] = "base64"
+    part.set_payload(_base64(data))
+    return part
+
+
 def _message_part(data: bytes) -> Message:
     part = _entity("message", "rfc822")
     part["Content-Disposition"] = "attachment"
@@ -191,6 +202,8 @@ class Assembler:
             return [_file_part(node.original, name, node.declared_type)]
         if record.action in ("held", "stripped") or not node.outputs:
             return []
+        if node.inline_method and node.outputs[0].content_type.startswith("text/calendar"):
+            return [_calendar_part(node.outputs[0].data, node.outputs[0].content_type, node)]
         return [
             _file_part(out.data, sanitize_filename(out.filename), out.content_type)
             for out in node.outputs

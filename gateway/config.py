@@ -189,6 +189,47 @@ class WorkersConfig(_Model):
     on_failure: Literal["tempfail", "quarantine"] = "quarantine"
 
 
+def _check_clamd_address(value: str) -> str:
+    kind, _, rest = value.partition(":")
+    if kind == "unix" and rest.startswith("/"):
+        return value
+    if kind == "tcp":
+        parse_host_port(rest)
+        return value
+    raise ValueError("expected unix:/path/to/clamd.ctl or tcp:HOST:PORT")
+
+
+def _check_icap_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme != "icap" or not parts.hostname or not parts.path.strip("/"):
+        raise ValueError("expected icap://HOST[:PORT]/SERVICE")
+    parts.port  # noqa: B018 (raises ValueError for a bad port)
+    return value
+
+
+class AntivirusConfig(_Model):
+    """Known-malware scanning of every part and archive member (``gateway/antivirus.py``)."""
+
+    enabled: StrictBool = False
+    # clamd's socket (Debian clamav-daemon: unix:/run/clamav/clamd.ctl) or tcp:HOST:PORT;
+    # null: no clamd.
+    clamd: Annotated[str, Strict(), AfterValidator(_check_clamd_address)] | None = (
+        "unix:/run/clamav/clamd.ctl"
+    )
+    # An ICAP RESPMOD service (commercial engines, c-icap): icap://HOST:PORT/SERVICE; null: none.
+    icap: Annotated[str, Strict(), AfterValidator(_check_icap_url)] | None = None
+    icap_preview: StrictInt = Field(4096, ge=0, le=1024 * 1024)  # bytes sent before 100/204
+    # An engine that cannot answer (down, killed mid-scan, timeout): tempfail (451, the sender
+    # retries; nothing is delivered unscanned) or hold (quarantine the message).
+    on_unavailable: Literal["tempfail", "hold"] = "tempfail"
+    timeout: StrictFloat = Field(30.0, gt=0)  # seconds per object and engine
+    # Objects larger than this are not sent (finding VIRUS_SCAN_SKIPPED); keep it at or below
+    # clamd's StreamMaxLength.
+    max_size: StrictInt = Field(25 * 1024 * 1024, ge=1)
+
+
 class PolicyConfig(_Model):
     name: str = "lgwan-base"  # a shipped policy or a file in ``dir``
     dir: Path | None = None  # extra policy files; overrides shipped ones of the same name
@@ -365,6 +406,7 @@ class Config(_Model):
     smtp: SmtpConfig = SmtpConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     workers: WorkersConfig = WorkersConfig()
+    antivirus: AntivirusConfig = AntivirusConfig()
     policy: PolicyConfig = PolicyConfig()
     auth: AuthConfig = AuthConfig()
     quarantine: QuarantineConfig = QuarantineConfig()

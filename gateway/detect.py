@@ -202,6 +202,7 @@ _COMPATIBLE = {
     ("text", "html"),  # .txt holding HTML: flagged separately below via class change
 }
 
+_OFFICE_CLASSES = frozenset({"ooxml", "ole", "rtf", "opendocument"})
 MAX_FILENAME_CHARS = 120  # what we write back; Windows Explorer shows about this much
 _MAGIC_BYTES = 2 * 1024 * 1024  # libmagic reads at most this much of the part
 
@@ -470,6 +471,10 @@ _OFFICE_XML = re.compile(
     re.IGNORECASE,
 )
 _RTF_OBJECT = re.compile(rb"\\object\b|\\objdata\b|\\objupdate\b|\\objautlink\b", re.IGNORECASE)
+# Word opens RTF behind a byte-order mark, blank lines or spaces, and with any letter case in
+# ``{\rt`` (RT-02); and text with an RTF object in it is RTF to whoever opens it.
+_RTF_HEAD = re.compile(rb"^(?:\xef\xbb\xbf)?[\x00-\x20]*\{\\rt", re.IGNORECASE)
+_RTF_OBJECT_IN_TEXT = re.compile(rb"\{[^{}]{0,64}\\(objdata|objemb|objlink|objautlink)\b", re.I)
 _RTF_DDE = re.compile(rb"\\fldinst[^}]{0,200}?\bDDE(AUTO)?\b", re.IGNORECASE | re.DOTALL)
 # msodde's CSV_DDE_FORMAT: =cmd|'/c calc'!A0 and its +, -, @ variants, per cell.
 _CSV_DDE = re.compile(rb"(^|[,;\t|^\"\n])\s*\"?[=+\-@][^,;\t\n]*\|[^,;\t\n]*![^\n]*", re.MULTILINE)
@@ -690,7 +695,9 @@ def _content(
     if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
         return _zip_kind(data, part_id)
 
-    if data.startswith(b"{\\rt"):
+    if _RTF_HEAD.match(data[:4096]) or (
+        b"\x00" not in data[:4096] and _RTF_OBJECT_IN_TEXT.search(data[: 4 * 1024 * 1024])
+    ):
         if _RTF_OBJECT.search(data):
             match = _RTF_OBJECT.search(data)
             assert match is not None
@@ -864,6 +871,11 @@ def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: s
         content_class, markup = _markup_class(data, content_class, mime, extension, declared)
         findings.extend(Finding(code, part_id, detail) for code, detail in markup)
 
+    if content_class == "text" and _EXTENSION_CLASS.get(extension) in _OFFICE_CLASSES:
+        # Text named as an Office document (RT-02): Office sniffs it (RTF, HTML, SYLK...);
+        # it is not a text file to keep.
+        content_class = "unknown"
+
     forced_class, forced_code = _name_class(extension)
     if forced_class and content_class not in ("executable", "script"):
         if forced_class != content_class:
@@ -927,6 +939,7 @@ _LEADING_HTML = re.compile(
     r"hta:application)(?=[\s/>]))",
     re.IGNORECASE,
 )
+_CALENDAR_START = re.compile(r"^[\t\n\r \ufeff]*BEGIN:(VCALENDAR|VCARD)\r?\n", re.IGNORECASE)
 _LEADING_XML = re.compile(r"^[\t\n\f\r \ufeff]*<\?xml[\s?]", re.IGNORECASE)
 # What makes markup run something, in HTML and in XML (namespaced elements included):
 # scripting elements, event handler attributes (also after "/", as in <svg/onload=>), script
@@ -1005,6 +1018,10 @@ def _markup_class(
         or _LEADING_XML.match(head)
     ):
         kind = "xml"
+    elif content_class == "text" and _CALENDAR_START.match(head):
+        # iCalendar/vCard: opened by a calendar or address book, never sniffed as a page;
+        # markup in its values is converted to text by gateway.sanitizers.calendar (RT-19).
+        return content_class, []
     elif content_class == "text":
         active = _active_markup(_markup_view(data[:_SNIFF_BYTES]))
         if not active:

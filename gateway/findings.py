@@ -225,6 +225,25 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("MIME_AMBIGUOUS_ENCODING", _M, "不明な、または不適切な転送エンコーディング", "an unknown or misplaced transfer encoding"),
     CodeInfo("MIME_BARE_CR", _H, "一部のメールソフトだけが改行とみなす文字（CR）", "a bare CR that only some programs take for a line end"),
     CodeInfo("MIME_NUL", _M, "メール中のNUL文字", "a NUL byte in the message"),
+    # -- RTF (gateway.sanitizers.rtf) -------------------------------------------------------------
+    CodeInfo("RTF_OBJECT_REMOVED", _H, "埋め込みオブジェクトを除去（表示用の画像は残しました）", "embedded objects removed (their pictures kept)"),
+    CodeInfo("RTF_FIELD_REMOVED", _M, "フィールド（リンクや外部参照）を除去し文字だけ残しました", "fields (links, outside references) removed, their text kept"),
+    CodeInfo("RTF_DATA_REMOVED", _M, "隠しデータを除去", "hidden data removed"),
+    CodeInfo("RTF_PICTURE_REMOVED", _L, "安全に変換できない形式の画像を除去", "pictures in a format that cannot be checked removed"),
+    CodeInfo("RTF_NOT_HARMLESS", _H, "危険な要素を取り除けなかった", "active content could not be removed"),
+    # -- OpenDocument (gateway.sanitizers.odf) -------------------------------------------------
+    CodeInfo("ODF_MACRO", _H, "マクロを除去", "macros removed"),
+    CodeInfo("ODF_EVENT_LISTENER", _H, "開いたときなどに動く仕掛けを除去", "actions run on opening and other events removed"),
+    CodeInfo("ODF_EXTERNAL_LINK", _L, "外部へのリンクや参照を除去（文字は残しました）", "outside links and references removed (their text kept)"),
+    CodeInfo("ODF_EMBEDDED_OBJECT", _H, "埋め込みオブジェクトを除去", "embedded objects removed"),
+    CodeInfo("ODF_DAMAGED", _M, "文書が壊れていて検査できない", "a damaged document that cannot be checked"),
+    # -- calendars and contacts (gateway.sanitizers.calendar) ------------------------------------
+    CodeInfo("CALENDAR_HTML_CONVERTED", _L, "予定の説明のHTMLを文字に変換", "the event's HTML description converted to text"),
+    CodeInfo("CALENDAR_BINARY_REMOVED", _M, "予定・連絡先に埋め込まれたファイルを除去", "files embedded in the event or contact removed"),
+    # -- known malware (gateway.antivirus) -------------------------------------------------------
+    CodeInfo("VIRUS_FOUND", _H, "既知のウイルスを検出", "known malware detected"),
+    CodeInfo("VIRUS_SCAN_UNAVAILABLE", _M, "ウイルス検査を実行できなかった", "the virus scan could not be run"),
+    CodeInfo("VIRUS_SCAN_SKIPPED", _L, "大きすぎてウイルス検査の対象外", "too large for the virus scan"),
     # -- failures (gateway.inspect, gateway.workers, gateway.errors) -------------------------
     CodeInfo("SANITIZE_FAILED", _M, "無害化できなかった", "could not be made harmless"),
     CodeInfo("UNKNOWN_TYPE", _M, "種類を判別できない形式", "a file type that cannot be recognised"),

@@ -21,6 +21,7 @@ the decision trusts the sender for that class.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import antivirus
 from gateway import detect as detection
 from gateway.charsets import decode_body
 from gateway.errors import CannotSanitize
@@ -72,6 +74,9 @@ class FilePlan:
     record: AttachmentRecord
     outputs: tuple[OutputFile, ...] = ()
     failure: str = ""
+    # A calendar sent inline (a meeting request): delivered inline as text/calendar with its
+    # ``method`` (RFC 5546 section 2.4; clients show Accept/Decline only then), not as a file.
+    inline_method: str = ""
 
 
 @dataclass
@@ -142,6 +147,8 @@ class Inspector:
         limits: IsolationLimits,
         runner: Runner = run_isolated,
         depth: int = 0,
+        scanner: antivirus.ScanTarget | None = None,
+        on_scan_unavailable: str = "tempfail",
     ) -> None:
         self.settings = settings
         self.report = report
@@ -149,6 +156,10 @@ class Inspector:
         self.runner = runner
         self.depth = depth
         self.urls = url_policy(settings)
+        self.scanner = scanner
+        self.on_scan_unavailable = on_scan_unavailable
+        # Parts a malware engine named, by part id, with the signature (gateway.antivirus).
+        self.infected: dict[str, str] = {}
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -189,8 +200,46 @@ class Inspector:
 
     def plan(self, parsed: ParsedMessage) -> Plan:
         plan = Plan(parsed)
+        self._scan(parsed)
+        if self.report.verdict == Verdict.TEMPFAIL:
+            return plan  # an engine could not answer: nothing is delivered, the sender retries
         self._visit(parsed.root, plan, in_alternative=False)
         return plan
+
+    # -- known malware ---------------------------------------------------------------------
+
+    def _scan(self, parsed: ParsedMessage) -> None:
+        """Every leaf's original bytes (transfer encoding undone, nothing rebuilt yet) to the
+        malware engines. A hit holds the message with the signature as the reason, and the
+        part is left out of the sanitized copy; an engine that cannot answer tempfails or
+        holds the message (``antivirus.on_unavailable``). Attached messages are scanned
+        part by part when the inspector recurses into them; ZIP members by the archive
+        sanitizer (``SanitizeOptions.antivirus``)."""
+        if self.scanner is None:
+            return
+        for part in parsed.root.walk():
+            if part.is_multipart or part.declared_type == "message/rfc822" or not part.payload:
+                continue
+            result = antivirus.scan(self.scanner, part.payload, part.part_id, self.limits.deadline)
+            if not self._scan_result(result, part.part_id):
+                return
+
+    def _scan_result(self, result: antivirus.ScanResult, part_id: str) -> bool:
+        """Record one scan; False when the message cannot go on (an engine failed)."""
+        for finding in antivirus.result_findings(result, part_id):
+            self.report.findings.append(finding)
+        if result.infected:
+            names = ", ".join(result.signatures)
+            self.infected[part_id] = names
+            self.report.raise_verdict(Verdict.QUARANTINE, f"VIRUS_FOUND: {names} in {part_id}")
+        if result.unavailable:
+            self._scan_unavailable(result.unavailable)
+            return False
+        return True
+
+    def _scan_unavailable(self, why: str) -> None:
+        verdict = Verdict.QUARANTINE if self.on_scan_unavailable == "hold" else Verdict.TEMPFAIL
+        self.report.raise_verdict(verdict, f"VIRUS_SCAN_UNAVAILABLE: {why}")
 
     # -- structure -------------------------------------------------------------------------
 
@@ -332,6 +381,9 @@ class Inspector:
         return wide or b"\x00" not in part.payload[:4096]
 
     def _body(self, part: Part, count_urls: bool = True) -> TextBody | None:
+        if part.part_id in self.infected:
+            self.report.add_action("virus-removed", part.part_id, self.infected[part.part_id])
+            return None
         try:
             return self._convert_body(part, count_urls)
         except CannotSanitize as exc:
@@ -405,8 +457,14 @@ class Inspector:
         )
         self.report.attachments.append(record)
         node = FilePlan(part.part_id, content_class, action, data, name, part.declared_type, record)
+        if part.declared_type == "text/calendar" and not part.is_attachment:
+            method = part.param("method").upper()
+            node.inline_method = method if re.fullmatch(r"[A-Z-]{1,32}", method) else "PUBLISH"
         plan.nodes.append(node)
         reasons = ",".join(sorted(found.codes()))
+        if part.part_id in self.infected:
+            record.action, record.reason = "held", "VIRUS_FOUND"
+            return
         if action == "quarantine":
             record.action, record.reason = "held", reasons or content_class.upper()
             self.report.raise_verdict(
@@ -424,6 +482,8 @@ class Inspector:
             self._failed(plan, "UNKNOWN_TYPE", f"no sanitizer for {plan.content_class}")
             return
         options: SanitizeOptions = self.settings.sanitize_options(plan.content_class)
+        if self.scanner is not None:
+            options = dataclasses.replace(options, antivirus=self.scanner)
         timeout = self.limits.document_timeout
         if self.limits.deadline:
             timeout = min(timeout, self.limits.deadline - time.monotonic())
@@ -445,6 +505,20 @@ class Inspector:
             return
         self.report.findings.extend(result.findings)
         codes_found = {f.code for f in result.findings}
+        if "VIRUS_FOUND" in codes_found or "VIRUS_SCAN_UNAVAILABLE" in codes_found:
+            # A member of an archive (the archive sanitizer scanned it): the same as a part.
+            viruses = [f.detail for f in result.findings if f.code == "VIRUS_FOUND"]
+            if viruses:
+                self.infected[part.part_id] = ", ".join(viruses)
+                self.report.raise_verdict(
+                    Verdict.QUARANTINE, f"VIRUS_FOUND: {', '.join(viruses)} in {part.part_id}"
+                )
+            else:
+                failed = next(f for f in result.findings if f.code == "VIRUS_SCAN_UNAVAILABLE")
+                self._scan_unavailable(failed.detail)
+            record.action = "held"
+            record.reason = "VIRUS_FOUND" if viruses else "VIRUS_SCAN_UNAVAILABLE"
+            return
         held = sorted(codes_found & POLICY_HOLD_CODES)
         if held:
             # The policy asked for this (e.g. csv_formulas: quarantine): hold, not "failed".
@@ -514,7 +588,15 @@ class Inspector:
             self.report.add_finding("LIMIT_DEPTH", part.part_id, "messages nested too deep")
             self.report.raise_verdict(Verdict.QUARANTINE, "LIMIT_DEPTH: nested messages")
             return
-        inner = Inspector(self.settings, self.report, self.limits, self.runner, self.depth + 1)
+        inner = Inspector(
+            self.settings,
+            self.report,
+            self.limits,
+            self.runner,
+            self.depth + 1,
+            self.scanner,
+            self.on_scan_unavailable,
+        )
         node.inner = inner.plan_bytes(part.payload)
         record.action = "rebuilt"
         record.reason = "MESSAGE"

@@ -43,6 +43,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "signature-removed": "・電子署名は内容の変更により検証できなくなるため、取り除きました。",
         "tnef-unpacked": "・Outlook形式（winmail.dat）の添付ファイルを取り出しました。",
         "uuencode-extracted": "・本文に埋め込まれた添付ファイル（uuencode）を取り出しました。",
+        "virus-found": "・既知のウイルス「{name}」が見つかったため、このメールは隔離されました。",
         "nothing-found": "危険な要素は見つかりませんでした",
         "mime-canonicalized": (
             "・メールの構造（ヘッダや区切り）がメールソフトによって異なる内容に見える形式だった"
@@ -69,6 +70,7 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "signature-removed": "- The digital signature was removed: it cannot verify after changes.",
         "tnef-unpacked": "- Attachments were unpacked from an Outlook winmail.dat.",
         "uuencode-extracted": "- A file embedded in the text (uuencode) was extracted.",
+        "virus-found": '- Known malware "{name}" was found: this message is held.',
         "nothing-found": "no active content found",
         "mime-canonicalized": "- The message's structure (headers or part boundaries) could be "
         "read differently by different mail programs; it was rebuilt in a standard form that "
@@ -112,6 +114,11 @@ class Notice:
     def lines(self, report: Report) -> list[str]:
         """The change list for ``report`` (empty when nothing was changed)."""
         out: list[str] = []
+        # The signature names first: the reason the message was held (gateway.antivirus).
+        for signature in dict.fromkeys(
+            f.detail for f in report.findings if f.code == "VIRUS_FOUND"
+        ):
+            out.append(self._line("virus-found", name=replace_control_chars(signature)))
         for kind in ("html-to-text", "html-sanitized"):
             if report.count_actions(kind):
                 out.append(self._line(kind))

@@ -36,7 +36,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from gateway import auth, wire
+from gateway import antivirus, auth, wire
 from gateway.assemble import Assembler
 from gateway.config import Config
 from gateway.inspect import FilePlan, Inspector, IsolationLimits, MessagePlan, Plan
@@ -262,6 +262,7 @@ class Pipeline:
         self.policies = policies if policies is not None else reload_policies(config)
         self.auth_settings = auth.auth_settings(config) if config.auth.enabled else None
         self.resolver = auth.make_resolver(config) if config.auth.enabled else None
+        self.scanner = antivirus_target(config)
 
     def policy_for(self, envelope: Envelope) -> Policy:
         """The recipients' policy. "Internal" domains (for the spoofing rules) are those the
@@ -299,7 +300,13 @@ class Pipeline:
             document_memory_mb=self.config.workers.document_memory_limit_mb,
             deadline=started + self.config.workers.message_timeout * 0.8,
         )
-        plan = Inspector(settings, report, limits).plan_bytes(job.raw)
+        plan = Inspector(
+            settings,
+            report,
+            limits,
+            scanner=self.scanner,
+            on_scan_unavailable=self.config.antivirus.on_unavailable,
+        ).plan_bytes(job.raw)
         decision = policy.decide(
             report,
             envelope,
@@ -309,6 +316,10 @@ class Pipeline:
         )
         decision.record(report)
         verdict = report.verdict
+        if verdict == Verdict.TEMPFAIL:
+            # A malware engine could not answer (antivirus.on_unavailable: tempfail): 451, the
+            # sender keeps the message and retries; nothing unscanned is delivered or stored.
+            return Outcome(verdict, report)
         if verdict == Verdict.REJECT:
             text = decision.reject_text or "Message rejected by content policy"
             return Outcome(verdict, report, None, Reply(550, "5.7.1", text))
@@ -391,6 +402,20 @@ class Pipeline:
             message = auth.add_authentication_results(message, results)
         # Our Received: is the topmost trace field (RFC 5321 section 4.4), above the results.
         return trace + message, keep_original, changed
+
+
+def antivirus_target(config: Config) -> antivirus.ScanTarget | None:
+    """Where the workers send parts for malware scanning, or None (``antivirus.enabled``)."""
+    settings = config.antivirus
+    if not settings.enabled or not (settings.clamd or settings.icap):
+        return None
+    return antivirus.ScanTarget(
+        clamd=settings.clamd,
+        icap=settings.icap,
+        timeout=settings.timeout,
+        max_size=settings.max_size,
+        icap_preview=settings.icap_preview,
+    )
 
 
 def _nested_messages(plan: Plan) -> NestedMessages:

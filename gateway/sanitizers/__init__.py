@@ -11,7 +11,7 @@ and the UI.
 from __future__ import annotations
 
 from gateway import detect
-from gateway.sanitizers import archive, htmlfile, image, ole, ooxml, pdf, text
+from gateway.sanitizers import archive, htmlfile, image, odf, ole, ooxml, pdf, rtf, text
 from gateway.sanitizers.base import CONTENT_CLASSES, Sanitizer
 
 REGISTRY: tuple[Sanitizer, ...] = (
@@ -22,6 +22,8 @@ REGISTRY: tuple[Sanitizer, ...] = (
     archive.ArchiveSanitizer(),
     text.TextSanitizer(),
     htmlfile.HtmlFileSanitizer(),
+    rtf.RtfSanitizer(),
+    odf.OdfSanitizer(),
 )
 
 FINDING_CODES: tuple[str, ...] = tuple(
@@ -34,6 +36,8 @@ FINDING_CODES: tuple[str, ...] = tuple(
         + archive.FINDING_CODES
         + text.FINDING_CODES
         + htmlfile.FINDING_CODES
+        + rtf.FINDING_CODES
+        + odf.FINDING_CODES
     )
 )
 

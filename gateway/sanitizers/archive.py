@@ -40,6 +40,7 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 
+from gateway import antivirus
 from gateway.detect import detect, sanitize_filename
 from gateway.errors import CannotSanitize
 from gateway.report import Finding
@@ -75,6 +76,8 @@ _BLOCKING = frozenset(
         "ARCHIVE_PATH_TRAVERSAL",
         "ARCHIVE_MALFORMED",
         "ARCHIVE_MEMBER_QUARANTINE",
+        "VIRUS_FOUND",  # gateway.antivirus: a member is known malware
+        "VIRUS_SCAN_UNAVAILABLE",  # a member could not be scanned: nothing proves it clean
     }
 )
 _RATIO_FLOOR = 1024 * 1024  # members smaller than this may compress as well as they like
@@ -362,6 +365,9 @@ def _handle_member(
     from gateway.sanitizers import sanitizer_for
 
     directory, basename = posixpath.split(member.name)
+    outcome.findings.extend(antivirus.findings(options.antivirus, member.data, member_id))
+    if outcome.blocked():
+        return
     detection = detect(member.data, basename, "", member_id)
     outcome.findings.extend(detection.findings)
     content_class = detection.content_class

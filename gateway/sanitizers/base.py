@@ -22,6 +22,7 @@ from typing import Annotated, Literal, Protocol
 from pydantic import Field as Bounded
 
 from gateway import wire
+from gateway.antivirus import ScanTarget
 from gateway.report import Finding
 
 # What a part is, by its content (never by its name alone). Policies set an action per class.
@@ -79,6 +80,8 @@ class SanitizeOptions:
     member_actions: tuple[tuple[str, str], ...] = ()
     csv_formulas: str = "neutralize"  # neutralize | quarantine (see sanitizers/text.py)
     pdf_url_text: str = "rasterize-pages"  # rasterize-pages | quarantine (see sanitizers/pdf.py)
+    # Where archive members are scanned for known malware (gateway.antivirus); None: off.
+    antivirus: ScanTarget | None = None
 
     def member_action(self, content_class: str, default: str = "strip") -> str:
         return dict(self.member_actions).get(content_class, default)

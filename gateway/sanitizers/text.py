@@ -19,8 +19,9 @@ and the finding ``CSV_FORMULA_HELD`` (``gateway.inspect`` holds the message). Th
 the line endings are kept like for URLs. Other names (``.txt``) open in a text editor and are
 not touched.
 
-Not done here: parsing iCalendar/vCard structure (a URL in any field is defanged the same
-way; an iCalendar line folded inside a URL is defanged piece by piece, each piece unclickable).
+iCalendar and vCard files are handled property by property (``gateway.sanitizers.calendar``):
+folded lines are unfolded first, HTML descriptions become text, inline files are removed and
+meeting requests keep their ORGANIZER/ATTENDEE addresses.
 """
 
 from __future__ import annotations
@@ -37,15 +38,18 @@ from gateway.charsets import (
 from gateway.detect import extension_of
 from gateway.errors import CannotSanitize
 from gateway.report import Finding
+from gateway.sanitizers import calendar
 from gateway.sanitizers.base import OutputFile, SanitizeOptions, SanitizeResult
+from gateway.sanitizers.calendar import is_calendar, sanitize_calendar
 from gateway.sanitizers.csvcells import neutralize
-from gateway.sanitizers.urls import UrlPolicy, defang_text
+from gateway.sanitizers.urls import DefangResult, UrlPolicy, defang_text
 
 FINDING_CODES: tuple[str, ...] = (
     "TEXT_UNDECODABLE",  # not text in any charset: no output
     "TEXT_BINARY",  # control characters of binary data: no output
     "CSV_FORMULA_NEUTRALIZED",  # cells a spreadsheet would run as formulas, prefixed with '
     "CSV_FORMULA_HELD",  # such cells, and the policy holds them (csv_formulas: quarantine)
+    *calendar.FINDING_CODES,  # iCalendar/vCard: HTML descriptions, inline files
 )
 
 _CONTENT_TYPES = {
@@ -91,8 +95,18 @@ class TextSanitizer:
         binary = _BINARY_RE.search(decoded.text)
         if binary:
             raise CannotSanitize("TEXT_BINARY", f"{filename}: control character {binary.group()!r}")
-        result = defang_text(decoded.text, policy)
-        findings.extend(Finding(flag, part_id, "") for flag in result.flags)
+        rewritten = False  # changed for another reason than URLs (calendar HTML, inline files)
+        if is_calendar(decoded.text):
+            # Property by property (gateway.sanitizers.calendar): folded URLs, X-ALT-DESC HTML,
+            # inline files; meeting requests keep their ORGANIZER/ATTENDEE addresses.
+            calendar = sanitize_calendar(decoded.text, policy)
+            findings.extend(Finding(flag, part_id, "") for flag in calendar.flags)
+            findings.extend(Finding(code, part_id, detail) for code, detail in calendar.findings)
+            result = DefangResult(calendar.text, calendar.urls, (), ())
+            rewritten = bool(calendar.findings)
+        else:
+            result = defang_text(decoded.text, policy)
+            findings.extend(Finding(flag, part_id, "") for flag in result.flags)
         text = result.text
         formulas: tuple[str, ...] = ()
         delimiter = _SPREADSHEET_DELIMITERS.get(extension_of(filename))
@@ -107,7 +121,7 @@ class TextSanitizer:
                 return SanitizeResult(findings=tuple(findings))
             findings.append(Finding("CSV_FORMULA_NEUTRALIZED", part_id, detail))
         content_type = _content_type(filename)
-        if result.count == 0 and not formulas:
+        if result.count == 0 and not formulas and not rewritten:
             output = OutputFile(data, filename, f"{content_type}; charset={decoded.charset_used}")
             return SanitizeResult((output,), tuple(findings))
         encoded, charset, fallback = _encode_like(text, decoded.charset_used)

@@ -26,9 +26,11 @@ from gateway.sanitizers.archive import ArchiveSanitizer
 from gateway.sanitizers.base import SanitizeOptions, SanitizeResult
 from gateway.sanitizers.htmlfile import HtmlFileSanitizer
 from gateway.sanitizers.image import ImageSanitizer
+from gateway.sanitizers.odf import OdfSanitizer
 from gateway.sanitizers.ole import OleSanitizer
 from gateway.sanitizers.ooxml import OoxmlSanitizer
 from gateway.sanitizers.pdf import PdfSanitizer
+from gateway.sanitizers.rtf import RtfSanitizer
 from gateway.sanitizers.text import TextSanitizer
 from tests.helpers import hostile, oracle
 from tests.helpers.corpus import corpus_file
@@ -437,6 +439,77 @@ def _active_html(page: str) -> list[str]:
     reader.feed(page)
     reader.close()
     return found
+
+
+class TestRtfContract(SanitizerContract):
+    sanitizer_type = RtfSanitizer
+
+    @pytest.fixture
+    def clean(self) -> tuple[bytes, str]:
+        return rtf_sample(), "議事録.rtf"
+
+    @staticmethod
+    def content(data: bytes) -> Any:
+        from striprtf.striprtf import rtf_to_text
+
+        return rtf_to_text(data.decode("latin-1"), encoding="cp932").split()
+
+    @staticmethod
+    def reopen(data: bytes) -> None:
+        assert data.startswith(b"{\\rtf1")
+        TestRtfContract.content(data)
+
+    @staticmethod
+    def active(data: bytes) -> list[str]:
+        from oletools import rtfobj
+
+        parser = rtfobj.RtfObjParser(data)
+        parser.parse()
+        return [f"object at {o.start}" for o in parser.objects]
+
+
+class TestOdfContract(SanitizerContract):
+    sanitizer_type = OdfSanitizer
+
+    @pytest.fixture
+    def clean(self) -> tuple[bytes, str]:
+        from tests.helpers.odf import benign_odt
+
+        return benign_odt(), "議事録.odt"
+
+    @staticmethod
+    def content(data: bytes) -> Any:
+        from odf import teletype
+        from odf.opendocument import load
+
+        return teletype.extractText(load(io.BytesIO(data)).body)
+
+    @staticmethod
+    def reopen(data: bytes) -> None:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            assert package.namelist()[0] == "mimetype"
+        TestOdfContract.content(data)
+
+    @staticmethod
+    def active(data: bytes) -> list[str]:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            names = package.namelist()
+            xml = b"".join(package.read(n) for n in names if n.endswith(".xml"))
+        found = [n for n in names if n.lower().startswith(("basic/", "scripts/", "object"))]
+        found += [w.decode() for w in (b"event-listener", b"<script:", b"<draw:object") if w in xml]
+        return found
+
+
+def rtf_sample() -> bytes:
+    """A Word-style RTF in CP932: fonts, colours, bold, a table row, a PNG picture."""
+    picture = hostile.png(8, 8).hex().encode()
+    return (
+        rb"{\rtf1\ansi\ansicpg932\deff0{\fonttbl{\f0\fnil\fcharset128 \'82\'6c\'82\'72 "
+        rb"\'96\'be\'92\'a9;}}{\colortbl;\red255\green0\blue0;}"
+        rb"\f0\fs24 \'8b\'63\'8e\'96\'98\'5e {\b\cf1 \'8f\'64\'97\'76}\par "
+        rb"\trowd\cellx2000\cellx4000 \'97\'5c\'8e\'5a\cell 100\cell\row "
+        rb"{\*\shppict{\pict\pngblip\picw8\pich8 " + picture + rb"}}\par}"
+    )
 
 
 def _subclasses(cls: type) -> list[type]:

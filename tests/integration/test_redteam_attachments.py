@@ -92,7 +92,6 @@ _EQUATION_OBJECT = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-02 RTF header variants delivered as text")
 @pytest.mark.parametrize(
     "prefix",
     [b"\xef\xbb\xbf", b"\r\n", b" "],
@@ -270,7 +269,6 @@ def test_binhex_encoder_round_trips_through_an_independent_decoder(tmp_path: Pat
     assert result.stderr.endswith(b"invoice.exe")
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-19 X-ALT-DESC HTML kept in .ics")
 def test_calendar_html_description_carries_no_markup(chain: RedTeamChain):
     """RT-19. The URLs inside are defanged, but the HTML description of an event keeps its
     ``<form>``, password field and ``<script>``; Outlook renders X-ALT-DESC when the .ics is

@@ -73,7 +73,6 @@ def _calendar_parts(data: bytes) -> list[email.message.Message]:
     return [p for p in parsed.walk() if p.get_content_type() == "text/calendar"]
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-12 meeting requests lose method, go inline")
 def test_meeting_request_stays_a_meeting_request(chain: RedTeamChain):
     """RT-12a. The calendar part arrives as an attachment ``part-1.3.ics`` without
     ``method=REQUEST``: Outlook shows no meeting request, Thunderbird no Accept button."""
@@ -83,7 +82,6 @@ def test_meeting_request_stays_a_meeting_request(chain: RedTeamChain):
     assert part.get_content_disposition() != "attachment"
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-12 ORGANIZER/ATTENDEE addresses defanged")
 def test_meeting_request_keeps_its_calendar_addresses(chain: RedTeamChain):
     """RT-12b. ``ORGANIZER:mailto:…`` and ``ATTENDEE:mailto:…`` become ``mailto[:]…@city[.]…``:
     they are protocol fields, not links; the reply cannot reach the organizer and the client
@@ -95,7 +93,6 @@ def test_meeting_request_keeps_its_calendar_addresses(chain: RedTeamChain):
     assert "mailto:rt" in calendar  # the ATTENDEE line names the recipient
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-13 ODF and RTF held: no sanitizer")
 @pytest.mark.parametrize(
     ("filename", "data", "content_type"),
     [

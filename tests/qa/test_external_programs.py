@@ -59,6 +59,8 @@ PROGRAMS: dict[str, RunTests | Skips | str] = {
     "node": RunTests("nodejs npm"),  # tests/differential: Node mailparser
     "fc-list": RunTests("fontconfig fonts-noto-cjk"),  # browser UI tests: Japanese fonts
     "perl": RunTests("libmime-tools-perl"),  # differential: MIME-tools; redteam: Convert::BinHex
+    "clamd": RunTests("clamav-daemon"),  # tests/helpers/clamd.py: a private clamd
+    "c-icap": RunTests("c-icap libc-icap-mod-virus-scan"),  # tests/helpers/icap.py
     "python": PYTHON,
 }
 # run-tests tests presence with `command -v NAME`; these are checked under another name.
@@ -77,7 +79,9 @@ ARGV_SITES = {
     ("gateway/sanitizers/ole.py", "soffice"): "soffice",
     ("tests/deploy/test_compose.py", "hadolint"): "hadolint",
     ("tests/differential/readers.py", "list(argv)"): "node",  # and perl: LineReader's argv
-    ("tests/integration/test_milter.py", "self.args"): PYTHON,  # python -m gateway.cli milter
+    ("tests/integration/test_milter.py", "self.args"): PYTHON,
+    ("tests/helpers/clamd.py", "CLAMD"): "clamd",  # shutil.which("clamd") or /usr/sbin/clamd
+    ("tests/helpers/icap.py", "C_ICAP"): "c-icap",  # python -m gateway.cli milter
     ("tests/integration/test_scale_out.py", "release"): PYTHON,  # python -m gateway.cli ...
 }
 

@@ -93,6 +93,22 @@ DYNAMIC_SITES: dict[tuple[str, str], Callable[[], set[str]]] = {
     ("quarantine/words.py", "c.strip()"): set,
     # `mugaika rules test --finding CODE`: what the user typed (checked against the registry).
     ("rules/cli.py", "code"): set,
+    # RTF cuts: codes from the _DROP table and the literals of the rewriter.
+    ("gateway/sanitizers/rtf.py", "group.drop"): lambda: _literals_in(
+        "gateway/sanitizers/rtf.py", r"RTF_[A-Z_]+"
+    ),
+    ("gateway/sanitizers/rtf.py", "code"): lambda: _literals_in(
+        "gateway/sanitizers/rtf.py", r"RTF_[A-Z_]+"
+    ),
+    # ODF: the finding of a package folder that is code or an object (_CODE_FOLDERS).
+    (
+        "gateway/sanitizers/odf.py",
+        "next((c for prefix, c in _CODE_FOLDERS.items() if lowered.startswith(prefix)), '')",
+    ): lambda: _literals_in("gateway/sanitizers/odf.py", r"ODF_[A-Z_]+"),
+    # Calendar findings returned as (code, detail) by gateway.sanitizers.calendar.
+    ("gateway/sanitizers/text.py", "code"): lambda: _literals_in(
+        "gateway/sanitizers/calendar.py", r"CALENDAR_[A-Z_]+"
+    ),
 }
 
 
