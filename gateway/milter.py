@@ -353,11 +353,16 @@ class MilterSession:
         if transaction.too_big:
             await self._reply(replies.R552_MESSAGE_TOO_BIG)
             return
+        handler = self.server.handler
+        assert handler is not None
+        if handler.closing:
+            # As the SMTP server does: what is in flight is finished, nothing new is started.
+            # 451, not 421: for a milter 421 also makes the MTA drop its client's session.
+            await self._reply(replies.R451_SHUTTING_DOWN)
+            return
         raw = self._raw(transaction)
         envelope = self._envelope(transaction)
         captured = CapturedDelivery()
-        handler = self.server.handler
-        assert handler is not None
         task = asyncio.ensure_future(handler.relay.handle(envelope, raw, captured))
         handler.in_flight.add(task)
         try:

@@ -70,6 +70,7 @@ R451_DOWNSTREAM_TEMPFAIL = Reply(451, "4.4.0", "Downstream server deferred the m
 R451_WORKER_FAILED = Reply(451, "4.3.0", "Content inspection failed, try again later")
 R451_WORKER_TIMEOUT = Reply(451, "4.4.7", "Content inspection timed out, try again later")
 R451_STORE_UNAVAILABLE = Reply(451, "4.3.0", "Quarantine store unavailable, try again later")
+R451_SHUTTING_DOWN = Reply(451, "4.3.2", "Gateway shutting down, try again later")
 R452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 R454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 

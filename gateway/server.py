@@ -279,8 +279,14 @@ class GatewayServer:
         )
         if self.smtp_server is not None:
             self.smtp_server.close()
-        if handler.in_flight:
-            await asyncio.wait(set(handler.in_flight), timeout=grace)
+        # Every message in flight now gets its reply (no new one starts: ``closing``), then
+        # the idle sessions are closed.
+        deadline = asyncio.get_running_loop().time() + grace
+        while handler.in_flight:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(set(handler.in_flight), timeout=remaining)
         for session in list(handler.sessions):
             transport = session.transport
             if transport is not None and not transport.is_closing():

@@ -307,6 +307,9 @@ class GatewaySMTP(SMTP):
         self._downstream_answered = False
         self._last_code = 0
         self._command: str | None = None
+        # Set from the end of a message's DATA until its reply is written (or the connection
+        # is gone): a graceful stop waits for it (GatewayHandler.in_flight).
+        self.reply_owed: asyncio.Future[None] | None = None
         self._smtp_methods = {
             name: self._limited(name, method) for name, method in self._smtp_methods.items()
         }
@@ -331,6 +334,7 @@ class GatewaySMTP(SMTP):
             return
         self.gateway_handler.session_closed(self)
         self._abort_transaction()
+        self.settle_reply()
         super().connection_lost(error)
 
     def eof_received(self) -> bool | None:
@@ -424,6 +428,22 @@ class GatewaySMTP(SMTP):
                 self._last_code = int(status[:3])
                 self._data_accepted |= self._last_code == 354
         await super().push(status)
+        if self.reply_owed is not None and status[:3].isdigit() and status[3:4] == " ":
+            self.settle_reply()  # the message's reply is written: it is no longer in flight
+
+    def owe_reply(self) -> asyncio.Future[None]:
+        """Mark a message as in flight until its final reply is pushed (see ``push``)."""
+        self.settle_reply()
+        self.reply_owed = asyncio.get_running_loop().create_future()
+        self.gateway_handler.in_flight.add(self.reply_owed)
+        return self.reply_owed
+
+    def settle_reply(self) -> None:
+        owed, self.reply_owed = self.reply_owed, None
+        if owed is not None:
+            self.gateway_handler.in_flight.discard(owed)
+            if not owed.done():
+                owed.set_result(None)
 
     def _well_formed(self, status: str) -> str:
         """Every reply line as RFC 5321 and RFC 2034 want it: aiosmtpd's stock texts replaced
@@ -733,7 +753,9 @@ class GatewayHandler:
         self.metrics = metrics
         self.sessions: set[GatewaySMTP] = set()
         self.sessions_by_client: Counter[str] = Counter()
-        self.in_flight: set[asyncio.Task[Any]] = set()
+        # One future per message between the end of its DATA and our reply to it being
+        # written (GatewaySMTP.owe_reply / settle_reply).
+        self.in_flight: set[asyncio.Future[Any]] = set()
         self.background: set[asyncio.Task[Any]] = set()
         self.closing = False
 
@@ -881,18 +903,25 @@ class GatewayHandler:
     async def handle_DATA(  # noqa: N802
         self, server: GatewaySMTP, session: Session, envelope: GatewayEnvelope
     ) -> str:
-        frozen = self._freeze(server, envelope)
         transaction, envelope.transaction = envelope.transaction, None
+        if self.closing:
+            # Stopping: the messages already in flight are finished (GatewayServer.shutdown
+            # waits for exactly those); a message whose DATA ends now is not started, so no
+            # session is ever closed under a message the downstream may already have.
+            if transaction is not None:
+                await transaction.abort()
+            _reset_xforward(session)
+            return str(replies.R421_SHUTTING_DOWN)
+        frozen = self._freeze(server, envelope)
         budget = self.config.workers.message_timeout + self.config.delivery.command_timeout + 60
         server.extend_timeout(budget)
-        task = asyncio.current_task()
-        if task is not None:
-            self.in_flight.add(task)
+        # In flight until aiosmtpd has written the reply we return (GatewaySMTP.push), not
+        # just until we return it: a stop that closed the session in between would leave a
+        # delivered message unanswered, and the sender would send it again.
+        server.owe_reply()
         try:
             reply = await self.relay.handle(frozen, envelope.original_content or b"", transaction)
         finally:
-            if task is not None:
-                self.in_flight.discard(task)
             _reset_xforward(session)  # XFORWARD applies to one transaction (XFORWARD_README)
         return str(reply)
 

@@ -176,6 +176,14 @@ REASON_SHAPES: tuple[Shape, ...] = (
         _code_and_detail,
     ),
     (
+        re.compile(r"(?P<code>VIRUS_[A-Z_]+): (?P<detail>.*)"),
+        {
+            "ja": "ウイルス検査により保留（{what}: {detail}）",
+            "en": "held by the virus scan ({what}: {detail})",
+        },
+        _code_and_detail,
+    ),
+    (
         re.compile(r"(?P<code>WORKER_[A-Z_]+|INTERNAL_ERROR)(: .*)?"),
         {
             "ja": "処理中の障害のため保留（{what}）",

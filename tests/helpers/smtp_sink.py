@@ -40,7 +40,9 @@ class _Failure:
     stage: str
     code: int
     text: str
-    action: str = "reply"  # "reply", "drop" (close the connection), "delay"
+    # "reply", "drop" (close the connection), "delay" (then act normally), "commit-then-delay"
+    # (record the message, then wait before the 250: as a real MTA that has queued it)
+    action: str = "reply"
     seconds: float = 0.0
 
 
@@ -181,7 +183,7 @@ class _SinkHandler:
                 return "451 4.3.0 dropped"  # never seen by the client
             if failure.action == "delay":
                 await asyncio.sleep(failure.seconds)
-            else:
+            elif failure.action != "commit-then-delay":
                 return f"{failure.code} {failure.text}"
         with self.state.lock:
             self._counter += 1
@@ -198,6 +200,9 @@ class _SinkHandler:
                 )
             )
         server.xforward = {}
+        if failure is not None and failure.action == "commit-then-delay":
+            # Shielded: a client that hangs up now does not undo the queued message.
+            await asyncio.shield(asyncio.sleep(failure.seconds))
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
 
@@ -231,6 +236,14 @@ class SmtpSink:
     def delay_next(self, stage: str, seconds: float) -> None:
         with self.state.lock:
             self.state.failures.append(_Failure(stage, 0, "", action="delay", seconds=seconds))
+
+    def commit_then_delay_next(self, seconds: float) -> None:
+        """Queue the next message at once but answer its DATA only ``seconds`` later: a client
+        that gives up meanwhile has delivered it without knowing."""
+        with self.state.lock:
+            self.state.failures.append(
+                _Failure("data", 0, "", action="commit-then-delay", seconds=seconds)
+            )
 
     @property
     def messages(self) -> list[ReceivedMessage]:
