@@ -47,13 +47,23 @@ def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Me
     root = tmp_path_factory.mktemp("notice")
     policies = root / "policies"
     policies.mkdir()
-    (policies / "english.yaml").write_text("extends: lgwan-base\nnotice: {language: en}\n")
+    # Disk images are held whole by the shipped policy; these tests read the words a notice
+    # gives for one that an operator's policy strips instead.
+    strip_images = "rules: [{name: disk-image-or-notebook, enabled: false}]\n"
+    (policies / "stripping.yaml").write_text("extends: lgwan-base\n" + strip_images)
+    (policies / "english.yaml").write_text(
+        "extends: lgwan-base\nnotice: {language: en}\n" + strip_images
+    )
     sent = iter(range(1_000_000))
     with SmtpSink() as sink:
         config = make_config(
             root / "data",
             downstream=sink.address,
-            **{"policy.dir": str(policies), "tenants": {"en.example.lg.jp": {"policy": "english"}}},
+            **{
+                "policy.dir": str(policies),
+                "policy.name": "stripping",
+                "tenants": {"en.example.lg.jp": {"policy": "english"}},
+            },
         )
         with RunningGateway(config) as gateway:
 

@@ -2,7 +2,7 @@
 
 Retention is decided from one fact, the delivered bytes differing from the received ones
 beyond the fields the gateway prepends, so mail whose only change is an attachment (a rebuilt
-xlsx or pptx, a re-encoded JPEG, a CSV whose URLs were defanged, a stripped disk image) keeps
+xlsx or pptx, a re-encoded JPEG, a CSV whose URLs were defanged, a stripped 7-Zip archive) keeps
 its original too. A message that names a reference is delivered only after the original is
 committed; if it cannot be, the sender gets 451 and nothing is delivered.
 """
@@ -33,7 +33,7 @@ from tests.helpers.smtp_sink import SmtpSink
 REPO = Path(__file__).resolve().parents[2]
 MUGAIKA = (sys.executable, "-m", "gateway.cli")
 REFERENCE = re.compile(r"原本は参照番号 (\d{8}-[0-9A-Z]{8}) で保管されています")
-ISO_9660 = b"\x00" * 0x8001 + b"CD001\x01" + b"\x00" * 2042
+SEVEN_ZIP = b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(range(256)) * 4
 CSV = b"name,url\nquote,https://evil.example/quote\nfiles,http://files.example/a.zip\n"
 
 
@@ -56,7 +56,7 @@ CASES: dict[str, tuple[str, str, str]] = {
     ),
     "photo.jpg": ("image", "jpeg", ""),
     "list.csv": ("text", "csv", ""),
-    "disk.iso": ("application", "octet-stream", ""),
+    "bundle.7z": ("application", "octet-stream", ""),
 }
 
 
@@ -68,7 +68,7 @@ def _data(name: str) -> bytes:
         "book.xlsx": lambda: hostile.benign_xlsx(4),
         "photo.jpg": lambda: hostile.jpeg(exif=True),
         "list.csv": lambda: CSV,
-        "disk.iso": lambda: ISO_9660,
+        "bundle.7z": lambda: SEVEN_ZIP,
     }[name]()
 
 
