@@ -468,9 +468,9 @@ def decode_body(payload: bytes, declared_charset: str | None) -> DecodedText:
     # The declared charset does not fit (or there is none): try the Japanese ones.
     candidates: list[tuple[float, str, str]] = []
     for charset in ("cp932", "euc-jp"):
-        text = _strict(payload, charset)
-        if text is not None:
-            candidates.append((_japanese_score(text), charset, text))
+        decoded = _strict(payload, charset)
+        if decoded is not None:
+            candidates.append((_japanese_score(decoded), charset, decoded))
     chosen: tuple[str, str] | None = None
     if candidates:
         score, charset, text = max(candidates, key=lambda c: c[0])

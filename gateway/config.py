@@ -114,6 +114,10 @@ Network = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, Field()]
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
 
 
+def _loopback() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(network) for network in LOOPBACK]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -151,11 +155,11 @@ class SmtpConfig(_Model):
     # connect. Keep it above Postfix's maxproc for the mugaika transport (10 in deploy/postfix).
     max_sessions_per_client: StrictInt = Field(20, ge=1)
     # Clients allowed to relay to any recipient (Postfix mynetworks).
-    permitted_networks: list[Network] = Field(default_factory=lambda: list(LOOPBACK))
+    permitted_networks: list[Network] = Field(default_factory=_loopback)
     # Recipient domains anyone may send to (Postfix relay_domains); subdomains not included.
     accepted_domains: list[Domain] = Field(default_factory=list)
     # Clients whose XFORWARD attributes are believed (Postfix smtpd_authorized_xforward_hosts).
-    xforward_hosts: list[Network] = Field(default_factory=lambda: list(LOOPBACK))
+    xforward_hosts: list[Network] = Field(default_factory=_loopback)
     tls: TlsConfig = TlsConfig()
 
 
@@ -330,7 +334,7 @@ class HeaderAuthConfig(_Model):
 
     header: str | None = None  # e.g. X-Remote-User; null: off (password login only)
     # Only requests from these addresses may assert the header; others are ignored and logged.
-    trusted_proxies: list[Network] = Field(default_factory=lambda: list(LOOPBACK))
+    trusted_proxies: list[Network] = Field(default_factory=_loopback)
 
 
 class AdminConfig(_Model):
@@ -448,7 +452,7 @@ def _fqdn() -> str:
     return socket.getfqdn()
 
 
-def _set_path(data: dict[str, Any], loc: Loc, value: Any) -> None:
+def _set_path(data: dict[Any, Any], loc: Loc, value: Any) -> None:
     node = data
     for key in loc[:-1]:
         child = node.get(key)
@@ -460,7 +464,7 @@ def _set_path(data: dict[str, Any], loc: Loc, value: Any) -> None:
 
 
 def _env_overrides(environ: Mapping[str, str]) -> list[tuple[Loc, Any, str]]:
-    out = []
+    out: list[tuple[Loc, Any, str]] = []
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_CONFIG:
             continue
@@ -506,13 +510,15 @@ def load_config(
         messages = []
         for error, message in zip(exc.errors(), validation_messages(exc, doc), strict=True):
             loc = clean_loc(error["loc"])
-            origin = next((o for k, o in origins.items() if loc[: len(k)] == k), None)
-            if origin is not None:
+            given_by = next((o for k, o in origins.items() if loc[: len(k)] == k), None)
+            if given_by is not None:
                 # A flag names its key already: "--listen: 'bogus': expected HOST:PORT", not
                 # "--listen: listen: 'bogus'" (issue 16); an environment variable keeps it.
                 problem = message.split(": ", 2)[-1]
-                flag = origin.startswith("--") and origins.get(loc) == origin
-                message = f"{origin}: {problem}" if flag else f"{origin}: {dotted(loc)}: {problem}"
+                flag = given_by.startswith("--") and origins.get(loc) == given_by
+                message = (
+                    f"{given_by}: {problem}" if flag else f"{given_by}: {dotted(loc)}: {problem}"
+                )
             messages.append(message)
         more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
         raise ConfigError(messages[0] + more, messages) from None

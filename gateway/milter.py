@@ -196,7 +196,7 @@ class MilterSession:
     def _messages(self, frame: bytes) -> list[Message]:
         buffer = SimpleBuffer(len(frame))
         buffer[:] = frame
-        out = []
+        out: list[Message] = []
         try:
             for message in self.protocol.read_from(buffer):
                 message.freeze()  # keep the bytes after kilter releases its buffer views
@@ -427,9 +427,9 @@ def _fields(head: bytes) -> list[tuple[str, bytes]]:
             name, value = out[-1]
             out[-1] = (name, value + b"\r\n" + line)
             continue
-        name, colon, value = line.partition(b":")
+        raw_name, colon, value = line.partition(b":")
         if colon:
-            out.append((name.decode("ascii", "replace").strip(), value))
+            out.append((raw_name.decode("ascii", "replace").strip(), value))
     return out
 
 

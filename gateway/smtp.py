@@ -39,7 +39,7 @@ import secrets
 import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Session, syntax
@@ -427,7 +427,9 @@ class GatewaySMTP(SMTP):
             if status[:3].isdigit() and status[3:4] == " ":
                 self._last_code = int(status[:3])
                 self._data_accepted |= self._last_code == 354
-        await super().push(status)
+            await super().push(status)
+        else:
+            await super().push(status)
         if self.reply_owed is not None and status[:3].isdigit() and status[3:4] == " ":
             self.settle_reply()  # the message's reply is written: it is no longer in flight
 
@@ -802,8 +804,8 @@ class GatewayHandler:
         if code:
             self.metrics.commands.labels(command, reply_class(code)).inc()
 
-    def spawn(self, coroutine: Awaitable[Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from gateway.errors import ConfigError
 
@@ -78,7 +79,7 @@ class _BoundedLoader(yaml.SafeLoader):
                         problem_mark=event.start_mark,
                     )
                 self._count(size, event.start_mark, event.anchor)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)
         node: yaml.Node = super().compose_node(parent, index)
         if isinstance(node, yaml.MappingNode):
             size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
@@ -179,7 +180,7 @@ def dotted(loc: Iterable[str | int]) -> str:
     return out or "(top level)"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         return "unknown key"

@@ -323,7 +323,7 @@ class PreviewRenderer:
                     max_result_bytes=MAX_DOCUMENTS * MAX_PAGES * MAX_PNG_BYTES + (1 << 20),
                 )
                 await self.pool.start()
-            return await self.pool.run(message)  # type: ignore[no-any-return]
+            return await self.pool.run(message)
 
     async def close(self) -> None:
         if self.pool is not None:

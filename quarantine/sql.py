@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     and_,
@@ -542,7 +543,7 @@ class SqlStore:
         search = search_text(
             request.reference_id,
             clean_text(envelope.mail_from),
-            (r["address"] for r in recipients),
+            (str(r["address"]) for r in recipients),
             summary.subject,
             summary.header_from,
             summary.message_id,
@@ -848,7 +849,7 @@ class SqlStore:
         )
         with self.engine.connect() as conn:
             held = {
-                str(tenant): (int(count), _aware(oldest).timestamp() if oldest else None)
+                str(tenant): (int(count), aware.timestamp() if (aware := _aware(oldest)) else None)
                 for tenant, count, oldest in conn.execute(statement)
             }
         actions: dict[str, dict[str, int]] = {}
@@ -1238,7 +1239,7 @@ class SqlStore:
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[builtins.list[AuditEntry], int]:
-        conditions = []
+        conditions: builtins.list[ColumnElement[bool]] = []
         if scope is not None:
             conditions.append(audit_log.c.tenant.in_(sorted(scope)))
         if item_id:
@@ -1313,7 +1314,9 @@ class SqlStore:
                     status="pending",
                 )
             )
-            request_id = int(result.inserted_primary_key[0])
+            inserted = result.inserted_primary_key
+            assert inserted is not None  # an INSERT of one row
+            request_id = int(inserted[0])
             self._audit(
                 conn,
                 actor,

@@ -22,6 +22,7 @@ given item (``Actor.can`` plus the store's tenant scope do that together).
 
 from __future__ import annotations
 
+import builtins
 import datetime
 import getpass
 import hashlib
@@ -230,7 +231,7 @@ class UserStore:
             row = conn.execute(select(users).where(users.c.id == user_id)).first()
         return _user(row) if row else None
 
-    def list(self) -> list[User]:
+    def list(self) -> builtins.list[User]:
         with self.engine.connect() as conn:
             return [_user(r) for r in conn.execute(select(users).order_by(users.c.username))]
 
@@ -257,7 +258,7 @@ class UserStore:
     def set_disabled(self, username: str, disabled: bool) -> None:
         self._update(username, disabled=disabled)
 
-    def set_role(self, username: str, role: str, domains: list[str]) -> None:
+    def set_role(self, username: str, role: str, domains: builtins.list[str]) -> None:
         role, clean = check_role(role, domains)
         self._update(username, role=role, domains=json.dumps(clean))
 
@@ -300,7 +301,7 @@ class UserStore:
             )
         return token
 
-    def list_tokens(self, username: str) -> list[dict[str, Any]]:
+    def list_tokens(self, username: str) -> builtins.list[dict[str, Any]]:
         user = self.get(username)
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -121,7 +121,8 @@ def _attachments(message: Message) -> list[AttachmentRecord]:
         declared = part.get_content_type()
         if not filename and disposition != "attachment" and declared.startswith("text/"):
             return  # a body part
-        data = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
         try:
             detected = magic.from_buffer(data[:65536], mime=True) if data else "unknown"
         except Exception:  # libmagic on hostile bytes: fall back to the declared type

@@ -633,14 +633,14 @@ def compile_condition(c: schema.Condition) -> Condition:
             AuthCondition(results, frozenset(a.dmarc_policy), tuple(a.authenticated_domains))
         )
     if c.attachment is not None:
-        m = c.attachment
+        wanted = c.attachment
         parts.append(
             AttachmentCondition(
-                frozenset(m.content_class),
-                _patterns(m.type),
-                tuple(normalise_text(n) for n in m.name),
-                _regex(m.name_regex),
-                _range(m.size),
+                frozenset(wanted.content_class),
+                _patterns(wanted.type),
+                tuple(normalise_text(n) for n in wanted.name),
+                _regex(wanted.name_regex),
+                _range(wanted.size),
             )
         )
     if c.attachment_count is not None:

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from gateway.auth import AuthResults
 from gateway.message import Envelope
 from gateway.report import Report, RuleHit, Verdict
-from gateway.sanitizers.base import CONTENT_CLASSES, SanitizeOptions
+from gateway.sanitizers.base import CONTENT_CLASSES, Action, SanitizeOptions
 from rules import schema
 from rules.conditions import Condition, Facts, authenticated_for, compile_condition
 
@@ -58,7 +59,10 @@ _STRICTNESS = {
 }
 
 
-def _stricter(order: Sequence[str], a: str, b: str) -> str:
+T = TypeVar("T", bound=str)
+
+
+def _stricter(order: Sequence[str], a: T, b: T) -> T:
     return a if order.index(a) >= order.index(b) else b
 
 
@@ -92,8 +96,8 @@ class PolicySettings:
     """What the sanitizers and the notice read. Frozen plain data (crosses into workers)."""
 
     name: str
-    attachments: tuple[tuple[str, str], ...]  # content class -> action, for CONTENT_CLASSES
-    archive_members: tuple[tuple[str, str], ...]  # overrides for members of archives
+    attachments: tuple[tuple[str, Action], ...]  # content class -> action, for CONTENT_CLASSES
+    archive_members: tuple[tuple[str, Action], ...]  # overrides for members of archives
     on_sanitize_failure: str = "quarantine"
     html: str = "to-text"
     urls: UrlPolicy = UrlPolicy()
@@ -112,12 +116,12 @@ class PolicySettings:
     csv_formulas: str = "neutralize"
     pdf_url_text: str = "rasterize-pages"
 
-    def action_for(self, content_class: str) -> str:
+    def action_for(self, content_class: str) -> Action:
         """The action for a content class; a class the policy does not know is ``unknown``."""
         actions = dict(self.attachments)
         return actions.get(content_class, actions.get("unknown", "strip"))
 
-    def member_actions(self) -> tuple[tuple[str, str], ...]:
+    def member_actions(self) -> tuple[tuple[str, Action], ...]:
         """Actions for archive members: ``attachments`` with ``archive_members`` on top."""
         merged = dict(self.attachments)
         merged.update(dict(self.archive_members))
@@ -127,7 +131,7 @@ class PolicySettings:
         """``SanitizeOptions`` for one attachment of ``content_class``."""
         mode = self.action_for(content_class)
         return SanitizeOptions(
-            mode=mode if mode in ("rebuild", "rasterize", "both") else "rebuild",  # type: ignore[arg-type]
+            mode=mode if mode in ("rebuild", "rasterize", "both") else "rebuild",
             defang_urls=self.urls.mode != "keep",
             rasterize_dpi=self.rasterize_dpi,
             max_pages=self.max_pages,
@@ -460,7 +464,7 @@ class PolicySet:
     def policy_name_for(self, domain: str, tenants: Mapping[str, object]) -> str:
         tenant = tenants.get(domain.lower().rstrip("."))
         name = getattr(tenant, "policy", None) if tenant is not None else None
-        return name if name in self.policies else self.default
+        return name if isinstance(name, str) and name in self.policies else self.default
 
     def for_recipients(self, domains: Sequence[str], tenants: Mapping[str, object]) -> Policy:
         """The policy for a message to ``domains``: the tenant's (or default) policy, or the

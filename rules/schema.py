@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional, get_args
 
 from pydantic import (
     AfterValidator,
@@ -163,7 +163,7 @@ ArchiveMemberActions: type[_Model] = create_model(  # type: ignore[call-overload
     __base__=_Model,
     __doc__="Actions for members of archives; a class not named here uses ``attachments``.",
     **{
-        name: (info.annotation | None, None)
+        name: (Optional[info.annotation], None)  # noqa: UP045  (annotation is a runtime value)
         for name, info in AttachmentActions.model_fields.items()
     },
 )
@@ -179,7 +179,7 @@ class SanitizeSettings(_Model):
     archive_max_members: StrictInt = Field(1000, ge=1)
     archive_max_total_size: Size = ByteSize(256 * 1024 * 1024)
     archive_max_ratio: StrictInt = Field(200, ge=1)  # uncompressed/compressed, per member
-    archive_members: ArchiveMemberActions = ArchiveMemberActions()  # type: ignore[valid-type]
+    archive_members: ArchiveMemberActions = ArchiveMemberActions()
     # .csv/.tsv cells a spreadsheet would run as formulas (=, +, -, @, tab, CR first; ＝＋－＠
     # too; plain numbers such as -5 are not formulas): neutralize puts ' in front (the cell
     # shows as text), quarantine holds the message.
@@ -280,7 +280,7 @@ class HeaderMatch(TextMatch):
     contains: list[StrictStr] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _some(self) -> HeaderMatch:  # type: ignore[override]
+    def _some(self) -> HeaderMatch:
         return self  # name alone: the header is present
 
 
@@ -337,13 +337,15 @@ class DisplayNameMatch(_Model):
     regex: Regex | None = None
 
 
+LookalikeField = Literal["from", "envelope_from", "reply_to"]
+LOOKALIKE_FIELDS: tuple[LookalikeField, ...] = get_args(LookalikeField)
+
+
 class LookalikeMatch(_Model):
     """A sender domain that looks like a protected domain but is not it (UTS #39 confusables,
     digits for letters, ``rn`` for ``m``), or an IDN label that mixes scripts."""
 
-    fields: list[Literal["from", "envelope_from", "reply_to"]] = Field(
-        default_factory=lambda: ["from", "envelope_from", "reply_to"]
-    )
+    fields: list[LookalikeField] = Field(default_factory=lambda: list(LOOKALIKE_FIELDS))
     protect: list[Domain] = Field(default_factory=list)  # besides tenants, protected_domains
     mixed_script: StrictBool = True
 

@@ -342,7 +342,7 @@ def _sanitize_zip(
                 name = shown_name
                 raw_name = _reencode(shown_name) if raw_name is not None else None
             _handle_member(
-                _Member(name, raw_name, content, date_time),  # type: ignore[arg-type]
+                _Member(name, raw_name, content, date_time),
                 member_id,
                 options,
                 depth,

@@ -77,13 +77,13 @@ class SanitizeOptions:
     archive_max_members: int = 1000
     archive_max_total_size: int = 256 * 1024 * 1024
     archive_max_ratio: int = 200
-    member_actions: tuple[tuple[str, str], ...] = ()
+    member_actions: tuple[tuple[str, Action], ...] = ()
     csv_formulas: str = "neutralize"  # neutralize | quarantine (see sanitizers/text.py)
     pdf_url_text: str = "rasterize-pages"  # rasterize-pages | quarantine (see sanitizers/pdf.py)
     # Where archive members are scanned for known malware (gateway.antivirus); None: off.
     antivirus: ScanTarget | None = None
 
-    def member_action(self, content_class: str, default: str = "strip") -> str:
+    def member_action(self, content_class: str, default: Action = "strip") -> Action:
         return dict(self.member_actions).get(content_class, default)
 
 

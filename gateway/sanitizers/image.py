@@ -369,7 +369,9 @@ def _mode_for(frame: Image.Image, out_format: str) -> Image.Image:
             return background
         return frame.convert("RGB")
     if out_format == "GIF":
-        return frame if mode in ("P", "L", "1") else frame.convert("P", palette=Image.ADAPTIVE)
+        return (
+            frame if mode in ("P", "L", "1") else frame.convert("P", palette=Image.Palette.ADAPTIVE)
+        )
     if out_format == "BMP":
         return frame if mode in ("1", "L", "P", "RGB", "RGBA") else frame.convert("RGBA")
     if out_format == "WEBP":

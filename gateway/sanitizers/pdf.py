@@ -47,7 +47,7 @@ import unicodedata
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import pikepdf
 import pikepdf.sanitize
@@ -254,7 +254,7 @@ def _action_type(obj: Dictionary | Stream) -> str:
     return ""
 
 
-def _is_action(obj: Any) -> bool:
+def _is_action(obj: Any) -> TypeGuard[Dictionary | Stream]:
     return isinstance(obj, (Dictionary, Stream)) and bool(_action_type(obj))
 
 
@@ -434,20 +434,27 @@ def _neutralize(pdf: pikepdf.Pdf, defang: bool) -> list[str]:
 
 
 def _neutralize_object(obj: Dictionary | Stream) -> None:
-    for key in (Name.AA, Name.JS, Name.EF, Name("/RichMediaContent"), Name("/3DD")):
+    removable: tuple[Name, ...] = (
+        Name.AA,
+        Name.JS,
+        Name.EF,
+        Name("/RichMediaContent"),
+        Name("/3DD"),
+    )
+    for key in removable:
         if key in obj:
             del obj[key]
     if _bad_action(obj):
         # The action object may be shared; emptying it disarms every reference at once.
-        for key in list(obj.keys()):
-            if isinstance(obj, Stream) and key in ("/Length", "/Filter", "/DecodeParms"):
+        for field in list(obj.keys()):
+            if isinstance(obj, Stream) and field in ("/Length", "/Filter", "/DecodeParms"):
                 continue
-            del obj[key]
+            del obj[field]
     if obj.get(Name.Type) == Name.EmbeddedFile and isinstance(obj, Stream):
         obj.write(b"")
-        for key in list(obj.keys()):
-            if key not in ("/Length",):
-                del obj[key]
+        for field in list(obj.keys()):
+            if field not in ("/Length",):
+                del obj[field]
     if Name.XFA in obj and Name.Fields in obj:
         del obj[Name.XFA]
     for key in (Name.A, Name.Next, Name.OpenAction):
@@ -547,8 +554,7 @@ def _font_metrics(resources: Any) -> dict[str, tuple[int, list[float]]]:
     fonts = resources.get(Name.Font) if isinstance(resources, Dictionary) else None
     if not isinstance(fonts, Dictionary):
         return metrics
-    for key in fonts:
-        font = fonts[key]
+    for key, font in fonts.items():
         if isinstance(font, Dictionary) and str(font.get(Name.Subtype, "")) in _SIMPLE_FONT_TYPES:
             found = _widths(font)
             if found is not None:
@@ -590,7 +596,7 @@ def _defang_content(
         elif op == "Tf" and operands and isinstance(operands[0], Name):
             font = str(operands[0])
         elif op == "Do" and operands and isinstance(xobjects, Dictionary) and depth < _FORM_NESTING:
-            form = xobjects.get(operands[0])
+            form = xobjects.get(str(operands[0]))
             if isinstance(form, Stream) and form.get(Name.Subtype) == Name.Form:
                 key = form.objgen
                 if key == (0, 0) or key not in seen:

@@ -155,7 +155,8 @@ class _Rewriter(rtfobj.RtfParser):
             self._cut(group.start, end, b"", group.drop)
         elif group.kind in ("object", "field"):
             code = "RTF_OBJECT_REMOVED" if group.kind == "object" else "RTF_FIELD_REMOVED"
-            shown, found = b"", {}
+            shown: bytes = b""
+            found: dict[str, int] = {}
             if group.result is not None:
                 inner = self.data[group.result[0] : group.result[1]]
                 shown, found = _rewrite(inner, self.depth + 1)

@@ -123,7 +123,9 @@ def _tiles(counts: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
             }
         )
     for tile in tiles:
-        tile["href"] = "/items?" + urllib.parse.urlencode(tile["filters"])
+        filters = tile["filters"]
+        assert isinstance(filters, dict)
+        tile["href"] = "/items?" + urllib.parse.urlencode(filters)
     return tiles
 
 

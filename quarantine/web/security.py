@@ -103,7 +103,7 @@ def same_origin(request: Request) -> bool:
 
 
 def tokens_match(expected: str | None, given: str | None) -> bool:
-    return bool(expected) and bool(given) and secrets.compare_digest(expected, given)  # type: ignore[arg-type]
+    return bool(expected) and bool(given) and secrets.compare_digest(expected or "", given or "")
 
 
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]

@@ -23,6 +23,7 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway.config import Config, parse_host_port
 from gateway.delivery import Downstream, make_downstream
@@ -53,6 +54,7 @@ class AdminService:
         self.store = store
         self.downstream = downstream
         self.server: _EmbeddedServer | None = None
+        self.app: Starlette | None = None
         self.task: asyncio.Task[None] | None = None
         self.bound: tuple[str, int] | None = None
 
@@ -60,7 +62,7 @@ class AdminService:
         assert self.config.admin.listen is not None
         sock = bind(self.config.admin.listen)
         self.bound = sock.getsockname()[:2]
-        app = create_app(self.config, self.store, self.downstream)
+        app = self.app = create_app(self.config, self.store, self.downstream)
         uconfig = uvicorn.Config(
             app,
             log_config=None,
@@ -91,8 +93,9 @@ class AdminService:
             self.server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self.task, 10)
-            with contextlib.suppress(Exception):
-                await self.server.config.app.state.admin.renderer.close()
+            if self.app is not None:
+                with contextlib.suppress(Exception):
+                    await self.app.state.admin.renderer.close()
 
 
 DIGEST_TICK = 60.0
@@ -203,7 +206,10 @@ def run_standalone(config: Config) -> int:
     )
 
     async def main() -> None:
-        services = [AdminService(config, store, downstream), MaintenanceService(config, store)]
+        services: list[AdminService | MaintenanceService] = [
+            AdminService(config, store, downstream),
+            MaintenanceService(config, store),
+        ]
         for service in services:
             await service.start()
         stop = asyncio.Event()
