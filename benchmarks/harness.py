@@ -128,11 +128,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for path in order:
                     key = (path.name, workload.name)
                     if key not in estimates:  # a pilot: warms up and measures the rate
-                        pilot = throughput_run(
-                            path, workload, 20 * SESSIONS if path.name == "direct" else SESSIONS
-                        )
+                        size = 20 * SESSIONS if path.name == "direct" else SESSIONS // 2
+                        pilot = throughput_run(path, workload, size)
                         estimates[key] = pilot.rate
-                    messages = max(2 * SESSIONS, round(estimates[key] * args.seconds))
+                    least = SESSIONS if args.quick else 2 * SESSIONS  # every session loaded
+                    messages = max(least, round(estimates[key] * args.seconds))
                     result = throughput_run(path, workload, messages)
                     estimates[key] = result.rate
                     runs.append(

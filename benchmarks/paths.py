@@ -218,7 +218,7 @@ def write_amavis_config(work: Path, port: int, sink_port: int, hardened: bool) -
 $bypass_decode_parts = 0;
 $final_banned_destiny = D_DISCARD;
 $final_bad_header_destiny = D_PASS;
-$banned_quarantine_method = 'local:banned-%m';
+$banned_files_quarantine_method = 'local:banned-%m';
 $QUARANTINEDIR = "$MYHOME/quarantine";
 {BANNED}"""
         if hardened

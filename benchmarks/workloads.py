@@ -164,9 +164,11 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def _corpus_rows() -> list[tuple[str, int, str]]:
+    # The pipeline decides what goes in; files flagged as live malware are not even tried.
     flagged = {
         line.split("\t")[0]
         for line in (CORPUS / "FLAGS.tsv").read_text(encoding="utf-8").splitlines()[1:]
+        if "MALWARE" in line
     }
     rows = []
     for line in (CORPUS / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()[1:]:

@@ -62,7 +62,7 @@ def test_a_tiny_interleaved_run_writes_results_and_plot(tmp_path: Path) -> None:
     }
     for row in runs:
         assert row["failures"] == []
-        assert row["delivered"] == row["sent"] >= 32
+        assert row["delivered"] == row["sent"] >= 16
     bare = [r for r in runs if r["path"] == "bare"]
     assert all(r["cpu_seconds"] > 0 and r["memory"]["rss"] > 0 for r in bare)
     latencies = {(r["workload"], r["path"]): r for r in result["latencies"]}
