@@ -41,6 +41,7 @@ async def main() -> None:
     parser.add_argument("--listen", required=True)
     parser.add_argument("--downstream", required=True)
     parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
     args = parser.parse_args()
     config = load_config(
         overrides={
@@ -49,6 +50,7 @@ async def main() -> None:
             "data_dir": args.data_dir,
             "admin.listen": None,
             "metrics.listen": None,
+            **({"workers.count": args.workers} if args.workers else {}),
         }
     )
     logs.configure("WARNING")

@@ -4,7 +4,7 @@
 # python3-venv if `python3 -m venv` is unavailable and we are root.
 set -eu
 
-MUGAIKA_ROOT=$(cd "$(dirname "$0")" && pwd)
+MUGAIKA_ROOT=${MUGAIKA_ROOT:-$(cd "$(dirname "$0")" && pwd)}
 VENV="${MUGAIKA_VENV:-$MUGAIKA_ROOT/.venv}"
 
 _python() {

@@ -58,13 +58,21 @@ PROGRAMS: dict[str, RunTests | Skips | str] = {
     "postqueue": RunTests("postfix"),  # tests/helpers/postfix.py: the queue as JSON
     "node": RunTests("nodejs npm"),  # tests/differential: Node mailparser
     "fc-list": RunTests("fontconfig fonts-noto-cjk"),  # browser UI tests: Japanese fonts
+    "smtp-source": RunTests("postfix"),  # tests/benchmarks: the relay benchmark's load tool
+    "smtp-sink": RunTests("postfix"),  # tests/benchmarks: the relay benchmark's sink
     "perl": RunTests("libmime-tools-perl"),  # differential: MIME-tools; redteam: Convert::BinHex
     "clamd": RunTests("clamav-daemon"),  # tests/helpers/clamd.py: a private clamd
     "c-icap": RunTests("c-icap libc-icap-mod-virus-scan"),  # tests/helpers/icap.py
     "python": PYTHON,
 }
 # run-tests tests presence with `command -v NAME`; these are checked under another name.
-PRESENCE_NAME = {"postfix": "postconf", "postqueue": "postconf", "node": "npm"}
+PRESENCE_NAME = {
+    "postfix": "postconf",
+    "postqueue": "postconf",
+    "smtp-source": "postconf",
+    "smtp-sink": "postconf",
+    "node": "npm",
+}
 # Product modules that run a program: the test files exercising that program there.
 PRODUCT_CALLERS = {
     "soffice": ("tests/sanitizers/test_ole.py", "tests/sanitizers/test_ooxml.py"),
