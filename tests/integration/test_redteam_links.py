@@ -55,7 +55,6 @@ def test_attachment_names_in_the_notice_are_not_links(chain: RedTeamChain, filen
     assert live_links(notice) == [], notice
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-08 long-form UNC paths stay live")
 @pytest.mark.parametrize(
     "path",
     ["\\\\?\\UNC\\10.0.0.5\\share\\a.exe", "\\\\;LanmanRedirector\\10.0.0.5\\share\\a.exe"],
