@@ -670,6 +670,16 @@ def defang_text(text: str, policy: UrlPolicy) -> DefangResult:
     return DefangResult(_apply(text, replacements), result.count, result.urls, result.flags)
 
 
+_ALWAYS_DEFANG = UrlPolicy()
+
+
+def defang_untrusted(text: str) -> str:
+    """``text`` defanged with the default policy, whatever the configured URL mode or allow
+    list: for untrusted strings the gateway quotes in text it writes itself (notices, digests,
+    finding details shown in logs and the admin UI), where nothing may be a link."""
+    return defang_text(text, _ALWAYS_DEFANG).text
+
+
 def defang_pieces(pieces: list[str], policy: UrlPolicy) -> tuple[list[str], DefangResult]:
     """Defang text that is split into pieces (the text nodes of an HTML document) as if it
     were one string, so ``<b>example</b>.com`` is found, and give each piece its share of the

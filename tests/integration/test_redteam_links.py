@@ -39,7 +39,6 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedTeamChain]:
 _SEVEN_ZIP = b"7z\xbc\xaf\x27\x1c" + b"\0" * 32  # stripped by policy, named in the notice
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-03 file names put live links in the notice")
 @pytest.mark.parametrize(
     "filename",
     ["www.evil-example.jp.7z", "\\\\10.0.0.5\\share.7z", "ｈｔｔｐｓ：／／ｅｖｉｌ．ｊｐ／ａ.7z"],
