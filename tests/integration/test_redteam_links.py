@@ -83,7 +83,6 @@ def _workbook(formula: str) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-09 xlsx formulas that reach out are kept")
 @pytest.mark.parametrize(
     "formula",
     [
