@@ -758,7 +758,9 @@ class _TooMany(Exception):
 
 
 _COARSE_RE = re.compile(
-    r"(?<=h)tt(?=ps?:)|(?<=f)t(?=ps?:)|(?<=[A-Za-z0-9])(:)(?=//|\\)|(\.)|(\\)", re.IGNORECASE
+    r"(?<=h)tt(?=ps?:)|(?<=f)t(?=ps?:)|(?<=[A-Za-z0-9])(:)(?=//|\\)|(\.)|(\\)"
+    r"|((?<![A-Za-z0-9_:/\]])/(?=/[\w$]))",  # "//host/share": its first slash
+    re.IGNORECASE,
 )
 _COARSE_OPAQUE_RE = re.compile(r"(?<![A-Za-z0-9+.\-])(" + _OPAQUE_SCHEMES + r"|file):", re.I)
 
@@ -768,7 +770,7 @@ def _coarse(view_text: str) -> DefangResult:
     scheme and every backslash is broken. Readability suffers; only floods get here."""
 
     def breaker(match: re.Match[str]) -> str:
-        if match.group(1) or match.group(2) or match.group(3):
+        if match.group(1) or match.group(2) or match.group(3) or match.group(4):
             return "[" + match.group() + "]"
         return "x" * len(match.group())
 

@@ -469,8 +469,15 @@ def test_property_only_urls_change(text: str) -> None:
 
 @pytest.mark.parametrize(
     "flood",
-    ["http:" * 200_000, "a.com/" * 100_000, "@a.com" * 100_000, "\\\\a" * 100_000],
-    ids=["schemes", "domains", "mail", "unc"],
+    [
+        "http:" * 200_000,
+        "a.com/" * 100_000,
+        "@a.com" * 100_000,
+        "\\\\a" * 100_000,
+        "//host/share " * 100_000,
+        "\\\\?\\UNC\\h\\s " * 100_000,
+    ],
+    ids=["schemes", "domains", "mail", "unc", "slash-unc", "long-unc"],
 )
 def test_floods_are_bounded_and_still_defanged(flood: str) -> None:
     started = time.monotonic()
@@ -492,3 +499,13 @@ def test_url_split_by_quoted_printable_soft_breaks_is_whole_after_decoding() -> 
     result = defang_text(text, DEFANG)
     assert result.text == "詳細はhxxps://www[.]example[.]co[.]jp/very/long/path です"
     assert result.urls == ("https://www.example.co.jp/very/long/path",)
+
+
+@pytest.mark.parametrize("path", ["//host/share ", "\\\\?\\UNC\\host\\s "])
+def test_remote_paths_in_a_flood_are_broken_too(path: str) -> None:
+    """Past MAX_URLS_ANALYSED the coarse pass runs: it must break these forms as well."""
+    result = defang_text(path * 100_000, DEFANG)
+    assert "URL_FLOOD" in result.flags
+    head = result.text[:5000]
+    assert "//host" not in head, head[:80]
+    assert "\\\\" not in head, head[:80]
