@@ -125,6 +125,7 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("OOXML_ALT_CHUNK", _M, "埋め込まれた別形式の文書を除去", "documents embedded in other formats removed"),
     CodeInfo("OOXML_FIELD_REMOVED", _M, "外部を参照するフィールドを除去", "fields that fetch outside content removed"),
     CodeInfo("OOXML_FORMULA_REMOVED", _M, "外部と通信する数式を除去", "formulas that call outside removed"),
+    CodeInfo("OOXML_EXTERNAL_REFERENCE", _H, "外部のファイルを参照する数式を値に置き換え", "formulas referring to outside files replaced by their values"),
     CodeInfo("OOXML_ACTION_REMOVED", _H, "プログラムを実行する動作設定を除去", "actions that run programs removed"),
     CodeInfo("OOXML_MACRO_ENABLED_TYPE", _L, "マクロ有効形式を通常の形式に変更", "changed from a macro-enabled type to the ordinary one"),
     CodeInfo("OOXML_PART_REMOVED", _L, "文書に不要な付属データを除去", "extra data the document does not need removed"),

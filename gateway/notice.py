@@ -8,7 +8,9 @@ named in ``TEMPLATES`` below; an override with an unknown field is reported and 
 text used instead, so a typo in a policy never breaks mail flow.
 
 The notice only reads the ``Report``; it decides nothing. Untrusted names (attachment file
-names) pass through ``replace_control_chars`` so RTLO cannot reorder what a recipient reads.
+names, new names, malware names) pass through ``replace_control_chars`` so RTLO cannot reorder
+what a recipient reads, and through the URL defanger so that no client makes a link of them
+(``www.evil.jp.7z``, ``\\\\host\\share.7z``, ``invoice.zip``: ``.zip`` is a top-level domain).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from gateway import findings
 from gateway.logs import replace_control_chars
 from gateway.report import AttachmentRecord, Report, Verdict
+from gateway.sanitizers.urls import defang_untrusted
 
 log = logging.getLogger("mugaika.notice")
 
@@ -82,6 +85,11 @@ TEMPLATES: dict[str, dict[str, str]] = {
 }
 
 
+def quoted(untrusted: str) -> str:
+    """An untrusted string as a notice may show it: no control or bidi characters, no link."""
+    return defang_untrusted(replace_control_chars(untrusted))
+
+
 def reason_text(codes: str, language: str) -> str:
     """``"OOXML_MACRO_ENABLED_TYPE,OOXML_VBA_MACRO"`` → ``"マクロを除去、マクロ有効形式を通常の
     形式に変更"``: the registry's words (``gateway/findings.py``), the most serious first, each
@@ -118,7 +126,7 @@ class Notice:
         for signature in dict.fromkeys(
             f.detail for f in report.findings if f.code == "VIRUS_FOUND"
         ):
-            out.append(self._line("virus-found", name=replace_control_chars(signature)))
+            out.append(self._line("virus-found", name=quoted(signature)))
         for kind in ("html-to-text", "html-sanitized"):
             if report.count_actions(kind):
                 out.append(self._line(kind))
@@ -138,7 +146,7 @@ class Notice:
         return out
 
     def _attachment_line(self, record: AttachmentRecord) -> str:
-        name = replace_control_chars(
+        name = quoted(
             record.untrusted_filename or "(無題)"
             if self.language == "ja"
             else record.untrusted_filename or "(unnamed)"
@@ -158,7 +166,7 @@ class Notice:
             renamed = self._line(
                 "attachment-renamed",
                 name=name,
-                new_name=replace_control_chars(record.output_filename),
+                new_name=quoted(record.output_filename),
             )
             line = f"{line}\n{renamed}"
         return line

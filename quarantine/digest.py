@@ -47,6 +47,7 @@ from gateway.errors import DownstreamRefused, DownstreamUnavailable
 from gateway.logs import log_fields, quarantine_log, replace_control_chars
 from gateway.message import Recipient
 from gateway.notice import local_time
+from gateway.sanitizers.urls import defang_untrusted
 from quarantine import db
 from quarantine.schema import digest_runs
 from quarantine.sql import ItemQuery, ItemSummary, SqlStore
@@ -90,10 +91,14 @@ def _entry(number: int, item: ItemSummary, zone: datetime.tzinfo, with_recipient
     def clean(value: str) -> str:
         return replace_control_chars(value)[:200]
 
+    def quoted(untrusted: str) -> str:
+        # The sender's own words: defanged like a body, or the digest carries their links.
+        return defang_untrusted(clean(untrusted))
+
     reasons = "、".join(reason_words(r, "ja") for r in item.reasons) or "ポリシーによる"
     lines = [
-        f"{number}. 件名: {clean(item.subject) or '（件名なし）'}",
-        f"   差出人: {clean(item.header_from or item.envelope_from)}",
+        f"{number}. 件名: {quoted(item.subject) or '（件名なし）'}",
+        f"   差出人: {quoted(item.header_from or item.envelope_from)}",
         f"   受信日時: {local_time(item.received_at, zone)}",
         f"   保留の理由: {clean(reasons)}",
         f"   参照番号: {item.id}",

@@ -22,9 +22,13 @@ written with only what a document needs to show its content:
   QUOTE (used to spell DDE out of character codes); nested fields inside an instruction
   make that field suspect too. Mail-merge data sources are removed;
 - Excel formulas that reach outside (DDE ``cmd|' /c calc'!A0``, CALL/REGISTER/EXEC,
-  WEBSERVICE, RTD, and HYPERLINK when URLs are defanged) lose the formula and keep their
-  cached value; Auto_Open-style defined names go; PowerPoint click/hover actions that run a
-  macro, a program or an OLE verb go;
+  WEBSERVICE, FILTERXML, IMAGE, RTD, SQL.REQUEST, and HYPERLINK when URLs are defanged) or
+  refer to another workbook (``'\\\\host\\share\\[book.xlsx]Sheet1'!A1``, a URL, an index into
+  a removed external link) lose the formula and keep their cached value as a constant
+  (followers of a shared formula with it); defined names that do so, and Auto_Open-style
+  ones, go; PowerPoint click/hover actions that run a macro, a program or an OLE verb go;
+- evidence (targets, instructions, formulas) is defanged before it becomes a finding's
+  detail, which logs and the admin UI show;
 - macro-enabled content types become their plain ones, so ``.docm`` becomes ``.docx``
   (``.xlsm``/``.xlam`` -> ``.xlsx``, ``.pptm``/``.ppam`` -> ``.pptx``, templates alike).
 
@@ -55,8 +59,10 @@ from lxml import etree
 
 from gateway.detect import extension_of, sanitize_filename
 from gateway.errors import CannotSanitize
+from gateway.logs import replace_control_chars
 from gateway.report import Finding
 from gateway.sanitizers.base import OutputFile, SanitizeOptions, SanitizeResult
+from gateway.sanitizers.urls import defang_untrusted
 
 FINDING_CODES: tuple[str, ...] = (
     "OOXML_VBA_MACRO",  # vbaProject.bin (detail: olevba's auto-exec/suspicious keywords)
@@ -70,7 +76,8 @@ FINDING_CODES: tuple[str, ...] = (
     "OOXML_ALT_CHUNK",  # Word altChunk imports (HTML/RTF/MHT inside the docx)
     "DDE_FIELD",  # DDE/DDEAUTO field or DDE formula or ddeLink
     "OOXML_FIELD_REMOVED",  # other fields not on the allow-list (INCLUDEPICTURE, LINK...)
-    "OOXML_FORMULA_REMOVED",  # formulas that call out (CALL, WEBSERVICE, HYPERLINK...)
+    "OOXML_FORMULA_REMOVED",  # formulas that call out (CALL, WEBSERVICE, IMAGE, HYPERLINK...)
+    "OOXML_EXTERNAL_REFERENCE",  # formulas and names that refer to another workbook by path/URL
     "OOXML_ACTION_REMOVED",  # PowerPoint actions running macros/programs, Auto_Open names
     "OOXML_MACRO_ENABLED_TYPE",  # macro-enabled content type converted to the plain one
     "OOXML_PART_REMOVED",  # other parts dropped (printer settings, unknown binaries)
@@ -207,9 +214,20 @@ SAFE_FIELDS = frozenset(
 )
 _DDE_KEYWORDS = {"DDE", "DDEAUTO"}
 # Excel formulas that reach outside the workbook or run code.
+# IMAGE (Excel 365, stored as _xlfn.IMAGE) fetches its URL on every recalculation.
 _BAD_FORMULA = re.compile(
-    r"(?i)(\b(CALL|REGISTER(\.ID)?|EXEC|WEBSERVICE|FILTERXML|RTD|DDE|IMPORTXML)\s*\()|"
+    r"(?i)(\b(CALL|REGISTER(\.ID)?|EXEC|WEBSERVICE|FILTERXML|RTD|DDE|IMPORTXML|IMAGE|"
+    r"SQL\.REQUEST)\s*\()|"
     r"([A-Za-z0-9_.\-]+\|['\"]?[^!]*['\"]?!)"
+)
+# A reference into another workbook: "'\\host\share\[book.xlsx]Sheet 1'!A1" or
+# "'https://host/[book.xlsx]Sheet1'!A1" (a sheet name may not contain brackets, so brackets in
+# a quoted reference name a workbook), and unquoted "[book.xlsx]Sheet1!A1", "[1]Sheet1!A1"
+# (an index into an externalLink part, which is removed). Excel opens the path when links are
+# updated: SMB to a UNC host sends the user's NTLM hash. Table references ("Table1[Col]",
+# "[@Col]") are never followed by "!".
+_EXTERNAL_REFERENCE = re.compile(
+    r"'(?:[^']|'')*\[(?:[^'\]]|'')+\](?:[^']|'')*'!|(?<![\w\]])\[[^\[\]'\"!]+\][\w.]*!"
 )
 _HYPERLINK_FORMULA = re.compile(r"(?i)\bHYPERLINK\s*\(")
 _AUTO_NAMES = re.compile(r"(?i)^(_xlnm\.)?auto_(open|close|activate|deactivate)")
@@ -227,7 +245,9 @@ class _Package:
     findings: dict[str, list[str]] = field(default_factory=dict)
 
     def note(self, code: str, evidence: str) -> None:
-        self.findings.setdefault(code, []).append(evidence)
+        # Evidence quotes the document (targets, field instructions, formulas) and is shown
+        # in logs and the admin UI: no link may survive there (an "mhtml:https://" target).
+        self.findings.setdefault(code, []).append(defang_untrusted(replace_control_chars(evidence)))
 
 
 def _xml_parser() -> etree.XMLParser:
@@ -424,7 +444,7 @@ def _clean_relationships(package: _Package, options: SanitizeOptions) -> dict[st
                 code = (
                     "OOXML_HYPERLINK" if rel_type == "hyperlink" else "OOXML_EXTERNAL_RELATIONSHIP"
                 )
-                evidence = f"{rel_type} -> {_defang(target)}"
+                evidence = f"{rel_type} -> {target[:300]}"
             elif rel_type in _DROP_REL_TYPES:
                 code = _DROP_REL_TYPES[rel_type]
                 evidence = f"{rel_type} -> {target[:100]}"
@@ -443,12 +463,6 @@ def _clean_relationships(package: _Package, options: SanitizeOptions) -> dict[st
         if changed:
             package.parts[rels_name] = _serialize(root)
     return removed_ids
-
-
-def _defang(url: str) -> str:
-    from gateway.sanitizers.pdf import defang_url
-
-    return defang_url(url)
 
 
 # --- XML parts --------------------------------------------------------------------------------
@@ -593,12 +607,8 @@ def _judge(candidate: _Field, package: _Package, name: str) -> bool:
     if keyword in _DDE_KEYWORDS or re.search(r"(?i)\bdde(auto)?\b", instruction):
         package.note("DDE_FIELD", f"{name}: {shown}")
     else:
-        package.note("OOXML_FIELD_REMOVED", f"{name}: {_defang_text(shown)}")
+        package.note("OOXML_FIELD_REMOVED", f"{name}: {shown}")
     return True
-
-
-def _defang_text(text: str) -> str:
-    return re.sub(r"(?i)\b(h)tt(ps?)://", r"\1xx\2://", text)
 
 
 def _detach(element: etree._Element) -> None:
@@ -609,23 +619,74 @@ def _detach(element: etree._Element) -> None:
 
 def _clean_spreadsheet(root: etree._Element, package: _Package, name: str, defang: bool) -> int:
     changed = 0
+    removed_shared: set[str] = set()
     for formula in list(root.iter()):
         if _local(formula.tag) != "f" or not formula.text:
             continue
-        text = formula.text
-        bad = _BAD_FORMULA.search(text)
-        link = defang and _HYPERLINK_FORMULA.search(text)
-        if bad or link:
-            code = "DDE_FIELD" if bad and "|" in (bad.group(0) or "") else "OOXML_FORMULA_REMOVED"
-            package.note(code, f"{name}: ={_defang_text(text)[:100]}")
-            _detach(formula)
+        code = _formula_code(formula.text, defang)
+        if code:
+            cell = formula.getparent()
+            where = cell.get("r", "") if cell is not None else ""
+            package.note(code, f"{name} {where}: ={formula.text[:100]}")
+            if formula.get("t") == "shared" and formula.get("si") is not None:
+                removed_shared.add(formula.get("si", ""))
+            _keep_cached_value(formula)
+            changed += 1
+    for follower in list(root.iter()):
+        # Cells that share a removed formula hold only its index: they go with it.
+        if (
+            _local(follower.tag) == "f"
+            and follower.get("t") == "shared"
+            and follower.get("si") in removed_shared
+        ):
+            _keep_cached_value(follower)
             changed += 1
     for defined in list(root.iter()):
-        if _local(defined.tag) == "definedName" and _AUTO_NAMES.match(defined.get("name", "")):
+        if _local(defined.tag) != "definedName":
+            continue
+        if _AUTO_NAMES.match(defined.get("name", "")):
             package.note("OOXML_ACTION_REMOVED", f"{name}: defined name {defined.get('name')}")
             _detach(defined)
             changed += 1
+            continue
+        code = _formula_code(defined.text or "", defang=False)
+        if code:
+            package.note(code, f"{name}: {defined.get('name')} ={(defined.text or '')[:100]}")
+            _detach(defined)
+            changed += 1
+    for names in list(root.iter()):
+        if _local(names.tag) == "definedNames" and len(names) == 0:
+            _detach(names)  # an empty container is not valid SpreadsheetML
     return changed
+
+
+def _formula_code(text: str, defang: bool) -> str:
+    """The finding code a formula (or a defined name's value) is removed for, or ""."""
+    bad = _BAD_FORMULA.search(text)
+    if bad:
+        return "DDE_FIELD" if "|" in bad.group(0) else "OOXML_FORMULA_REMOVED"
+    if _EXTERNAL_REFERENCE.search(text):
+        return "OOXML_EXTERNAL_REFERENCE"
+    if defang and _HYPERLINK_FORMULA.search(text):
+        return "OOXML_FORMULA_REMOVED"
+    return ""
+
+
+def _keep_cached_value(formula: etree._Element) -> None:
+    """Drop a cell's formula; the value Excel last computed stays as a constant. A text value
+    of a formula (``t="str"``) becomes an inline string, the type of a constant text cell."""
+    cell = formula.getparent()
+    _detach(formula)
+    if cell is None or cell.get("t") != "str":
+        return
+    namespace = cell.tag[: -len(_local(cell.tag))]
+    value = cell.find(namespace + "v")
+    text = value.text if value is not None else ""
+    if value is not None:
+        cell.remove(value)
+    cell.set("t", "inlineStr")
+    inline = etree.SubElement(cell, namespace + "is")
+    etree.SubElement(inline, namespace + "t").text = text or ""
 
 
 def _clean_presentation(root: etree._Element, package: _Package, name: str) -> int:

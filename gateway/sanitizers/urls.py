@@ -9,7 +9,9 @@
 - ``www.`` names and bare domains whose last label is in the Public Suffix List (bundled by
   ``publicsuffixlist``, offline): every dot of the host becomes ``[.]``;
 - e-mail addresses (when ``policy.mailto``): ``user@example[.]com``;
-- UNC paths ``\\\\server\\share`` -> ``[\\][\\]server\\share``;
+- UNC paths ``\\\\server\\share`` -> ``[\\][\\]server\\share``, in every form Windows resolves
+  to a remote host (``\\\\?\\UNC\\``, ``\\\\.\\UNC\\``, ``\\??\\UNC\\``, ``\\Device\\Mup\\``, the
+  redirector forms, ``host@SSL@port``, forward slashes; see ``_UNC_RE``);
 - dotted IPv4 hosts followed by a port or path.
 
 Detection runs on a *view* of the text in which full-width forms and other compatibility
@@ -220,7 +222,53 @@ _PATH_RE = re.compile(r"[!#$%&'()*+,\-./0-9:;=?@A-Z\[\\\]^_`a-z{|}~]*")
 _JAPANESE = r"\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
 _ASCII_TO_JAPANESE_RE = re.compile(r"[A-Za-z0-9\-_](?=[" + _JAPANESE + r"])")
 _RUN_RE = re.compile(r"(?<![\w\-])[\w\-]+(?:\.[\w\-]+)+")
-_UNC_RE = re.compile(r"(?<![\\\w])\\\\(?=[\w.\-$])")
+# Every path form Windows resolves to a remote host (SMB, or WebDAV through "host@SSL@port"),
+# any separator "\\" or "/" (Windows reads both): "\\host\share", "//host/share", the Win32
+# long and device forms "\\?\UNC\host" and "\\.\UNC\host", the NT object paths they link to
+# ("\??\UNC\host", "\Device\Mup\host", "\\?\GLOBALROOT\Device\Mup\host"), and the
+# redirector forms "\\;LanmanRedirector\;Z:0000\host". ``lead`` is what gets broken; the
+# dots of the host after ``prefix`` are broken too. A prose character before the path is no
+# part of it ("資料は\\host"); an ASCII word character is ("a\\b" is no path).
+_SEP = r"[\\/]"
+_UNC_NAMESPACE = (
+    r"(?:(?:[?.]|\?\?|GLOBAL\?\?)"
+    + _SEP
+    + r"UNC"
+    + _SEP
+    + r"|(?:[?.]"
+    + _SEP
+    + r"GLOBALROOT"
+    + _SEP
+    + r")?Device"
+    + _SEP
+    + r"(?:Mup|LanmanRedirector|WebDavRedirector)"
+    + _SEP
+    + r")"
+)
+_UNC_RE = re.compile(
+    r"(?P<lead>(?<![\\A-Za-z0-9_])\\"
+    + _SEP
+    # A slash first: not after a scheme, a path or an already defanged "[:]".
+    + r"|(?<![A-Za-z0-9_/\\:.\-~%@\]])/"
+    + _SEP
+    + r"|(?<![\\A-Za-z0-9_])\\(?=(?:\?\?|GLOBAL\?\?)"
+    + _SEP
+    + r"UNC"
+    + _SEP
+    + r"|Device"
+    + _SEP
+    + r"(?:Mup|LanmanRedirector|WebDavRedirector)"
+    + _SEP
+    + r"))"
+    + r"(?P<prefix>"
+    + _UNC_NAMESPACE
+    + r"?(?:;[^\\/\s]{0,64}"
+    + _SEP
+    + r"){0,2})"
+    + r"(?=[\w.\-$])",
+    re.IGNORECASE,
+)
+_UNC_SHARE_RE = re.compile(r"[\\/][\w$]")
 _UNC_HOST_RE = re.compile(r"[\w.\-$]+")
 _WWW_RE = re.compile(r"www\d{0,3}", re.IGNORECASE)
 _LDH_RE = re.compile(r"[A-Za-z0-9\-]+")
@@ -588,7 +636,13 @@ def _unc_hits(view: _View) -> list[_Hit]:
     for match in _UNC_RE.finditer(text):
         host = _UNC_HOST_RE.match(text, match.end())
         assert host is not None  # the look-ahead guarantees one character
-        edits = [(match.start(), "bracket"), (match.start() + 1, "bracket")]
+        if (
+            text[match.start()] == "/"
+            and not match.group("prefix")
+            and not _UNC_SHARE_RE.match(text, host.end())
+        ):
+            continue  # "//word" alone is prose or a comment; "//host/share" is a path
+        edits = [(i, "bracket") for i in range(*match.span("lead"))]
         edits.extend((i, "bracket") for i in range(host.start(), host.end()) if text[i] == ".")
         end = _trim_trailing(text, match.start(), path_end(host.end()))
         hits.append(_Hit(match.start(), end, "", False, edits, ("URL_UNC_PATH",)))
@@ -614,6 +668,16 @@ def defang_text(text: str, policy: UrlPolicy) -> DefangResult:
         return plan
     replacements, result = plan
     return DefangResult(_apply(text, replacements), result.count, result.urls, result.flags)
+
+
+_ALWAYS_DEFANG = UrlPolicy()
+
+
+def defang_untrusted(text: str) -> str:
+    """``text`` defanged with the default policy, whatever the configured URL mode or allow
+    list: for untrusted strings the gateway quotes in text it writes itself (notices, digests,
+    finding details shown in logs and the admin UI), where nothing may be a link."""
+    return defang_text(text, _ALWAYS_DEFANG).text
 
 
 def defang_pieces(pieces: list[str], policy: UrlPolicy) -> tuple[list[str], DefangResult]:
@@ -694,7 +758,9 @@ class _TooMany(Exception):
 
 
 _COARSE_RE = re.compile(
-    r"(?<=h)tt(?=ps?:)|(?<=f)t(?=ps?:)|(?<=[A-Za-z0-9])(:)(?=//|\\)|(\.)|(\\)", re.IGNORECASE
+    r"(?<=h)tt(?=ps?:)|(?<=f)t(?=ps?:)|(?<=[A-Za-z0-9])(:)(?=//|\\)|(\.)|(\\)"
+    r"|((?<![A-Za-z0-9_:/\]])/(?=/[\w$]))",  # "//host/share": its first slash
+    re.IGNORECASE,
 )
 _COARSE_OPAQUE_RE = re.compile(r"(?<![A-Za-z0-9+.\-])(" + _OPAQUE_SCHEMES + r"|file):", re.I)
 
@@ -704,7 +770,7 @@ def _coarse(view_text: str) -> DefangResult:
     scheme and every backslash is broken. Readability suffers; only floods get here."""
 
     def breaker(match: re.Match[str]) -> str:
-        if match.group(1) or match.group(2) or match.group(3):
+        if match.group(1) or match.group(2) or match.group(3) or match.group(4):
             return "[" + match.group() + "]"
         return "x" * len(match.group())
 

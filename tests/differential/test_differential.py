@@ -39,26 +39,6 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 # libmagic kinds no file a recipient can open may have (HTML may: the gateway writes
 # sanitized HTML copies of HTML attachments; a file must be one the gateway wrote anyway).
 ACTIVE_KINDS = ("executable", "dosexec", "x-sharedlib", "javascript", "script", "x-ms-shortcut")
-NOTICE_TITLES = ("【無害化処理のお知らせ】", "[Made harmless by the mail gateway]")
-NOTICE_RULES = ("─" * 30, "-" * 40)
-
-
-def without_notice(text: str) -> str:
-    """The text a sender wrote: the gateway's notice block (title to rule) removed.
-
-    The notice quotes untrusted file names as they were sent, and a name such as
-    ``invoice.zip`` is also a domain a client may linkify: a known issue of
-    ``gateway/notice.py``, pinned by ``test_notice_names_no_linkable_domain`` below.
-    """
-    for title in NOTICE_TITLES:
-        start = text.find(title)
-        if start < 0:
-            continue
-        ends = [text.find(rule, start) for rule in NOTICE_RULES]
-        ends = [e for e in ends if e >= 0]
-        if ends:
-            return text[:start] + text[min(ends) :]
-    return text
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +63,7 @@ def unsanitized(output: messages.Output, reading: Reading) -> list[str]:
     if reading.html:
         problems.append("HTML shown")
     for text in reading.texts:
-        links = live_links(without_notice(text))
+        links = live_links(text)  # the notice too: it quotes untrusted names
         if links:
             problems.append(f"live links {links[:3]}")
     return [f"{reading.reader}: {p}" for p in problems]
@@ -132,10 +112,6 @@ def test_every_output_is_read_alike_and_harmless(readers, tmp_path):
     assert {k: v[:5] for k, v in list(failures.items())[:20]} == {}, figures
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/notice.py quotes untrusted file names as sent; .zip is a TLD (issue 11)",
-)
 def test_notice_names_no_linkable_domain():
     from tests.helpers.pipeline import run, text_parts
 

@@ -39,7 +39,6 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedTeamChain]:
 _SEVEN_ZIP = b"7z\xbc\xaf\x27\x1c" + b"\0" * 32  # stripped by policy, named in the notice
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-03 file names put live links in the notice")
 @pytest.mark.parametrize(
     "filename",
     ["www.evil-example.jp.7z", "\\\\10.0.0.5\\share.7z", "ｈｔｔｐｓ：／／ｅｖｉｌ．ｊｐ／ａ.7z"],
@@ -55,7 +54,6 @@ def test_attachment_names_in_the_notice_are_not_links(chain: RedTeamChain, filen
     assert live_links(notice) == [], notice
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-08 long-form UNC paths stay live")
 @pytest.mark.parametrize(
     "path",
     ["\\\\?\\UNC\\10.0.0.5\\share\\a.exe", "\\\\;LanmanRedirector\\10.0.0.5\\share\\a.exe"],
@@ -85,7 +83,6 @@ def _workbook(formula: str) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-09 xlsx formulas that reach out are kept")
 @pytest.mark.parametrize(
     "formula",
     [

@@ -181,3 +181,32 @@ def test_digest_keys_are_validated(tmp_path) -> None:  # type: ignore[no-untyped
     assert any(
         "time_zone: 'Mars/Olympus': expected an IANA time zone" in m for m in caught.value.messages
     )
+
+
+def test_subjects_and_senders_in_the_digest_are_not_links(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The digest is delivered to the LGWAN side like any mail: the subject and the sender it
+    quotes are the attacker's text, and are defanged as a body would be."""
+    from gateway.config import load_config
+    from quarantine.digest import compose
+    from quarantine.sql import ItemSummary
+    from tests.text.linkify import live_links
+
+    config = load_config(write_config(tmp_path, "127.0.0.1:1"))
+    now = datetime.datetime.now(datetime.UTC)
+    item = ItemSummary(
+        id="20261125-7K3QM9XD", kind="quarantined", status="held", tenant=CITY,
+        received_at=now, message_id="<x@evil.example.jp>", envelope_from="bounce@evil.example.jp",
+        recipients=[f"tanaka@{CITY}"], subject="至急 https://evil.example.jp/login www.evil.jp",
+        header_from="Support <support@evil.example.jp>", size=10, verdict="quarantine",
+        reasons=["attachment policy: executable is quarantined"], release_count=0,
+        has_sanitized=False, interrupted=False,
+    )  # fmt: skip
+    for for_admin in (False, True):
+        mail = compose(
+            config, CITY, ADMIN, [item], now - datetime.timedelta(days=1), now, for_admin
+        )
+        # The tenant's own addresses (the one the digest is for, the recipients) are kept.
+        assert live_links(mail.body, mail_addresses_kept=True) == [], mail.body
+        assert "至急 hxxps://evil[.]example[.]jp/login www[.]evil[.]jp" in mail.body
+        assert "差出人: Support <support@evil[.]example[.]jp>" in mail.body
+        assert f"宛先: tanaka@{CITY}" in mail.body or not for_admin

