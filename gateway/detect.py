@@ -43,6 +43,8 @@ FINDING_CODES: tuple[str, ...] = (
     "FILENAME_TOO_LONG",  # longer than any desktop keeps
     "EXECUTABLE",  # PE, ELF, Mach-O, LNK, MSI, Java class/JAR, APK, MSIX, by content or name
     "SCRIPT",  # js/vbs/hta/ps1/bat/... by name or content, HTML with script, CHM
+    "ACTIVE_FILE_TYPE",  # a name Windows or Office acts on (.scf, .theme, .dqy, .rdp, .cer...)
+    "MESSAGE_FILE",  # a file a mail program opens as a message (.eml name or mail headers)
     "DANGEROUS_CONTAINER",  # ISO/UDF/IMG/VHD(X)/DMG/WIM, OneNote: mount-and-run carriers
     "ARCHIVE_ENCRYPTED",  # ZIP with encrypted members (ZipCrypto or AES): cannot inspect
     "ARCHIVE_MALFORMED",  # starts like a ZIP but its central directory cannot be read
@@ -82,27 +84,54 @@ def _words(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
 
-# Extensions Windows (or macOS/Java) runs directly: executable code under that name.
+# Extensions Windows (or macOS/Java) runs directly: executable code under that name, or a
+# manifest that installs code from the network (ClickOnce, App Installer, Office add-ins).
 EXECUTABLE_EXTENSIONS = frozenset(
     _words(
-        "exe dll scr com pif cpl msi msp mst msc jar lnk sys drv ocx appx appxbundle msix "
-        "msixbundle apk app xll wll gadget application xbap elf so dylib deb rpm pkg"
+        "exe dll scr com pif cpl msi msp mst msc msu jar lnk sys drv ocx appx appxbundle msix "
+        "msixbundle appinstaller apk app xll wll gadget application xbap vsto elf so dylib deb "
+        "rpm pkg class pyc pyo pyz pyzw fxp diagcab printerexport"
     )
 )
 # Extensions that Windows Script Host, mshta, PowerShell, cmd or Office run as code.
 SCRIPT_EXTENSIONS = frozenset(
     _words(
-        "js jse vbs vbe wsf wsh wsc sct hta ps1 ps1xml psm1 psd1 psc1 bat cmd scr com vb "
-        "reg inf url website chm jnlp sh bash zsh command applescript scpt py pyw pl rb "
-        "iqy slk settingcontent-ms library-ms searchconnector-ms appref-ms xbap mht mhtml "
-        "shs shb mde ade adp xnk htc htt"
+        "js jse vbs vbe wsf wsh wsc ws sct hta ps1 ps1xml ps2 ps2xml psm1 psd1 psdm1 psc1 psc2 "
+        "pssc cdxml msh msh1 msh2 mshxml msh1xml msh2xml bat cmd scr com vb vbp bas reg inf url "
+        "website chm jnlp sh bash zsh csh ksh command applescript scpt py pyw pl rb iqy slk "
+        "settingcontent-ms library-ms searchconnector-ms appref-ms xbap mht mhtml shs shb mde "
+        "ade adp xnk htc htt asp aspx prg vsmacros"
+    )
+)
+# Files that are not programs but that Windows, Explorer or Office *act on* when they are
+# opened or merely shown in a folder (RT-05): Explorer commands and themes fetch icons and
+# wallpapers from UNC paths (NTLM leak, CVE-2024-21320), Excel queries and data links open
+# connections, Remote Desktop files connect and share drives (2024 campaigns against
+# governments), certificates install trust, Access databases and help files run macros,
+# printer and sandbox settings install drivers or run commands. Outlook blocks most of them
+# (its Level 1 list); Thunderbird, Becky! and webmail do not. Every name on Outlook's Level 1
+# list is in one of these tables (tests/sanitizers/test_detect.py holds Microsoft's list).
+ACTIVE_EXTENSIONS = frozenset(
+    _words(
+        "scf theme themepack deskthemepack dqy rqy oqy udl rdp cer crt der p7r sst stl "
+        "appcontent-ms asx bgi cnt grp hlp hpj ins isp its mcf mad maf mag mam maq mar mas mat "
+        "mau mav maw mda mdb mdt mdw mdz accdb accde accda accdr accdt accdu ops osd pcd plg prf "
+        "pst tmp vsw webpnp wsb diagcfg diagpkg inetloc webloc fileloc"
     )
 )
 # Disk images and notebooks used to smuggle executables past mark-of-the-web (2022-2023).
 CONTAINER_EXTENSIONS = frozenset(_words("iso img udf vhd vhdx dmg wim one onepkg"))
+# Archives, and the text encodings of files that archivers (WinZip, 7-Zip, StuffIt) open as
+# archives: a uuencoded or BinHex file attached under such a name is a file inside text.
 OTHER_ARCHIVE_EXTENSIONS = frozenset(
-    _words("7z rar tar gz tgz bz2 tbz xz txz zst lzh lha arj ace cab z uue xxe r00 r01 gzip")
+    _words(
+        "7z rar tar gz tgz bz2 tbz xz txz zst lzh lha arj ace cab z uue xxe r00 r01 gzip "
+        "hqx bhx b64 mim yenc"
+    )
 )
+# Names mail programs open as a message (Outlook, Thunderbird, Windows Mail, Apple Mail), so
+# a file under one of them is an attached message whatever libmagic calls it (RT-01).
+MESSAGE_EXTENSIONS = frozenset(_words("eml nws emlx"))
 # Extensions used as decoys in front of the real one (``invoice.pdf.exe``).
 DECOY_EXTENSIONS = frozenset(
     _words(
@@ -132,7 +161,7 @@ _EXTENSION_CLASS: dict[str, str] = {
     **dict.fromkeys(CONTAINER_EXTENSIONS, "other_archive"),
     **dict.fromkeys(_words("txt csv tsv ics vcf vcs log md json xml"), "text"),
     **dict.fromkeys(_words("htm html xhtml"), "html"),
-    "eml": "message",
+    **dict.fromkeys(MESSAGE_EXTENSIONS, "message"),
 }
 
 # Declared MIME types (lower case) mapped to the class they claim. Unlisted ones are not judged.
@@ -829,9 +858,22 @@ def _name_class(extension: str) -> tuple[str, str]:
         return "executable", "EXECUTABLE"
     if extension in SCRIPT_EXTENSIONS:
         return "script", "SCRIPT"
+    if extension in ACTIVE_EXTENSIONS:
+        # Not a program, but held like one: the policy's script class (quarantine by default).
+        return "script", "ACTIVE_FILE_TYPE"
     if extension in CONTAINER_EXTENSIONS:
         return "other_archive", "DANGEROUS_CONTAINER"
     return "", ""
+
+
+def name_class(untrusted_filename: str) -> str:
+    """The content class a file name alone forces ("" when the name forces none): what the
+    recipient's desktop would do with the file whatever it holds."""
+    extension = extension_of(untrusted_filename)
+    forced, _ = _name_class(extension)
+    if not forced and extension in OTHER_ARCHIVE_EXTENSIONS:
+        return "other_archive"
+    return forced
 
 
 def detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: str) -> Detection:
@@ -867,6 +909,12 @@ def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: s
             findings.append(Finding("SVG_ACTIVE_CONTENT", part_id, _evidence(active)))
 
     declared = declared_type.split(";", 1)[0].strip().lower()
+    message = _message_evidence(data, content_class, extension)
+    if message:
+        # Outlook and Thunderbird open it as a message and offer what is attached inside:
+        # recursed into like message/rfc822 (gateway.inspect), never kept as text (RT-01).
+        findings.append(Finding("MESSAGE_FILE", part_id, message))
+        content_class = "message"
     if content_class in ("text", "unknown", "html"):
         content_class, markup = _markup_class(data, content_class, mime, extension, declared)
         findings.extend(Finding(code, part_id, detail) for code, detail in markup)
@@ -875,6 +923,11 @@ def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: s
         # Text named as an Office document (RT-02): Office sniffs it (RTF, HTML, SYLK...);
         # it is not a text file to keep.
         content_class = "unknown"
+
+    if content_class in ("text", "unknown") and extension in OTHER_ARCHIVE_EXTENSIONS:
+        # Text under an archiver's name (.uue, .hqx, .b64...): WinZip and 7-Zip decode the
+        # file encoded in it. It is the archive its name says, not text to keep.
+        content_class = "other_archive"
 
     forced_class, forced_code = _name_class(extension)
     if forced_class and content_class not in ("executable", "script"):
@@ -907,6 +960,56 @@ def _detect(data: bytes, untrusted_filename: str, declared_type: str, part_id: s
             )
         )
     return Detection(mime, content_class, tuple(_dedupe(findings)), description)
+
+
+# --- attached messages ---------------------------------------------------------------------
+
+# A header field (RFC 5322 section 2.2: printable ASCII but the colon, then a colon), or the
+# continuation of one; the mbox "From " separator a saved message may start with.
+_HEADER_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_MBOX_FROM = re.compile(rb"From [^\r\n]*\r?\n")
+_MIME_FIELD = re.compile(rb"(?:mime-version|content-type)[ \t]*:", re.IGNORECASE)
+_MESSAGE_HEAD_BYTES = 64 * 1024
+
+
+def _message_evidence(data: bytes, content_class: str, extension: str) -> str:
+    """Why a file is a message to a mail program ("" when it is not one): its name, or bytes
+    that are a header block with a MIME field (what libmagic misses when the first field is
+    not one it keys on, such as ``MIME-Version``). Only text-like content qualifies: a
+    ``.eml`` that is a PE stays the executable it is."""
+    if content_class not in ("text", "unknown") or not data:
+        return ""
+    if _header_block_with_mime(data[:_MESSAGE_HEAD_BYTES]):
+        return "mail header fields with MIME structure"
+    if content_class == "text" and extension in MESSAGE_EXTENSIONS:
+        return f"name ends in .{extension}"
+    return ""
+
+
+def _header_block_with_mime(head: bytes) -> bool:
+    """True when ``head`` opens with an RFC 5322 header block (field lines, continuations, an
+    empty line at its end) that holds ``MIME-Version`` or ``Content-Type``."""
+    mbox = _MBOX_FROM.match(head)
+    position = mbox.end() if mbox else 0
+    mime = False
+    fields = 0
+    while position < len(head):
+        end = head.find(b"\n", position)
+        if end < 0:
+            return False  # the block never ends within what we read
+        line = head[position:end].removesuffix(b"\r")
+        position = end + 1
+        if not line:
+            return fields > 0 and mime
+        if line[:1] in (b" ", b"\t"):
+            if not fields:
+                return False
+            continue
+        if not _HEADER_FIELD.match(line):
+            return False
+        fields += 1
+        mime = mime or bool(_MIME_FIELD.match(line))
+    return False
 
 
 # --- markup: what a browser or a mail client's viewer would render ---------------------------

@@ -73,6 +73,8 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("FILENAME_TOO_LONG", _L, "ファイル名が長すぎる", "file name too long"),
     CodeInfo("EXECUTABLE", _H, "実行ファイル（プログラム）", "an executable program"),
     CodeInfo("SCRIPT", _H, "開くと動くスクリプト", "a script that runs when opened"),
+    CodeInfo("ACTIVE_FILE_TYPE", _H, "開くとWindowsやOfficeが動作する種類のファイル", "a file type Windows or Office acts on when opened"),
+    CodeInfo("MESSAGE_FILE", _L, "メールソフトがメールとして開くファイル", "a file mail programs open as a message"),
     CodeInfo("DANGEROUS_CONTAINER", _H, "開くと中のプログラムが動くディスクイメージ等", "a disk image or similar that can run programs when opened"),
     CodeInfo("ARCHIVE_ENCRYPTED", _M, "パスワード付きで中身を検査できない", "password-protected: its content cannot be checked"),
     CodeInfo("ARCHIVE_MALFORMED", _M, "圧縮ファイルが壊れていて検査できない", "a damaged archive that cannot be checked"),

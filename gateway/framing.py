@@ -774,8 +774,8 @@ def _encoding(content_transfer_encoding: _Field) -> str:
 def defuse_embedded_files(text: str) -> str:
     """``text`` with a space before each line that would start a file a mail client decodes
     out of plain text (uuencode, yEnc, BinHex), so that no client makes a file of text the
-    gateway writes. ``gateway.mime`` extracts uuencoded files for inspection; what it could
-    not decode, and yEnc and BinHex, stay text."""
+    gateway writes. ``gateway.mime`` extracts uuencoded, BinHex and yEnc files for inspection;
+    what it could not decode stays text, and this makes sure no client decodes it either."""
     return _EMBEDDED_FILE_TEXT.sub(" ", text)
 
 

@@ -34,7 +34,14 @@ from gateway import detect as detection
 from gateway.charsets import decode_body
 from gateway.errors import CannotSanitize
 from gateway.framing import Framing, examine
-from gateway.mime import MimeLimitExceeded, MimeLimits, ParsedMessage, Part, parse_message
+from gateway.mime import (
+    EMBEDDED_ORIGINS,
+    MimeLimitExceeded,
+    MimeLimits,
+    ParsedMessage,
+    Part,
+    parse_message,
+)
 from gateway.report import AttachmentRecord, Report, Verdict
 from gateway.sanitizers import sanitizer_for
 from gateway.sanitizers.base import (
@@ -259,8 +266,11 @@ class Inspector:
                 return
         if part.origin == "tnef" and part.is_multipart:
             self.report.add_action("tnef-unpacked", part.part_id)
-        if part.origin == "uuencode" and part.is_multipart:
-            self.report.add_action("uuencode-extracted", part.part_id)
+        if part.origin == "embedded" and part.is_multipart:
+            # A text with files encoded in it (gateway.mime): one action per encoding found.
+            for kind in dict.fromkeys(c.origin for c in part.children):
+                if kind in EMBEDDED_ORIGINS:
+                    self.report.add_action(f"{kind}-extracted", part.part_id)
         if part.is_multipart:
             self._multipart(part, plan)
         elif part.declared_type == "message/rfc822":

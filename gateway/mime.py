@@ -6,7 +6,8 @@ defects instead of failing). On top of it this module:
 
 - numbers parts (``"1"``, ``"1.2"``, ...) so findings and actions can name them;
 - decodes each leaf's transfer encoding once (base64, quoted-printable, x-uuencode);
-- extracts uuencoded files hidden in text bodies (``begin 644 name`` ... ``end``) and the
+- extracts files encoded in text bodies (uuencode ``begin 644 name`` ... ``end``, BinHex 4.0,
+  yEnc: what Thunderbird and Outlook show as attachments of plain text) and the
   attachments inside TNEF ``winmail.dat``, as synthetic parts, so they are inspected like any
   other attachment instead of slipping through as "text" or "unknown";
 - enforces limits on depth, part count and total decoded size (``MimeLimitExceeded``, whose
@@ -64,7 +65,8 @@ class Part:
 
     ``payload`` is the transfer-decoded body of a leaf (empty for multiparts). For
     ``message/rfc822`` it is the enclosed message's bytes, parsed again by whoever recurses.
-    ``origin`` says where the part came from: ``mime``, ``uuencode`` or ``tnef``.
+    ``origin`` says where the part came from: ``mime``, ``hidden``, ``tnef``, ``embedded``
+    (a text with encoded files in it) or ``uuencode``, ``binhex``, ``yenc`` (such a file).
     """
 
     part_id: str
@@ -226,6 +228,155 @@ def _uu_blocks(text: bytes) -> list[tuple[int, int, str, bytes]]:
     return blocks
 
 
+# BinHex 4.0 (RFC 1741): a line "(This file must be converted with BinHex 4.0)", then the
+# file between two colons in 64 characters of 6 bits each, run-length encoded with 0x90, made
+# of a header (name, Mac type and creator, fork lengths), the data fork and the resource fork,
+# each with a CRC. Thunderbird's untyped-text reader makes an attachment of it (RT-07).
+_BINHEX_BEGIN = re.compile(rb"^\(This file must be converted with BinHex[^\n]*$", re.M)
+_BINHEX_ALPHABET = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
+_BINHEX_TEXT = re.compile(rb"[" + re.escape(_BINHEX_ALPHABET) + rb"\s]*")
+_BINHEX_AS_BASE64 = bytes.maketrans(
+    _BINHEX_ALPHABET, b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+)
+_BINHEX_RUN = 0x90
+
+
+def _binhex_blocks(text: bytes, limit: int) -> list[tuple[int, int, str, bytes]]:
+    """(start, end, file name, data fork) of every BinHex 4.0 file in ``text`` that decodes
+    as far as its header. Read as leniently as a client does: a CRC that does not match, a
+    missing closing colon or a short data fork still give what is there. ``limit`` bounds
+    the run-length expansion (a few bytes of text can claim megabytes)."""
+    blocks = []
+    position = 0
+    while (begin := _BINHEX_BEGIN.search(text, position)) is not None:
+        position = begin.end()
+        colon = text.find(b":", begin.end())
+        if colon < 0 or text[begin.end() : colon].strip():
+            continue
+        body = _BINHEX_TEXT.match(text, colon + 1)
+        assert body is not None  # the pattern matches the empty string
+        end = body.end()
+        if text[end : end + 1] == b":":
+            end += 1
+        line_end = _UU_LINE_END.search(text, end)
+        if line_end is not None and not text[end : line_end.start()].strip():
+            end = line_end.end()
+        decoded = _binhex_file(body.group(), limit)
+        if decoded is not None:
+            name, data = decoded
+            blocks.append((begin.start(), end, name, data))
+        position = max(end, position)
+    return blocks
+
+
+def _binhex_file(encoded: bytes, limit: int) -> tuple[str, bytes] | None:
+    """(name, data fork) of one BinHex body (the characters between the colons), or None
+    when it is too short to hold a header."""
+    symbols = encoded.translate(None, b" \t\r\n\f\v").translate(_BINHEX_AS_BASE64)
+    usable = len(symbols) * 6 // 8
+    symbols += b"A" * (-len(symbols) % 4)
+    packed = binascii.a2b_base64(symbols)[:usable]
+    raw = _unrun(packed, limit)
+    if not raw:
+        return None
+    name_length = raw[0]
+    header_length = 1 + name_length + 21  # version, type, creator, flags, two lengths, CRC
+    if len(raw) < header_length:
+        return None
+    name = bytes(raw[1 : 1 + name_length]).decode("mac_roman")
+    data_length = int.from_bytes(raw[name_length + 12 : name_length + 16], "big")
+    if len(raw) > limit and header_length + data_length > limit:
+        # Cut at the limit: what was cut is part of the file a client would write.
+        raise MimeLimitExceeded(
+            "LIMIT_DECODED_SIZE", "a BinHex file in the text expands beyond the decoded size limit"
+        )
+    return name, bytes(raw[header_length : header_length + data_length])
+
+
+def _unrun(packed: bytes, limit: int) -> bytearray:
+    """BinHex run-length decoding: 0x90 n repeats the previous byte n-1 more times, 0x90 0
+    is a literal 0x90. Stops once ``limit`` bytes are out."""
+    out = bytearray()
+    position = 0
+    while len(out) <= limit:
+        marker = packed.find(_BINHEX_RUN, position)
+        if marker < 0 or marker + 1 >= len(packed):
+            out += packed[position : marker if marker >= 0 else len(packed)]
+            break
+        out += packed[position:marker]
+        count = packed[marker + 1]
+        if count == 0:
+            out.append(_BINHEX_RUN)
+        elif out:
+            out += bytes(out[-1:]) * min(count - 1, limit + 1 - len(out))
+        position = marker + 2
+    return out[: limit + 1]
+
+
+# yEnc (yenc.org 1.3): "=ybegin ... name=<rest of the line>", an optional "=ypart" line,
+# lines of bytes each shifted by 42 ("=" escapes a critical one, shifted by 64 more), and
+# "=yend". Thunderbird decodes it out of untyped text too; read to the end of the text when
+# "=yend" is missing, and whatever "size" says.
+_YENC_BEGIN = re.compile(rb"^=ybegin[ \t]([^\r\n]*)[^\n]*$", re.M)
+_YENC_NAME = re.compile(rb"(?:^|[ \t])name=(.*)")
+_YENC_ESCAPED = re.compile(rb"=(.)", re.DOTALL)
+_YENC_SHIFT = bytes.maketrans(bytes(range(256)), bytes((b - 42) % 256 for b in range(256)))
+
+
+def _yenc_blocks(text: bytes) -> list[tuple[int, int, str, bytes]]:
+    """(start, end, file name, decoded bytes) of every yEnc file in ``text``."""
+    blocks = []
+    position = 0
+    while (begin := _YENC_BEGIN.search(text, position)) is not None:
+        name_match = _YENC_NAME.search(begin.group(1))
+        name = name_match.group(1).strip().decode("utf-8", "replace") if name_match else ""
+        cursor = end = begin.end()
+        lines: list[bytes] = []
+        first = True
+        for match in _UU_LINE_END.finditer(text, cursor):
+            line = text[cursor : match.start()]
+            cursor = end = match.end()
+            if first:  # the begin line's own line end
+                first = False
+                continue
+            if line.startswith(b"=yend"):
+                break
+            if line.startswith(b"=ypart") and not lines:
+                continue
+            lines.append(line)
+        else:
+            if cursor < len(text):
+                lines.append(text[cursor:])
+                end = len(text)
+        encoded = b"".join(lines)
+        unescaped = _YENC_ESCAPED.sub(lambda m: bytes([(m.group(1)[0] - 64) % 256]), encoded)
+        blocks.append((begin.start(), end, name, unescaped.translate(_YENC_SHIFT)))
+        position = max(end, begin.end())
+    return blocks
+
+
+def _embedded_blocks(text: bytes, limit: int) -> list[tuple[int, int, str, str, bytes]]:
+    """(start, end, kind, file name, decoded bytes) of every file a mail client would decode
+    out of ``text`` (``uuencode``, ``binhex``, ``yenc``), in order; where two overlap, the
+    one that starts first is the one a reader sees."""
+    found = [(start, end, "uuencode", name, data) for start, end, name, data in _uu_blocks(text)]
+    if b"BinHex" in text:
+        found += [(s, e, "binhex", name, data) for s, e, name, data in _binhex_blocks(text, limit)]
+    if b"=ybegin" in text:
+        found += [(s, e, "yenc", name, data) for s, e, name, data in _yenc_blocks(text)]
+    found.sort(key=lambda block: block[0])
+    kept: list[tuple[int, int, str, str, bytes]] = []
+    for block in found:
+        if not kept or block[0] >= kept[-1][1]:
+            kept.append(block)
+    return kept
+
+
+# Part ids of the files taken out of a text, by how they were encoded ("1.uu1", "1.hqx1").
+_EMBEDDED_ID = {"uuencode": "uu", "binhex": "hqx", "yenc": "yenc"}
+EMBEDDED_ORIGINS = tuple(_EMBEDDED_ID)
+
+
 class _Walker:
     def __init__(self, limits: MimeLimits) -> None:
         self.limits = limits
@@ -308,8 +459,12 @@ class _Walker:
             filename.lower() == "winmail.dat"
         ):
             return self._tnef(leaf)
-        if declared.startswith("text/") and not leaf.is_attachment and b"begin" in data:
-            return self._uuencoded(leaf)
+        if (
+            declared.startswith("text/")
+            and not leaf.is_attachment
+            and (b"begin" in data or b"BinHex" in data)
+        ):
+            return self._embedded(leaf)
         return leaf
 
     def _hidden_parts(
@@ -339,22 +494,28 @@ class _Walker:
                 found.append(_with_origin(parsed, "hidden"))
         return tuple(found)
 
-    def _uuencoded(self, leaf: Part) -> Part:
+    def _embedded(self, leaf: Part) -> Part:
+        """The text without its encoded files, and each file as a part of its own (origin
+        ``uuencode``, ``binhex`` or ``yenc``) under a ``multipart/mixed`` of origin
+        ``embedded``."""
         files: list[Part] = []
         kept: list[bytes] = []
         position = 0
-        for index, (start, end, name, decoded) in enumerate(_uu_blocks(leaf.payload), 1):
+        numbers = dict.fromkeys(_EMBEDDED_ID, 0)
+        budget = max(0, self.limits.max_decoded_size - self.decoded)
+        for start, end, kind, name, decoded in _embedded_blocks(leaf.payload, budget):
             kept.append(leaf.payload[position:start])
             position = end
             self._count(len(decoded))
+            numbers[kind] += 1
             files.append(
                 Part(
-                    f"{leaf.part_id}.uu{index}",
+                    f"{leaf.part_id}.{_EMBEDDED_ID[kind]}{numbers[kind]}",
                     "application/octet-stream",
                     name,
                     disposition="attachment",
                     payload=decoded,
-                    origin="uuencode",
+                    origin=kind,
                 )
             )
         if not files:
@@ -372,7 +533,7 @@ class _Walker:
             leaf.defects,
             params=leaf.params,
         )
-        return Part(leaf.part_id, "multipart/mixed", children=(body, *files), origin="uuencode")
+        return Part(leaf.part_id, "multipart/mixed", children=(body, *files), origin="embedded")
 
     def _tnef(self, leaf: Part) -> Part:
         """Unpack winmail.dat in an isolated child; on failure keep the opaque leaf (it is

@@ -46,6 +46,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "signature-removed": "・電子署名は内容の変更により検証できなくなるため、取り除きました。",
         "tnef-unpacked": "・Outlook形式（winmail.dat）の添付ファイルを取り出しました。",
         "uuencode-extracted": "・本文に埋め込まれた添付ファイル（uuencode）を取り出しました。",
+        "binhex-extracted": "・本文に埋め込まれた添付ファイル（BinHex）を取り出しました。",
+        "yenc-extracted": "・本文に埋め込まれた添付ファイル（yEnc）を取り出しました。",
         "virus-found": "・既知のウイルス「{name}」が見つかったため、このメールは隔離されました。",
         "nothing-found": "危険な要素は見つかりませんでした",
         "mime-canonicalized": (
@@ -73,6 +75,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "signature-removed": "- The digital signature was removed: it cannot verify after changes.",
         "tnef-unpacked": "- Attachments were unpacked from an Outlook winmail.dat.",
         "uuencode-extracted": "- A file embedded in the text (uuencode) was extracted.",
+        "binhex-extracted": "- A file embedded in the text (BinHex) was extracted.",
+        "yenc-extracted": "- A file embedded in the text (yEnc) was extracted.",
         "virus-found": '- Known malware "{name}" was found: this message is held.',
         "nothing-found": "no active content found",
         "mime-canonicalized": "- The message's structure (headers or part boundaries) could be "
@@ -134,7 +138,13 @@ class Notice:
             count = report.count_actions(kind)
             if count:
                 out.append(self._line(kind, count=count))
-        for kind in ("mime-canonicalized", "tnef-unpacked", "uuencode-extracted"):
+        for kind in (
+            "mime-canonicalized",
+            "tnef-unpacked",
+            "uuencode-extracted",
+            "binhex-extracted",
+            "yenc-extracted",
+        ):
             if report.count_actions(kind):
                 out.append(self._line(kind))
         for record in report.attachments:

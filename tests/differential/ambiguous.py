@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 
+from tests.helpers import hostile
+
 EXE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 44 + b"PE\x00\x00"
 FORM = (
     b"<html><body><p>Please confirm your account.</p>"
@@ -247,7 +249,8 @@ BYPASS_2 = (
 
 
 # Files encoded in plain text, which Thunderbird, Outlook and MIME-tools decode into
-# attachments: each must be found and inspected (uuencode) or arrive as text no reader decodes.
+# attachments: each must be found and inspected (uuencode, BinHex, yEnc: RT-06, RT-07), or,
+# when it does not decode, arrive as text no reader decodes.
 def _uu(data: bytes) -> bytes:
     import binascii
 
@@ -283,9 +286,21 @@ EMBEDDED: dict[str, tuple[Callable[[str], bytes], str]] = {
         lambda name: _plain(
             name, b"=ybegin line=128 size=68 name=invoice.exe\r\nabcdefgh\r\n=yend size=68\r\n"
         ),
-        "text",
+        "exe",  # decoded whatever "size" says, as Thunderbird does: held by its name
     ),
-    "binhex": (
+    "yenc-program": (
+        lambda name: _plain(name, hostile.yenc(b"invoice.exe", EXE)),
+        "exe",
+    ),
+    "yenc-without-end": (
+        lambda name: _plain(name, hostile.yenc(b"invoice.exe", EXE, end=False)),
+        "exe",
+    ),
+    "binhex-program": (
+        lambda name: _plain(name, hostile.binhex(b"invoice.exe", EXE, runs=True)),
+        "exe",
+    ),
+    "binhex": (  # too short for a BinHex header: nothing to decode, stays inert text
         lambda name: _plain(
             name, b"(This file must be converted with BinHex 4.0)\r\n:!!!!!!!!!!!!!:\r\n"
         ),

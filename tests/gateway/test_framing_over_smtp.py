@@ -134,8 +134,9 @@ def test_form_behind_ambiguous_framing_arrives_as_text_with_a_notice(chain, name
 @pytest.mark.parametrize("name", list(ambiguous.EMBEDDED))
 def test_file_encoded_in_text_never_arrives_decodable(chain, readers, tmp_path, name):
     """uuencode without its end line, with tabs or in base64 form used to pass as text,
-    and MIME-tools (like Thunderbird) made invoice.exe of what arrived. Now uuencoded files
-    are extracted and held; yEnc and BinHex stay text that no reader decodes."""
+    and MIME-tools (like Thunderbird) made invoice.exe of what arrived. Now uuencoded, yEnc
+    and BinHex files are extracted and held; what does not decode stays text that no reader
+    decodes."""
     delivered, held = relay(chain, ambiguous.build_embedded(name), f"{name}@city.example.lg.jp")
     assert len(delivered) + len(held) == 1
     if ambiguous.EMBEDDED[name][1] == "exe":

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.report import Verdict
+from tests.helpers import hostile
 from tests.helpers.pipeline import attachments, body_text, parse, pipeline_with, run, text_parts
 from tests.text.linkify import live_links
 
@@ -402,6 +403,118 @@ def test_uuencoded_program_hidden_in_the_text_is_found_and_held():
     [record] = outcome.report.attachments
     assert record.untrusted_filename == "invoice.pdf.exe"
     assert "EXECUTABLE" in outcome.report.finding_codes()
+
+
+@pytest.mark.parametrize("runs", [False, True], ids=["plain", "run-length-encoded"])
+def test_binhex_program_in_the_text_is_decoded_and_held(runs: bool):
+    """RT-07: Thunderbird makes an attachment of a BinHex 4.0 block in plain text."""
+    program = hostile.pe_bytes()
+    encoded = hostile.binhex(b"invoice.exe", program, runs).decode().replace("\r\n", "\n")
+    body = "Please see the file.\n" + encoded
+    outcome = run(mail(body))
+    assert outcome.verdict == Verdict.QUARANTINE
+    assert outcome.report.count_actions("binhex-extracted") == 1
+    [record] = outcome.report.attachments
+    assert record.untrusted_filename == "invoice.exe"
+    assert record.size == len(program)
+    assert "EXECUTABLE" in outcome.report.finding_codes()
+
+
+@pytest.mark.parametrize("end", [True, False], ids=["with-yend", "without-yend"])
+def test_yenc_program_in_the_text_is_decoded_and_held(end: bool):
+    program = hostile.pe_bytes()
+    encoded = hostile.yenc(b"invoice.exe", program, end).replace(b"\r\n", b"\n")
+    body = "See attached.\n" + encoded.decode("latin-1")
+    outcome = run(mail(body, charset="iso-8859-1"))
+    assert outcome.verdict == Verdict.QUARANTINE
+    assert outcome.report.count_actions("yenc-extracted") == 1
+    [record] = outcome.report.attachments
+    assert record.untrusted_filename == "invoice.exe"
+    assert record.size == len(program)
+
+
+def test_encoded_text_file_is_extracted_and_the_text_kept_without_it():
+    """A harmless file encoded in the text arrives as an attachment, the block gone from the
+    text, and the notice says what was taken out."""
+    body = (
+        b"Before.\n"
+        + hostile.binhex(b"memo.txt", "議事録です\n".encode())
+        + b"Between.\n"
+        + hostile.yenc(b"list.txt", b"a,b\n1,2\n")
+        + b"After.\n"
+    )
+    outcome = run(mail(body.replace(b"\r\n", b"\n").decode("latin-1"), charset="iso-8859-1"))
+    assert outcome.verdict == Verdict.DELIVER
+    assert outcome.message is not None
+    text = body_text(outcome.message)
+    for sent in ("Before.", "Between.", "After."):
+        assert sent in text
+    for marker in ("This file must be converted", "=ybegin"):
+        assert marker not in text
+    for notice in ("（BinHex）を取り出しました", "（yEnc）を取り出しました"):
+        assert notice in text
+    files = {name: data for name, _, data in attachments(outcome.message)}
+    assert files == {"memo.txt": "議事録です\n".encode(), "list.txt": b"a,b\n1,2\n"}
+
+
+def test_binhex_that_does_not_decode_stays_text_no_client_decodes():
+    body = "Look:\n(This file must be converted with BinHex 4.0)\n:!!!!!!!!!!!!!:\n"
+    outcome = run(mail(body))
+    assert outcome.report.attachments == []
+    assert outcome.message is not None
+    text = body_text(outcome.message)
+    assert "\n (This file must be converted with BinHex 4.0)" in text
+
+
+def test_binhex_runs_cannot_expand_past_the_decoded_size_limit():
+    """Two characters of run-length code claim 255 bytes: a bomb is cut at the limit."""
+    from gateway.mime import MimeLimitExceeded, MimeLimits, parse_message
+
+    header = b"\x01x" + b"\0APPL????\0\0" + (10**9).to_bytes(4, "big") + b"\0" * 6
+    runs = header + b"A" + b"\x90\xff" * 200_000  # 200,000 runs of 255 bytes: 51 MB
+    marker = b"(This file must be converted with BinHex 4.0)\r\n"
+    limits = MimeLimits(max_decoded_size=4 * 1024 * 1024)
+    message = b"From: a@sender.example\r\n\r\n" + marker + _binhex_text(runs)
+    with pytest.raises(MimeLimitExceeded) as caught:
+        parse_message(message, limits)
+    assert caught.value.code == "LIMIT_DECODED_SIZE"
+
+
+def _binhex_text(raw: bytes) -> bytes:
+    alphabet = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
+    raw += b"\0" * (-len(raw) % 3)
+    encoded = bytearray()
+    for i in range(0, len(raw), 3):
+        value = int.from_bytes(raw[i : i + 3], "big")
+        encoded += bytes(alphabet[(value >> shift) & 63] for shift in (18, 12, 6, 0))
+    text = b":" + bytes(encoded) + b":"
+    return b"\r\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + b"\r\n"
+
+
+@pytest.mark.parametrize("name", ["fwd.eml", "fwd.txt"])
+def test_attached_message_libmagic_calls_text_is_sanitized_as_a_message(name: str):
+    """RT-01: recursed into like message/rfc822, the program inside held."""
+    inner = (
+        b"MIME-Version: 1.0\r\nSubject: fwd\r\n"
+        b'Content-Type: application/octet-stream; name="invoice.exe"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(hostile.pe_bytes()).replace(b"\n", b"\r\n")
+    )
+    message = EmailMessage()
+    message["From"] = "a@sender.example"
+    message["To"] = "user@city.example.lg.jp"
+    message["Subject"] = "fwd"
+    message.set_content("see attached")
+    message.add_attachment(inner, maintype="application", subtype="octet-stream", filename=name)
+    outcome = run(message.as_bytes())
+    assert outcome.verdict == Verdict.QUARANTINE
+    assert "MESSAGE_FILE" in outcome.report.finding_codes()
+    records = {r.part_id: r for r in outcome.report.attachments}
+    assert records["1.2"].untrusted_filename == name
+    assert records["1.2"].reason == "MESSAGE"
+    assert any(
+        r.untrusted_filename == "invoice.exe" and r.action == "held" for r in records.values()
+    )
 
 
 def test_tnef_winmail_dat_attachments_are_unpacked_and_sanitized(corpus: Path):

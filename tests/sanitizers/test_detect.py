@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.detect import FINDING_CODES, detect, extension_of, sanitize_filename
+from gateway.detect import FINDING_CODES, detect, extension_of, name_class, sanitize_filename
 from gateway.sanitizers.base import CONTENT_CLASSES
 from tests.helpers import hostile
 
@@ -326,3 +326,135 @@ def test_office_2003_xml_stays_unknown() -> None:
 @pytest.mark.parametrize("name", ["view.htt", "behavior.htc"])
 def test_windows_html_templates_are_scripts(name: str) -> None:
     assert detect(b"<html><body>x</body></html>", name, "text/plain", "2").content_class == "script"
+
+
+# --- RT-05: names Windows acts on ------------------------------------------------------------
+
+
+# Outlook's Level 1 list: the file types Outlook blocks outright, as Microsoft publishes it
+# ("Blocked attachments in Outlook", support.microsoft.com, article
+# 434752e1-02d3-4e90-9124-8b81e49a8519, with the 2019 additions for Outlook on the web:
+# Python, PowerShell, ClickOnce, certificates, .theme...). Kept here, not imported from the
+# code under test, so that the test checks the gateway against Microsoft and not itself.
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+OUTLOOK_LEVEL1 = _words(
+    "ade adp app appcontent-ms application appref-ms asp aspx asx bas bat bgi cab cdxml cer "
+    "chm cmd cnt com cpl crt csh der diagcab exe fxp gadget grp hlp hpj hta htc img inf ins iso "
+    "isp its jar jnlp js jse ksh lnk mad maf mag mam maq mar mas mat mau mav maw mcf mda mdb "
+    "mde mdt mdw mdz msc msh msh1 msh1xml msh2 msh2xml mshxml msi msp mst msu ops osd pcd pif "
+    "pl plg prf prg printerexport ps1 ps1xml ps2 ps2xml psc1 psc2 psd1 psdm1 pssc pst py pyc "
+    "pyo pyw pyz pyzw reg scf scr sct settingcontent-ms shb shs theme tmp udl url vb vbe vbp "
+    "vbs vhd vhdx vsmacros vsw webpnp website ws wsb wsc wsf wsh xbap xll xnk"
+)
+# Beyond Outlook's list: shell, Office and installer files seen in attacks (RT-05).
+ALSO_ACTED_ON = _words("vsto dqy rqy oqy themepack deskthemepack appinstaller rdp")
+# What the shipped policy does not deliver: executables and scripts are held, other
+# archives (disk images, cabinets) stripped.
+NOT_DELIVERED = {"executable", "script", "other_archive"}
+
+
+@pytest.mark.parametrize("extension", OUTLOOK_LEVEL1 + ALSO_ACTED_ON)
+@pytest.mark.parametrize(
+    "data",
+    [b"[Shell]\r\nCommand=2\r\n", b"hello\r\n", b'<?xml version="1.0"?><a/>', b"\x00\x01\x02"],
+    ids=["ini", "text", "xml", "binary"],
+)
+def test_every_name_windows_acts_on_is_not_delivered_whatever_it_holds(
+    extension: str, data: bytes
+) -> None:
+    detection = detect(data, f"file.{extension}", "application/octet-stream", "2")
+    assert detection.content_class in NOT_DELIVERED, (extension, detection)
+    assert name_class(f"請求書.{extension.upper()}") in NOT_DELIVERED
+
+
+def test_outlook_level1_is_covered_by_the_shipped_policy() -> None:
+    from rules.loader import load_policies
+
+    policy = load_policies(None).policies["lgwan-base"]
+    for content_class in NOT_DELIVERED:
+        assert policy.settings.action_for(content_class) in ("quarantine", "strip")
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("desktop.scf", "ACTIVE_FILE_TYPE"),
+        ("x.theme", "ACTIVE_FILE_TYPE"),
+        ("q.dqy", "ACTIVE_FILE_TYPE"),
+        ("c.rdp", "ACTIVE_FILE_TYPE"),
+        ("run.ws", "SCRIPT"),
+        ("a.vsto", "EXECUTABLE"),
+        ("setup.appinstaller", "EXECUTABLE"),
+    ],
+)
+def test_active_names_say_why(name: str, code: str) -> None:
+    detection = detect(b"[Theme]\r\nDisplayName=x\r\n", name, "", "2")
+    assert code in _codes(detection)
+    assert f"name ends in .{name.rsplit('.', 1)[1]}" in _detail(detection, code)
+
+
+@pytest.mark.parametrize("name", ["invoice.uue", "mac.hqx", "data.b64", "files.cab"])
+def test_text_under_an_archivers_name_is_that_archive(name: str) -> None:
+    """WinZip and 7-Zip decode uuencoded and BinHex text saved as .uue/.hqx."""
+    detection = detect(b"begin 644 invoice.exe\r\n#35J0\r\n`\r\nend\r\n", name, "", "2")
+    assert detection.content_class == "other_archive"
+
+
+# --- RT-01: files a mail program opens as a message -----------------------------------------
+
+FORWARDED = (
+    b"MIME-Version: 1.0\r\nSubject: =?UTF-8?B?6KuL5rGC5pu4?=\r\n"
+    b'Content-Type: application/octet-stream; name="invoice.exe"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "name", ["fwd.eml", "FWD.EML", "news.nws", "mail.emlx", "fwd.txt", "", "x.bin"]
+)
+def test_mail_headers_with_mime_make_a_message_under_any_name(name: str) -> None:
+    """libmagic calls this text/plain: its first field is MIME-Version, not one it keys on."""
+    detection = detect(FORWARDED, name, "application/octet-stream", "2")
+    assert detection.content_class == "message"
+    assert "MESSAGE_FILE" in _codes(detection)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"From sender@example.com Mon Nov 25 10:00:00 2026\nContent-Type: text/plain\n\nhi\n",
+        b"Subject: x\r\nContent-Type: multipart/mixed;\r\n boundary=b\r\n\r\n--b--\r\n",
+        b"X-Note: 1\r\nmime-version : 1.0\r\n\r\nbody\r\n",
+    ],
+    ids=["mbox-from-line", "folded-content-type", "space-before-colon"],
+)
+def test_header_block_variants_are_messages(data: bytes) -> None:
+    assert detect(data, "saved.dat", "", "2").content_class == "message"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"Subject: minutes\r\nDate: today\r\n\r\nno MIME field, a note\r\n",
+        b"Meeting notes\r\nContent-Type: is discussed below\r\n\r\n",
+        b"Content-Type: text/plain\r\nno blank line ends this block",
+        b"name,value\r\nContent-Type,1\r\n",
+    ],
+    ids=["no-mime-field", "prose-first", "no-end-of-header", "csv"],
+)
+def test_text_that_is_not_a_message_stays_text(data: bytes) -> None:
+    assert detect(data, "notes.txt", "", "2").content_class == "text"
+
+
+def test_eml_name_on_a_program_is_still_the_program() -> None:
+    detection = detect(hostile.pe_bytes(), "fwd.eml", "message/rfc822", "2")
+    assert detection.content_class == "executable"
+    assert "MESSAGE_FILE" not in _codes(detection)
+
+
+def test_eml_name_on_plain_text_is_a_message() -> None:
+    """Thunderbird opens any .eml as a message: text without headers is still one to it."""
+    assert detect(b"hello\r\n", "note.eml", "", "2").content_class == "message"
