@@ -44,6 +44,14 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "tnef-unpacked": "・Outlook形式（winmail.dat）の添付ファイルを取り出しました。",
         "uuencode-extracted": "・本文に埋め込まれた添付ファイル（uuencode）を取り出しました。",
         "virus-found": "・既知のウイルス「{name}」が見つかったため、このメールは隔離されました。",
+        "archive-unlocked": (
+            "・パスワード付き圧縮ファイル「{name}」は、送信者が後から送ったメールのパスワードで開き、"
+            "中のファイルを一つずつ検査しました。"
+        ),
+        "password-masked": (
+            "・本文のパスワード {count}件を伏せ字（********）にしました。"
+            "先に届いたパスワード付き圧縮ファイルは、このパスワードでゲートウェイが開いて検査しました。"
+        ),
         "nothing-found": "危険な要素は見つかりませんでした",
         "mime-canonicalized": (
             "・メールの構造（ヘッダや区切り）がメールソフトによって異なる内容に見える形式だった"
@@ -71,6 +79,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "tnef-unpacked": "- Attachments were unpacked from an Outlook winmail.dat.",
         "uuencode-extracted": "- A file embedded in the text (uuencode) was extracted.",
         "virus-found": '- Known malware "{name}" was found: this message is held.',
+        "archive-unlocked": '- The password-protected archive "{name}" was opened with the '
+        "password the sender sent in a later mail, and each file inside was checked.",
+        "password-masked": "- {count} password(s) in the text were masked (********). The "
+        "gateway used them to open and check the password-protected archive that arrived earlier.",
         "nothing-found": "no active content found",
         "mime-canonicalized": "- The message's structure (headers or part boundaries) could be "
         "read differently by different mail programs; it was rebuilt in a standard form that "
@@ -114,6 +126,14 @@ class Notice:
     def lines(self, report: Report) -> list[str]:
         """The change list for ``report`` (empty when nothing was changed)."""
         out: list[str] = []
+        for action in report.actions:
+            if action.kind == "archive-unlocked":
+                out.append(
+                    self._line("archive-unlocked", name=replace_control_chars(action.detail))
+                )
+        count = report.count_actions("password-masked")
+        if count:
+            out.append(self._line("password-masked", count=count))
         # The signature names first: the reason the message was held (gateway.antivirus).
         for signature in dict.fromkeys(
             f.detail for f in report.findings if f.code == "VIRUS_FOUND"
