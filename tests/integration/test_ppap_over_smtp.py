@@ -45,7 +45,13 @@ def chain(tmp_path_factory: pytest.TempPathFactory):
         config = make_config(
             data,
             downstream=sink.address,
-            **{"policy.dir": str(policies), "policy.name": "ppap", "auth.enabled": False},
+            **{
+                "policy.dir": str(policies),
+                "policy.name": "ppap",
+                "auth.enabled": False,
+                # A tenant on the shipped policy, where pairing is off by default.
+                "tenants": {"plain.example.lg.jp": {"policy": "lgwan-base"}},
+            },
         )
         with RunningGateway(config) as gateway:
             yield gateway, sink, data
@@ -260,3 +266,17 @@ def test_hostile_content_stays_in_quarantine(chain):
     [entry] = [e for e in entries if e.action.startswith("password-")]
     assert entry.action == "password-unlocked-held"
     assert gateway.metric("mugaika_password_unlocks_total", {"result": "held"}) >= 1
+
+
+def test_pairing_is_off_unless_the_policy_turns_it_on(chain):
+    gateway, sink, _ = chain
+    recipient = f"staff{next(_numbers)}@plain.example.lg.jp"
+    item = hold_archive(chain, recipient, aes_zip(PASSWORD, {"memo.txt": b"memo\n"}))
+    assert gateway.server.store.password_wait(item) is None
+    send(gateway, PARTNER, recipient, password_mail(recipient, body_with(PASSWORD)))
+    [delivered] = delivered_to(sink, recipient)
+    # Not masked (the URL defanger reads ".Qa" as a domain: "Xk3#9p[.]Qa", as before).
+    assert "パスワード：Xk3#9p" in texts(delivered)
+    assert "********" not in texts(delivered)
+    assert attachments(delivered) == {}
+    assert gateway.server.store.get(item).summary.status == "held"
