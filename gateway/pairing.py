@@ -3,7 +3,8 @@
 When a message is held only for a password-protected ZIP and its recipients' policy pairs
 password mails (``password_mail.pair``), the store remembers its envelope sender, recipients
 and arrival (``HoldRequest.awaits_password``, table ``password_waits``). For every later
-message ``PasswordMails.try_pair`` runs first, before the message's own pipeline:
+message that its own pipeline delivers (a mail the rules hold or reject, e.g. a spoofed
+sender, never opens anything), ``PasswordMails.try_pair`` runs before it is sent:
 
 1. the held items waiting for a mail from exactly this envelope sender to exactly these
    recipients, held within ``password_mail.window`` seconds (newest first);

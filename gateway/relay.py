@@ -86,8 +86,16 @@ class Relay:
         started = time.monotonic()
         reference_id = new_reference_id(envelope.received_at)
         settings = password_settings(self.policies, self.config, envelope)
-        masked = await self.password_mails.try_pair(envelope, raw, settings)
-        outcome = await self._run_pipeline(Job(envelope, raw, reference_id, mask_passwords=masked))
+        outcome = await self._run_pipeline(Job(envelope, raw, reference_id))
+        # A password mail opens a held archive only when the rules pass the mail itself: a
+        # spoofed or otherwise held "password mail" must not release anything (issue 17).
+        if outcome.verdict in (Verdict.DELIVER, Verdict.TAG) and await self.password_mails.try_pair(
+            envelope, raw, settings
+        ):
+            # Opened with it: deliver the mail with its password lines masked instead.
+            outcome = await self._run_pipeline(
+                Job(envelope, raw, reference_id, mask_passwords=True)
+            )
         try:
             reply = await self._route(envelope, raw, outcome, transaction, settings)
         except StoreUnavailable as exc:

@@ -50,7 +50,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory):
                 "policy.name": "ppap",
                 "auth.enabled": False,
                 # A tenant on the shipped policy, where pairing is off by default.
-                "tenants": {"plain.example.lg.jp": {"policy": "lgwan-base"}},
+                "tenants": {
+                    "city.example.lg.jp": {"name": "例市"},
+                    "plain.example.lg.jp": {"policy": "lgwan-base"},
+                },
             },
         )
         with RunningGateway(config) as gateway:
@@ -280,3 +283,19 @@ def test_pairing_is_off_unless_the_policy_turns_it_on(chain):
     assert "********" not in texts(delivered)
     assert attachments(delivered) == {}
     assert gateway.server.store.get(item).summary.status == "held"
+
+
+def test_password_mail_held_by_its_own_rules_does_not_pair(chain):
+    # The envelope sender matches, but the From: claims a tenant domain without proof
+    # (spoofed-internal-from): the mail itself is held, so it must not open the archive.
+    gateway, sink, _ = chain
+    recipient = f"staff{next(_numbers)}@city.example.lg.jp"
+    item = hold_archive(chain, recipient, aes_zip(PASSWORD, {"memo.txt": b"memo\n"}))
+    spoofed = password_mail(recipient, body_with(PASSWORD), sender="soumu@city.example.lg.jp")
+    send(gateway, PARTNER, recipient, spoofed)
+    assert delivered_to(sink, recipient) == []
+    store = gateway.server.store
+    assert store.get(item).summary.status == "held"
+    assert store.password_wait(item) == {"status": "waiting", "wrong": 0}
+    entries = store.audit_entries(item_id=item)[0]
+    assert not [e for e in entries if e.action.startswith("password-")]
