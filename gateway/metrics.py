@@ -57,6 +57,20 @@ AUTH_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "per
 # The checks /readyz runs (gateway.http_metrics); each is a label value of mugaika_readiness_up.
 READINESS_CHECKS = ("smtp-listener", "downstream", "quarantine-store")
 PASSWORD_UNLOCK_RESULTS = ("delivered", "held", "wrong-password", "locked", "failed")
+REQUEST_KINDS = ("original", "password", "none")
+REQUEST_RESULTS = (
+    "queued",
+    "pending",
+    "no-reason",
+    "delivered",
+    "held",
+    "wrong-password",
+    "locked",
+    "not-held",
+    "unknown",
+    "rate-limited",
+    "failed",
+)
 WORKER_RESTART_REASONS = (
     "crash",
     "timeout",
@@ -276,10 +290,20 @@ class Metrics:
         self.password_unlock_seconds = Histogram(
             "mugaika_password_unlock_delivery_seconds",
             "Time until the sanitized members of an unlocked archive were accepted downstream, "
-            "since the held message's arrival (since=archive) or the password mail's "
-            "(since=password-mail)",
+            "since the held message's arrival (since=archive), the password mail's "
+            "(since=password-mail) or the recipient's request mail's (since=request-mail)",
             ["since"],
             buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 86400),
+            registry=r,
+        )
+        # Recipients' request mails (gateway/requests.py, issue 17): kind original, password
+        # or none (no reference id); result as in REQUEST_RESULTS. Never an address or password.
+        self.requests = Counter(
+            "mugaika_requests_total",
+            "Mails to requests.address consumed by the gateway, by kind and result (queued: "
+            "entered the approval queue; delivered: a password opened the held archive; "
+            "unknown: not honoured, answered without naming the item; rate-limited: dropped)",
+            ["kind", "result"],
             registry=r,
         )
         # Read from the pool at scrape time (observe_pool). Utilisation over time is
@@ -360,9 +384,12 @@ class Metrics:
             self.downstream_failures.labels(kind)
         for reason in WORKER_RESTART_REASONS:
             self.worker_restarts.labels(reason)
+        for kind in REQUEST_KINDS:
+            for result in REQUEST_RESULTS:
+                self.requests.labels(kind, result)
         for result in PASSWORD_UNLOCK_RESULTS:
             self.password_unlocks.labels(result)
-        for since in ("archive", "password-mail"):
+        for since in ("archive", "password-mail", "request-mail"):
             self.password_unlock_seconds.labels(since)
         for method in AUTH_METHODS:
             for result in (*AUTH_RESULTS, "other"):

@@ -59,6 +59,12 @@ TEMPLATES: dict[str, dict[str, str]] = {
         ),
         "reference": "原本は参照番号 {reference} で保管されています。"
         "必要な場合はこの番号を添えてシステム管理者にお問い合わせください。",
+        "request": (
+            "原本が必要な場合は、件名に参照番号 {reference} を書いて {address} 宛てにメールを"
+            "送ってください（本文の1行目に理由）。承認されると届きます。"
+            "パスワード付き圧縮ファイルが保留されている場合は、本文に「パスワード：（パスワード）」と"
+            "書いて同じ宛先に送ると、ゲートウェイが開いて検査し、安全な中身をお届けします。"
+        ),
         "rule": "─" * 30,
     },
     "en": {
@@ -89,6 +95,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "every program reads alike.",
         "reference": "The original is kept under reference {reference}. Quote it to your "
         "administrator if you need the original.",
+        "request": "To ask for the original, mail {address} with reference {reference} in "
+        "the subject and your reason on the first line; it arrives once approved. For a held "
+        'password-protected archive, send "Password: (the password)" in the text to the same '
+        "address: the gateway opens it, checks it and delivers what is safe inside.",
         "rule": "-" * 40,
     },
 }
@@ -106,15 +116,22 @@ def reason_text(codes: str, language: str) -> str:
 class Notice:
     """Renders notices in one language, with optional per-policy template overrides."""
 
-    def __init__(self, language: str = "ja", overrides: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        language: str = "ja",
+        overrides: Mapping[str, str] | None = None,
+        request_address: str | None = None,
+    ) -> None:
         self.language = language if language in TEMPLATES else "ja"
+        # ``requests.address`` (gateway/requests.py): named with the reference id, or not at all.
+        self.request_address = request_address
         self.templates = dict(TEMPLATES[self.language])
         for kind, text in (overrides or {}).items():
             if kind not in self.templates:
                 log.warning("notice template %r is not a known kind; ignored", kind)
                 continue
             try:
-                text.format(count=0, name="", reason="", reference="", new_name="")
+                text.format(count=0, name="", reason="", reference="", new_name="", address="")
             except (KeyError, IndexError, ValueError) as exc:
                 log.warning("notice template %r is invalid (%s); built-in text used", kind, exc)
                 continue
@@ -195,6 +212,12 @@ class Notice:
         parts = [self._line("title"), self._line("intro"), *changes]
         if report.reference_id and original_kept:
             parts.append(self._line("reference", reference=report.reference_id))
+            if self.request_address:
+                parts.append(
+                    self._line(
+                        "request", reference=report.reference_id, address=self.request_address
+                    )
+                )
         parts.append(self._line("rule"))
         return "\n".join(parts) + "\n"
 

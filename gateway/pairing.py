@@ -50,6 +50,15 @@ if TYPE_CHECKING:
     from gateway.workers import WorkerPool
 
 ACTOR_NAME = "system:password-mail"
+# What ``PasswordMails.open_item`` did.
+DELIVERED, HELD, WRONG, LOCKED, NO_PASSWORD, FAILED = (
+    "delivered",
+    "held",
+    "wrong-password",
+    "locked",
+    "no-password",
+    "failed",
+)
 HELD_FOR_ENCRYPTED_ARCHIVE = "attachment policy: encrypted_archive is quarantined"
 
 
@@ -113,10 +122,12 @@ class PasswordMails:
                 store.awaiting_password, envelope.mail_from, envelope.rcpt_tos, since
             )
             for item_id in waiting:
-                opened = await self._try_item(envelope, raw, item_id, settings, arrived)
-                if opened is None:
+                result = await self.open_item(
+                    envelope, raw, item_id, settings.max_wrong, arrived, password_mail=True
+                )
+                if result == NO_PASSWORD:
                     return False  # no password line: not a password mail
-                if opened:
+                if result in (DELIVERED, HELD):
                     return True
         except Exception as exc:
             # The password mail itself must still be delivered: pairing just did not happen.
@@ -125,15 +136,21 @@ class PasswordMails:
             log_fields(verdict_log, 40, "pairing failed", error=type(exc).__name__)
         return False
 
-    async def _try_item(
+    async def open_item(
         self,
         envelope: Envelope,
         raw: bytes,
         item_id: str,
-        settings: PasswordMail,
+        max_wrong: int,
         arrived: float,
-    ) -> bool | None:
-        """True: opened; False: not opened; None: the mail holds no password line."""
+        *,
+        password_mail: bool,
+    ) -> str:
+        """Open held ``item_id`` with the password lines of ``raw`` and deliver what the
+        policy passes: ``DELIVERED``, ``HELD`` (opened, content held), ``WRONG``, ``LOCKED``,
+        ``NO_PASSWORD`` or ``FAILED``. ``envelope`` is the one the held message arrived with
+        (the policy and authentication read it); ``password_mail``: the partner's own mail
+        (else a recipient's request mail, ``gateway.requests``), for the audit log."""
         store = self.store
         item = await asyncio.to_thread(store.get, item_id)  # type: ignore[attr-defined]
         original = await asyncio.to_thread(store.original, item_id)  # type: ignore[attr-defined]
@@ -144,18 +161,18 @@ class PasswordMails:
         except MugaikaError as exc:
             self.metrics.password_unlocks.labels("failed").inc()
             await self._audit("password-unlock-failed", item_id, tenant, error=exc.code)
-            return False
+            return FAILED
         codes = {f.code for f in outcome.report.findings}
         if "PASSWORD_NOT_FOUND" in codes:
-            return None
-        detail = {"password_mail": envelope.queue_id}
+            return NO_PASSWORD
+        detail = {"by": "password-mail" if password_mail else "request-mail"}
         if "ARCHIVE_UNLOCKED" not in codes:
             wrong = await asyncio.to_thread(
                 store.password_wrong,  # type: ignore[attr-defined]
                 item_id,
-                settings.max_wrong,
+                max_wrong,
             )
-            locked = wrong >= settings.max_wrong
+            locked = wrong >= max_wrong
             self.metrics.password_unlocks.labels("locked" if locked else "wrong-password").inc()
             await self._audit(
                 "password-locked" if locked else "password-wrong",
@@ -164,7 +181,7 @@ class PasswordMails:
                 wrong=wrong,
                 **detail,
             )
-            return False
+            return LOCKED if locked else WRONG
         if outcome.verdict not in (Verdict.DELIVER, Verdict.TAG) or outcome.message is None:
             # Opened, and what is inside is held: the item stays in quarantine.
             await asyncio.to_thread(store.password_settled, item_id, "held")  # type: ignore[attr-defined]
@@ -177,15 +194,14 @@ class PasswordMails:
                 findings=sorted(codes),
                 **detail,
             )
-            return True
+            return HELD
         delivered = await self._deliver(envelope, item_id, outcome)
         if not delivered:
-            return False
+            return FAILED
         await asyncio.to_thread(store.password_settled, item_id, "unlocked")  # type: ignore[attr-defined]
         self.metrics.password_unlocks.labels("delivered").inc()
-        self.metrics.password_unlock_seconds.labels("password-mail").observe(
-            time.monotonic() - arrived
-        )
+        since = "password-mail" if password_mail else "request-mail"
+        self.metrics.password_unlock_seconds.labels(since).observe(time.monotonic() - arrived)
         held_at = item.summary.received_at
         if held_at is not None:
             waited = datetime.datetime.now(datetime.UTC) - held_at
@@ -200,7 +216,7 @@ class PasswordMails:
             members=[a.untrusted_filename for a in outcome.report.attachments],
             **detail,
         )
-        return True
+        return DELIVERED
 
     async def _deliver(self, envelope: Envelope, item_id: str, outcome: Outcome) -> bool:
         """Claim the item (exactly once, like a release), keep the unlocked original, send the

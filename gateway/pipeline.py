@@ -448,7 +448,11 @@ class Pipeline:
         elif _unchanged(plan, report):
             body = original
         else:
-            notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]
+            notice = Notice(
+                settings.notice.language,  # type: ignore[attr-defined]
+                dict(settings.notice.templates),  # type: ignore[attr-defined]
+                self.config.requests.address,
+            )
             # A notice always changes the body, so the original it names will be kept.
             text = notice.render(report, original_kept=retain or held)
             promised = bool(text) and (retain or held)

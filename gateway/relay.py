@@ -41,6 +41,7 @@ from gateway.pairing import PasswordMails, awaits_password, password_settings
 from gateway.pipeline import Job, Outcome
 from gateway.replies import Reply
 from gateway.report import Report, Verdict
+from gateway.requests import RequestDesk
 from gateway.signer import Signer
 from gateway.workers import WorkerPool
 from quarantine.store import HoldRequest, QuarantineStore
@@ -79,6 +80,8 @@ class Relay:
         # policies or a downstream of its own the relay pairs no password mails.
         self.policies = policies
         self.password_mails = PasswordMails(config, pool, store, metrics, downstream, signer)
+        # Mail to requests.address (gateway.requests): consumed here, never relayed.
+        self.requests = RequestDesk(config, store, metrics, downstream, self.password_mails)
 
     async def handle(
         self, envelope: Envelope, raw: bytes, transaction: Transaction | None

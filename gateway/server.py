@@ -261,6 +261,7 @@ class GatewayServer:
             self.handler.config = new
             self.handler.relay.config = new
             self.handler.relay.policies = policies
+            self.handler.relay.requests.config = new
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_last_reload_success.set(1)
         smtp_log.info("configuration reloaded")

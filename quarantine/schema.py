@@ -266,7 +266,7 @@ password_waits = Table(
     Column("envelope_from", Text, nullable=False),  # lower-cased
     Column("recipients_key", Text, nullable=False),  # sorted lower-cased addresses, one a line
     Column("held_at", TS, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(16), nullable=False),  # waiting requested locked unlocked held
     Column("wrong", Integer, nullable=False, default=0),
     Column("updated_at", TS, nullable=False),
 )

@@ -707,6 +707,36 @@ class SqlStore:
                 .values(status=status, updated_at=utcnow())
             )
 
+    def ensure_password_wait(self, item_id: str) -> dict[str, Any]:
+        """The waiting row of ``item_id``, created (waiting, no wrong tries) when the item was
+        not held waiting for a partner's password mail: a recipient's request mail counts
+        its wrong passwords here too (``gateway.requests``), so both lock at the limit."""
+        found = self.password_wait(item_id)
+        if found is not None:
+            return found
+        item = self.get(item_id)
+        now = utcnow()
+        with db.write_transaction(self.engine) as conn:
+            exists = conn.execute(
+                select(password_waits.c.item_id).where(password_waits.c.item_id == item_id)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    insert(password_waits).values(
+                        item_id=item_id,
+                        envelope_from=clean_text(item.summary.envelope_from).lower(),
+                        recipients_key=recipients_key(item.summary.recipients),
+                        held_at=item.summary.received_at,
+                        # Not "waiting": a partner's later mail must not pair with it by this.
+                        status="requested",
+                        wrong=0,
+                        updated_at=now,
+                    )
+                )
+        found = self.password_wait(item_id)
+        assert found is not None
+        return found
+
     def password_wait(self, item_id: str) -> dict[str, Any] | None:
         """The waiting row of ``item_id`` (status, wrong count), or None."""
         with self.engine.connect() as conn:
