@@ -67,6 +67,7 @@ REQUEST_RESULTS = (
     "wrong-password",
     "locked",
     "not-held",
+    "needs-person",
     "unknown",
     "rate-limited",
     "failed",

@@ -56,6 +56,7 @@ from gateway.metrics import REQUEST_RESULTS
 from gateway.mime import MimeLimitExceeded, MimeLimits, parse_message
 from gateway.pairing import (
     FAILED,
+    HELD,
     HELD_FOR_ENCRYPTED_ARCHIVE,
     LOCKED,
     NO_PASSWORD,
@@ -122,6 +123,12 @@ REPLIES: dict[str, dict[str, tuple[str, str]]] = {
             "【ご依頼について】{reference}",
             "参照番号 {reference} のメールは、現在この依頼の対象ではありません"
             "（すでにお届け済みか、削除されています）。",
+        ),
+        "needs-person": (
+            "【ご依頼について】{reference}",
+            "参照番号 {reference} のメールは、パスワード付き圧縮ファイル以外の理由でも保留されて"
+            "いるため、メールのパスワードでは開けません。\n"
+            "必要な場合は、本文の1行目に理由を書いて原本の請求を送ってください。",
         ),
         "failed": (
             "【一時的な失敗】{reference}",
@@ -190,6 +197,12 @@ REPLIES: dict[str, dict[str, tuple[str, str]]] = {
         "not-held": (
             "About your request: {reference}",
             "The mail {reference} cannot be requested now (it was delivered or deleted).",
+        ),
+        "needs-person": (
+            "About your request: {reference}",
+            "The mail {reference} is held for more than a password-protected archive, so a "
+            "password by mail cannot open it. To ask for it, send a request with your reason "
+            "on the first line.",
         ),
         "failed": (
             "Temporary failure: {reference}",
@@ -528,12 +541,14 @@ class RequestDesk:
             or any(r != HELD_FOR_ENCRYPTED_ARCHIVE for r in item.summary.reasons)
         ):
             # Held for more than a password-protected archive: a person decides.
-            return "not-held", fields
+            return "needs-person", fields
         store: Any = self.store
         limit = self.settings.max_wrong_passwords
         wait = await asyncio.to_thread(store.ensure_password_wait, item.id)
         if wait["status"] == "locked":
             return LOCKED, fields
+        if wait["status"] == "held":
+            return HELD, fields  # opened before; what is inside is held
         if wait["status"] not in ("waiting", "requested"):
             return "not-held", fields
         result = await self.password_mails.open_item(

@@ -281,3 +281,19 @@ def test_requests_are_rate_limited_per_address(chain):
     assert len(replies_to(sink, recipient)) == 3  # requests.max_per_address
     labels = {"kind": "original", "result": "rate-limited"}
     assert gateway.metric("mugaika_requests_total", labels) >= 2
+
+
+def test_password_by_request_does_not_open_what_is_held_for_more(chain):
+    gateway, sink, _ = chain
+    recipient = staff()
+    msg = archive_mail(recipient, aes_zip(PASSWORD, {"memo.txt": b"memo\n"}))
+    msg.add_attachment(
+        hostile.pe_bytes(), maintype="application", subtype="octet-stream", filename="setup.exe"
+    )
+    send(gateway, PARTNER, recipient, msg.as_bytes())
+    item = held_item(gateway, recipient)
+    request(gateway, recipient, f"参照番号 {item}", f"パスワード：{PASSWORD}\n")
+    [reply] = replies_to(sink, recipient)
+    assert "パスワード付き圧縮ファイル以外の理由でも保留されて" in texts(reply)
+    assert not [m for m in delivered_to(sink, recipient) if attachments(m)]
+    assert gateway.server.store.get(item).summary.status == "held"
