@@ -35,6 +35,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -380,6 +381,34 @@ class DigestConfig(_Model):
     sender: str | None = None  # envelope and From: address; null: mugaika-digest@smtp.hostname
 
 
+class RequestsConfig(_Model):
+    """Recipients help themselves by mail (``gateway/requests.py``, issue 17): a mail to
+    ``address`` from ``internal_networks`` asks for an original (the approval queue) or
+    carries the password of a held encrypted archive. Off while ``address`` is null."""
+
+    # The request address every notice names, e.g. mugaika-request@gateway.city.example.lg.jp.
+    address: str | None = None
+    # Clients on the internal (LGWAN) side whose mail to ``address`` is consumed; from any
+    # other client ``address`` is refused at RCPT (550 5.7.1), so it is never relayed.
+    internal_networks: list[Network] = Field(default_factory=list)
+    language: Literal["ja", "en"] = "ja"  # the replies' language
+    # Request mails per requester address within ``window_seconds``; more get no action.
+    max_per_address: StrictInt = Field(10, ge=1)
+    window_seconds: StrictInt = Field(3600, ge=60)
+    # Wrong passwords by request mail before the held archive locks (an admin decides then).
+    max_wrong_passwords: StrictInt = Field(5, ge=1, le=100)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        local, at, domain = value.strip().rpartition("@")
+        if not (at and local and domain and value.isascii() and " " not in value):
+            raise ValueError("expected an address such as mugaika-request@gateway.example.lg.jp")
+        return value.strip().lower()
+
+
 class TenantDigestConfig(_Model):
     """Per tenant: whether its recipients and admins get the daily digest."""
 
@@ -418,6 +447,7 @@ class Config(_Model):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     digest: DigestConfig = DigestConfig()
+    requests: RequestsConfig = RequestsConfig()
     # Known tenants by recipient domain. Bounds the tenant label of metrics ("other" for the
     # rest) and scopes admins; mail to other domains still flows (relay rules decide that).
     tenants: dict[Domain, TenantConfig] = Field(default_factory=dict)

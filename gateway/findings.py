@@ -96,6 +96,11 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("ARCHIVE_MEMBER_STRIPPED", _L, "中のファイルの一部を削除", "some files inside removed"),
     CodeInfo("ARCHIVE_MEMBER_QUARANTINE", _H, "隔離対象のファイルを含む", "contains a file that is held"),
     CodeInfo("ARCHIVE_EMPTY", _L, "安全に残せるファイルが中になかった", "nothing inside could be kept safely"),
+    # -- the partner's own password mail (gateway.ppap, issue 17) ------------------------------
+    CodeInfo("ARCHIVE_UNLOCKED", _I, "送信者が後から送ったパスワードで開き、中身を個別に検査", "opened with the password the sender sent later; each file inside checked"),
+    CodeInfo("ARCHIVE_PASSWORD_WRONG", _M, "後から届いたメールのパスワードでは開けなかった", "the password in the later mail did not open it"),
+    CodeInfo("PASSWORD_NOT_FOUND", _I, "パスワードの記載がない", "no password line"),
+    CodeInfo("PASSWORD_MASKED", _I, "本文のパスワードを伏せ字に変更", "the password in the text was masked"),
     # -- images (gateway.sanitizers.image) -----------------------------------------------------
     CodeInfo("IMAGE_TRAILING_DATA", _M, "画像の後ろに隠されたデータを除去", "data hidden after the image removed"),
     CodeInfo("IMAGE_METADATA", _I, "撮影情報などのメタデータを除去", "metadata (camera, location...) removed"),

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import antivirus
+from gateway import antivirus, ppap
 from gateway import detect as detection
 from gateway.charsets import decode_body
 from gateway.errors import CannotSanitize
@@ -156,8 +156,11 @@ class Inspector:
         depth: int = 0,
         scanner: antivirus.ScanTarget | None = None,
         on_scan_unavailable: str = "tempfail",
+        mask_passwords: bool = False,
     ) -> None:
         self.settings = settings
+        # A paired password mail (gateway.ppap): its password lines are masked in every body.
+        self.mask_passwords = mask_passwords
         self.report = report
         self.limits = limits
         self.runner = runner
@@ -407,6 +410,11 @@ class Inspector:
         for finding in decoded.findings:
             self.report.add_finding(finding.code, part.part_id, finding.detail)
         if part.declared_type == "text/html":
+            if self.mask_passwords:
+                # Masking works on lines of text: the HTML is delivered as its text only.
+                converted = html_to_text(decoded.text, self.urls)
+                self._record_html(part, converted, "html-to-text", count_urls)
+                return TextBody(part.part_id, self._masked(part.part_id, converted.text))
             if self.settings.html == "sanitize":
                 clean = sanitize_html(decoded.text, self.urls)
                 as_text = html_to_text(decoded.text, self.urls)
@@ -418,10 +426,19 @@ class Inspector:
         text = decoded.text.replace("\r\n", "\n").replace("\r", "\n")
         if part.param("format").lower() == "flowed":
             text = _unflow(text, delete_space=part.param("delsp").lower() == "yes")
+        if self.mask_passwords:
+            text = self._masked(part.part_id, text)  # before defanging: "a.b" stays one value
         result = defang_text(text, self.urls)
         if count_urls:
             self._record_urls(part.part_id, result.count)
         return TextBody(part.part_id, result.text)
+
+    def _masked(self, part_id: str, text: str) -> str:
+        masked, count = ppap.mask_passwords(text)
+        if count:
+            self.report.add_action("password-masked", part_id, count=count)
+            self.report.add_finding("PASSWORD_MASKED", part_id, f"{count} password lines")
+        return masked
 
     def _record_html(self, part: Part, result: Any, kind: str, count_urls: bool) -> None:
         self.report.add_action(kind, part.part_id)
@@ -606,6 +623,7 @@ class Inspector:
             self.depth + 1,
             self.scanner,
             self.on_scan_unavailable,
+            self.mask_passwords,
         )
         node.inner = inner.plan_bytes(part.payload)
         record.action = "rebuilt"

@@ -56,6 +56,22 @@ AUTH_METHODS = ("spf", "dkim", "dmarc", "arc")
 AUTH_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy")
 # The checks /readyz runs (gateway.http_metrics); each is a label value of mugaika_readiness_up.
 READINESS_CHECKS = ("smtp-listener", "downstream", "quarantine-store")
+PASSWORD_UNLOCK_RESULTS = ("delivered", "held", "wrong-password", "locked", "failed")
+REQUEST_KINDS = ("original", "password", "none")
+REQUEST_RESULTS = (
+    "queued",
+    "pending",
+    "no-reason",
+    "delivered",
+    "held",
+    "wrong-password",
+    "locked",
+    "not-held",
+    "needs-person",
+    "unknown",
+    "rate-limited",
+    "failed",
+)
 WORKER_RESTART_REASONS = (
     "crash",
     "timeout",
@@ -263,6 +279,34 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # The partner's own password mail (gateway/ppap.py, issue 17). Never the password.
+        self.password_unlocks = Counter(
+            "mugaika_password_unlocks_total",
+            "Password mails paired with a held encrypted archive, by result (delivered: "
+            "members delivered sanitized; held: they opened to content the policy holds; "
+            "wrong-password; locked: too many wrong ones; failed: could not be completed)",
+            ["result"],
+            registry=r,
+        )
+        self.password_unlock_seconds = Histogram(
+            "mugaika_password_unlock_delivery_seconds",
+            "Time until the sanitized members of an unlocked archive were accepted downstream, "
+            "since the held message's arrival (since=archive), the password mail's "
+            "(since=password-mail) or the recipient's request mail's (since=request-mail)",
+            ["since"],
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200, 86400),
+            registry=r,
+        )
+        # Recipients' request mails (gateway/requests.py, issue 17): kind original, password
+        # or none (no reference id); result as in REQUEST_RESULTS. Never an address or password.
+        self.requests = Counter(
+            "mugaika_requests_total",
+            "Mails to requests.address consumed by the gateway, by kind and result (queued: "
+            "entered the approval queue; delivered: a password opened the held archive; "
+            "unknown: not honoured, answered without naming the item; rate-limited: dropped)",
+            ["kind", "result"],
+            registry=r,
+        )
         # Read from the pool at scrape time (observe_pool). Utilisation over time is
         # rate(mugaika_worker_busy_seconds_total) / mugaika_workers; at the scrape instant it
         # is mugaika_workers_busy / mugaika_workers. Messages waiting for a free worker are
@@ -341,6 +385,13 @@ class Metrics:
             self.downstream_failures.labels(kind)
         for reason in WORKER_RESTART_REASONS:
             self.worker_restarts.labels(reason)
+        for kind in REQUEST_KINDS:
+            for result in REQUEST_RESULTS:
+                self.requests.labels(kind, result)
+        for result in PASSWORD_UNLOCK_RESULTS:
+            self.password_unlocks.labels(result)
+        for since in ("archive", "password-mail", "request-mail"):
+            self.password_unlock_seconds.labels(since)
         for method in AUTH_METHODS:
             for result in (*AUTH_RESULTS, "other"):
                 self.auth_results.labels(method, result)

@@ -49,6 +49,14 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "binhex-extracted": "・本文に埋め込まれた添付ファイル（BinHex）を取り出しました。",
         "yenc-extracted": "・本文に埋め込まれた添付ファイル（yEnc）を取り出しました。",
         "virus-found": "・既知のウイルス「{name}」が見つかったため、このメールは隔離されました。",
+        "archive-unlocked": (
+            "・パスワード付き圧縮ファイル「{name}」は、送信者が後から送ったメールのパスワードで開き、"
+            "中のファイルを一つずつ検査しました。"
+        ),
+        "password-masked": (
+            "・本文のパスワード {count}件を伏せ字（********）にしました。"
+            "先に届いたパスワード付き圧縮ファイルは、このパスワードでゲートウェイが開いて検査しました。"
+        ),
         "nothing-found": "危険な要素は見つかりませんでした",
         "mime-canonicalized": (
             "・メールの構造（ヘッダや区切り）がメールソフトによって異なる内容に見える形式だった"
@@ -56,6 +64,12 @@ TEMPLATES: dict[str, dict[str, str]] = {
         ),
         "reference": "原本は参照番号 {reference} で保管されています。"
         "必要な場合はこの番号を添えてシステム管理者にお問い合わせください。",
+        "request": (
+            "原本が必要な場合は、件名に参照番号 {reference} を書いて {address} 宛てにメールを"
+            "送ってください（本文の1行目に理由）。承認されると届きます。"
+            "パスワード付き圧縮ファイルが保留されている場合は、本文に「パスワード：（パスワード）」と"
+            "書いて同じ宛先に送ると、ゲートウェイが開いて検査し、安全な中身をお届けします。"
+        ),
         "rule": "─" * 30,
     },
     "en": {
@@ -78,12 +92,20 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "binhex-extracted": "- A file embedded in the text (BinHex) was extracted.",
         "yenc-extracted": "- A file embedded in the text (yEnc) was extracted.",
         "virus-found": '- Known malware "{name}" was found: this message is held.',
+        "archive-unlocked": '- The password-protected archive "{name}" was opened with the '
+        "password the sender sent in a later mail, and each file inside was checked.",
+        "password-masked": "- {count} password(s) in the text were masked (********). The "
+        "gateway used them to open and check the password-protected archive that arrived earlier.",
         "nothing-found": "no active content found",
         "mime-canonicalized": "- The message's structure (headers or part boundaries) could be "
         "read differently by different mail programs; it was rebuilt in a standard form that "
         "every program reads alike.",
         "reference": "The original is kept under reference {reference}. Quote it to your "
         "administrator if you need the original.",
+        "request": "To ask for the original, mail {address} with reference {reference} in "
+        "the subject and your reason on the first line; it arrives once approved. For a held "
+        'password-protected archive, send "Password: (the password)" in the text to the same '
+        "address: the gateway opens it, checks it and delivers what is safe inside.",
         "rule": "-" * 40,
     },
 }
@@ -106,15 +128,22 @@ def reason_text(codes: str, language: str) -> str:
 class Notice:
     """Renders notices in one language, with optional per-policy template overrides."""
 
-    def __init__(self, language: str = "ja", overrides: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        language: str = "ja",
+        overrides: Mapping[str, str] | None = None,
+        request_address: str | None = None,
+    ) -> None:
         self.language = language if language in TEMPLATES else "ja"
+        # ``requests.address`` (gateway/requests.py): named with the reference id, or not at all.
+        self.request_address = request_address
         self.templates = dict(TEMPLATES[self.language])
         for kind, text in (overrides or {}).items():
             if kind not in self.templates:
                 log.warning("notice template %r is not a known kind; ignored", kind)
                 continue
             try:
-                text.format(count=0, name="", reason="", reference="", new_name="")
+                text.format(count=0, name="", reason="", reference="", new_name="", address="")
             except (KeyError, IndexError, ValueError) as exc:
                 log.warning("notice template %r is invalid (%s); built-in text used", kind, exc)
                 continue
@@ -126,6 +155,14 @@ class Notice:
     def lines(self, report: Report) -> list[str]:
         """The change list for ``report`` (empty when nothing was changed)."""
         out: list[str] = []
+        for action in report.actions:
+            if action.kind == "archive-unlocked":
+                out.append(
+                    self._line("archive-unlocked", name=replace_control_chars(action.detail))
+                )
+        count = report.count_actions("password-masked")
+        if count:
+            out.append(self._line("password-masked", count=count))
         # The signature names first: the reason the message was held (gateway.antivirus).
         for signature in dict.fromkeys(
             f.detail for f in report.findings if f.code == "VIRUS_FOUND"
@@ -193,6 +230,12 @@ class Notice:
         parts = [self._line("title"), self._line("intro"), *changes]
         if report.reference_id and original_kept:
             parts.append(self._line("reference", reference=report.reference_id))
+            if self.request_address:
+                parts.append(
+                    self._line(
+                        "request", reference=report.reference_id, address=self.request_address
+                    )
+                )
         parts.append(self._line("rule"))
         return "\n".join(parts) + "\n"
 

@@ -36,15 +36,25 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from gateway import antivirus, auth, wire
+from gateway import antivirus, auth, ppap, wire
 from gateway.assemble import Assembler
+from gateway.charsets import decode_body
 from gateway.config import Config
+from gateway.errors import CannotSanitize
 from gateway.inspect import FilePlan, Inspector, IsolationLimits, MessagePlan, Plan
 from gateway.message import Envelope
-from gateway.mime import HeaderField, split_header_block
+from gateway.mime import (
+    HeaderField,
+    MimeLimitExceeded,
+    MimeLimits,
+    parse_message,
+    split_header_block,
+)
 from gateway.notice import Notice, summary_headers
 from gateway.replies import Reply
 from gateway.report import Report, Verdict
+from gateway.sanitizers.html import html_to_text
+from gateway.sanitizers.urls import UrlPolicy
 from quarantine.summary import NestedMessages, Summary, summarize_headers, summarize_parsed
 from rules.engine import Decision, Policy, PolicySet
 from rules.loader import reload_policies
@@ -68,6 +78,16 @@ class Job:
     envelope: Envelope
     raw: bytes
     reference_id: str
+    # The password mail paired with a held PPAP archive (gateway.ppap, issue 17):
+    # ``mask_passwords``: deliver it with its password lines masked, and keep no original
+    # (the original holds the password); ``paired_original``: the held message to open with
+    # the passwords in ``raw`` (the outcome is then that message's, unlocked and sanitized).
+    mask_passwords: bool = False
+    paired_original: bytes | None = None
+    # Set by ``Pipeline._unlock`` for the unlocked message: the archives opened (notice), and
+    # the bytes the sender signed (authentication reads the held original, not our rebuild).
+    unlocked: tuple[str, ...] = ()
+    auth_raw: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +300,8 @@ class Pipeline:
         if self.auth_settings is None or self.resolver is None:
             return None
         try:
-            results = auth.authenticate(job.raw, job.envelope, self.auth_settings, self.resolver)
+            signed = job.auth_raw if job.auth_raw is not None else job.raw
+            results = auth.authenticate(signed, job.envelope, self.auth_settings, self.resolver)
         except Exception as exc:  # a bug here must not stop mail: results are just absent
             log.warning("authentication failed queue_id=%s: %s", job.envelope.queue_id, exc)
             return None
@@ -288,9 +309,14 @@ class Pipeline:
         return results
 
     def process(self, job: Job) -> Outcome:
+        if job.paired_original is not None:
+            return self._unlock(job)
         started = time.monotonic()
         envelope = job.envelope
         report = Report(queue_id=envelope.queue_id, reference_id=job.reference_id)
+        for name in job.unlocked:
+            report.add_action("archive-unlocked", detail=name)
+            report.add_finding("ARCHIVE_UNLOCKED", "", name)
         results = self._authenticate(job, report)
         policy = self.policy_for(envelope)
         settings = policy.settings
@@ -306,6 +332,7 @@ class Pipeline:
             limits,
             scanner=self.scanner,
             on_scan_unavailable=self.config.antivirus.on_unavailable,
+            mask_passwords=job.mask_passwords,
         ).plan_bytes(job.raw)
         decision = policy.decide(
             report,
@@ -341,6 +368,49 @@ class Pipeline:
             keep_original=keep_original,
         )
 
+    def _unlock(self, job: Job) -> Outcome:
+        """Open the held message ``job.paired_original`` with the password lines of the mail
+        ``job.raw`` (``gateway.ppap``) and run the result through ``process`` as a message of
+        its own: the outcome is the unlocked message's. When nothing opens, the outcome is a
+        QUARANTINE without a message whose finding says why (``PASSWORD_NOT_FOUND``,
+        ``ARCHIVE_PASSWORD_WRONG``); an archive that opens beyond the archive limits is not
+        extracted (``ARCHIVE_UNLOCKED`` with the limit's code, held)."""
+        assert job.paired_original is not None
+        envelope = job.envelope
+        report = Report(queue_id=envelope.queue_id, reference_id=job.reference_id)
+        settings = self.policy_for(envelope).settings
+        candidates = ppap.password_candidates(_body_texts(job.raw, settings))
+        if not candidates:
+            report.add_finding("PASSWORD_NOT_FOUND", "", "no password line")
+            report.raise_verdict(Verdict.QUARANTINE, "PASSWORD_NOT_FOUND")
+            return Outcome(report.verdict, report)
+        limits = ppap.ArchiveLimits(
+            settings.archive_max_members,
+            settings.archive_max_total_size,
+            settings.archive_max_ratio,
+        )
+        try:
+            unlocked = ppap.unlock(job.paired_original, candidates, limits)
+        except ppap.UnlockRefused as exc:
+            report.add_finding("ARCHIVE_UNLOCKED", "", "not extracted")
+            report.add_finding(exc.code, "", str(exc))
+            report.raise_verdict(Verdict.QUARANTINE, f"{exc.code}: {exc}")
+            return Outcome(report.verdict, report)
+        if unlocked.message is None:
+            detail = f"{unlocked.tried} candidates, {unlocked.encrypted} encrypted archives"
+            report.add_finding("ARCHIVE_PASSWORD_WRONG", "", detail)
+            report.raise_verdict(Verdict.QUARANTINE, "ARCHIVE_PASSWORD_WRONG")
+            return Outcome(report.verdict, report)
+        return self.process(
+            Job(
+                envelope,
+                unlocked.message,
+                job.reference_id,
+                unlocked=unlocked.archives,
+                auth_raw=job.paired_original,
+            )
+        )
+
     def _build(
         self,
         job: Job,
@@ -366,7 +436,8 @@ class Pipeline:
                 node.record.action, node.record.reason = "kept", "TRUSTED_SENDER"
         extra = [*decision.tag_headers]
         held = report.verdict == Verdict.QUARANTINE
-        retain = self.config.quarantine.retain_originals
+        # A masked password mail's original holds the password: it is not kept (issue 17).
+        retain = self.config.quarantine.retain_originals and not job.mask_passwords
         original = _without_our_fields(job.raw)
         promised = False
         if _signed_and_clean(plan, report, settings):
@@ -377,7 +448,11 @@ class Pipeline:
         elif _unchanged(plan, report):
             body = original
         else:
-            notice = Notice(settings.notice.language, dict(settings.notice.templates))  # type: ignore[attr-defined]
+            notice = Notice(
+                settings.notice.language,  # type: ignore[attr-defined]
+                dict(settings.notice.templates),  # type: ignore[attr-defined]
+                self.config.requests.address,
+            )
             # A notice always changes the body, so the original it names will be kept.
             text = notice.render(report, original_kept=retain or held)
             promised = bool(text) and (retain or held)
@@ -416,6 +491,32 @@ def antivirus_target(config: Config) -> antivirus.ScanTarget | None:
         max_size=settings.max_size,
         icap_preview=settings.icap_preview,
     )
+
+
+def _body_texts(raw: bytes, settings: Any) -> list[str]:
+    """The decoded text of every body part (not attachments), HTML as its text with URLs
+    as written: where the password lines of a password mail are looked for."""
+    limits = settings.limits
+    try:
+        parsed = parse_message(
+            raw, MimeLimits(limits.max_depth, limits.max_parts, limits.max_decoded_size)
+        )
+    except MimeLimitExceeded:
+        return []
+    texts: list[str] = []
+    for part in parsed.root.walk():
+        if part.is_multipart or part.is_attachment:
+            continue
+        if part.declared_type not in ("text/plain", "text/html"):
+            continue
+        text = decode_body(part.payload, part.declared_charset).text
+        if part.declared_type == "text/html":
+            try:
+                text = html_to_text(text, UrlPolicy(mode="keep")).text
+            except CannotSanitize:
+                continue
+        texts.append(text.replace("\r\n", "\n").replace("\r", "\n"))
+    return texts
 
 
 def _nested_messages(plan: Plan) -> NestedMessages:

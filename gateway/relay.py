@@ -25,7 +25,7 @@ import time
 
 from gateway import replies
 from gateway.config import Config
-from gateway.delivery import Transaction
+from gateway.delivery import Downstream, Transaction
 from gateway.errors import (
     DownstreamRefused,
     DownstreamUnavailable,
@@ -37,13 +37,16 @@ from gateway.errors import (
 from gateway.logs import log_fields, verdict_log
 from gateway.message import Envelope
 from gateway.metrics import Metrics, verdict_label
+from gateway.pairing import PasswordMails, awaits_password, password_settings
 from gateway.pipeline import Job, Outcome
 from gateway.replies import Reply
 from gateway.report import Report, Verdict
+from gateway.requests import RequestDesk
 from gateway.signer import Signer
 from gateway.workers import WorkerPool
 from quarantine.store import HoldRequest, QuarantineStore
 from quarantine.summary import Summary
+from rules.engine import PasswordMail, PolicySet
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -64,21 +67,40 @@ class Relay:
         store: QuarantineStore | None,
         metrics: Metrics,
         signer: Signer | None = None,
+        *,
+        downstream: Downstream | None = None,
+        policies: PolicySet | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
         self.store = store
         self.metrics = metrics
         self.signer = signer  # None: nothing to sign (no auth.arc_seal, no auth.dkim_sign)
+        # The recipients' password_mail settings are read here (gateway.pairing); without
+        # policies or a downstream of its own the relay pairs no password mails.
+        self.policies = policies
+        self.password_mails = PasswordMails(config, pool, store, metrics, downstream, signer)
+        # Mail to requests.address (gateway.requests): consumed here, never relayed.
+        self.requests = RequestDesk(config, store, metrics, downstream, self.password_mails)
 
     async def handle(
         self, envelope: Envelope, raw: bytes, transaction: Transaction | None
     ) -> Reply:
         started = time.monotonic()
         reference_id = new_reference_id(envelope.received_at)
+        settings = password_settings(self.policies, self.config, envelope)
         outcome = await self._run_pipeline(Job(envelope, raw, reference_id))
+        # A password mail opens a held archive only when the rules pass the mail itself: a
+        # spoofed or otherwise held "password mail" must not release anything (issue 17).
+        if outcome.verdict in (Verdict.DELIVER, Verdict.TAG) and await self.password_mails.try_pair(
+            envelope, raw, settings
+        ):
+            # Opened with it: deliver the mail with its password lines masked instead.
+            outcome = await self._run_pipeline(
+                Job(envelope, raw, reference_id, mask_passwords=True)
+            )
         try:
-            reply = await self._route(envelope, raw, outcome, transaction)
+            reply = await self._route(envelope, raw, outcome, transaction, settings)
         except StoreUnavailable as exc:
             outcome.report.raise_verdict(Verdict.TEMPFAIL, exc.code)
             reply = exc.reply
@@ -114,7 +136,12 @@ class Relay:
             self.metrics.messages_in_pipeline.dec()
 
     async def _route(
-        self, envelope: Envelope, raw: bytes, outcome: Outcome, transaction: Transaction | None
+        self,
+        envelope: Envelope,
+        raw: bytes,
+        outcome: Outcome,
+        transaction: Transaction | None,
+        settings: PasswordMail | None = None,
     ) -> Reply:
         report = outcome.report
         verdict = outcome.verdict
@@ -133,6 +160,7 @@ class Relay:
                     report,
                     outcome.message,
                     outcome.summary,
+                    awaits_password=awaits_password(settings, outcome),
                 )
             )
             return replies.R250_QUARANTINED.with_text(

@@ -91,6 +91,9 @@ R553_BAD_SENDER = Reply(553, "5.1.7", "Malformed sender address")
 R553_BAD_RECIPIENT = Reply(553, "5.1.3", "Malformed recipient address")
 R553_SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 R554_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+R550_REQUESTS_INTERNAL_ONLY = Reply(
+    550, "5.7.1", "The request address accepts mail from the internal network only"
+)
 R554_SMTPUTF8_UNSUPPORTED = Reply(
     554, "5.6.7", "Message requires SMTPUTF8, which the downstream server does not support"
 )

@@ -153,7 +153,15 @@ class GatewayServer:
         # -- end monitoring ------------------------------------------------------------------
         for service in self.services:
             await service.start()
-        relay = Relay(config, self.pool, self.store, self.metrics, self.signer)
+        relay = Relay(
+            config,
+            self.pool,
+            self.store,
+            self.metrics,
+            self.signer,
+            downstream=self.downstream,
+            policies=policies,
+        )
         self.handler = GatewayHandler(config, self.downstream, relay, self.metrics)
         tls_context = make_tls_context(config)
         host, port = parse_host_port(config.listen)
@@ -252,6 +260,8 @@ class GatewayServer:
         if self.handler is not None:
             self.handler.config = new
             self.handler.relay.config = new
+            self.handler.relay.policies = policies
+            self.handler.relay.requests.config = new
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_last_reload_success.set(1)
         smtp_log.info("configuration reloaded")

@@ -252,6 +252,8 @@ class GatewayEnvelope(AiosmtpdEnvelope):
         self.recipients: list[Recipient] = []
         self.params: list[str] = []
         self.transaction: Transaction | None = None
+        # Addressed to requests.address (gateway.requests): consumed, never relayed.
+        self.request_mail = False
 
 
 # Commands that check the parts of their argument themselves, so that the reply names the part
@@ -869,6 +871,20 @@ class GatewayHandler:
             return replies.R421_SHUTTING_DOWN
         if len(envelope.recipients) >= self.config.smtp.max_recipients:
             return replies.R452_TOO_MANY_RECIPIENTS
+        desk = self.relay.requests
+        if desk.is_request_address(recipient.address):
+            # Never relayed: only from the internal side, and alone in its transaction (the
+            # client sends the other recipients in another one after 452, RFC 5321 3.3).
+            if not desk.from_internal(self._client_info(server)):
+                return replies.R550_REQUESTS_INTERNAL_ONLY
+            if envelope.recipients:
+                return replies.R452_TOO_MANY_RECIPIENTS
+            envelope.request_mail = True
+            envelope.recipients.append(recipient)
+            envelope.rcpt_tos.append(recipient.address)
+            return replies.R250_RECIPIENT_OK
+        if envelope.request_mail:
+            return replies.R452_TOO_MANY_RECIPIENTS
         if not self.may_relay_to(server.peer_address, recipient.address):
             return replies.R554_RELAY_DENIED.with_text(
                 f"<{recipient.address}>: Relay access denied"
@@ -922,7 +938,11 @@ class GatewayHandler:
         # delivered message unanswered, and the sender would send it again.
         server.owe_reply()
         try:
-            reply = await self.relay.handle(frozen, envelope.original_content or b"", transaction)
+            raw = envelope.original_content or b""
+            if envelope.request_mail:
+                reply = await self.relay.requests.handle(frozen, raw)
+            else:
+                reply = await self.relay.handle(frozen, raw, transaction)
         finally:
             _reset_xforward(session)  # XFORWARD applies to one transaction (XFORWARD_README)
         return str(reply)

@@ -541,7 +541,13 @@ def _decide(args: argparse.Namespace) -> int:
     async def run() -> Any:
         try:
             return await decide_request(
-                store, downstream, args.request_id, cli_actor(), approve, args.reason
+                store,
+                downstream,
+                args.request_id,
+                cli_actor(),
+                approve,
+                args.reason,
+                config.requests,
             )
         finally:
             await downstream.close()

@@ -150,11 +150,24 @@ def compose(
         body += [
             f"必要なメールの場合は、参照番号を添えて{contact}に解放を依頼してください。",
             "確認のうえ、安全な形に処理した写しなどをお届けします。",
+            *_request_lines(config),
             "心当たりのないメールは、何もする必要はありません。"
             f"保管期間（{config.quarantine.retention_days}日）を過ぎると自動的に削除されます。",
         ]
     body += ["", "─" * 30, "このメールはメールゲートウェイ（無害化）が自動で送信しています。"]
     return DigestMail(to, subject, "\n".join(body) + "\n", tuple(held))
+
+
+def _request_lines(config: Config) -> list[str]:
+    """How to ask by mail (``requests.address``, gateway/requests.py), when it is on."""
+    address = config.requests.address
+    if not address:
+        return []
+    return [
+        f"メールでも依頼できます: 件名に参照番号を書いて {address} 宛てに送ってください"
+        "（本文の1行目に理由）。パスワード付き圧縮ファイルの場合は、本文に"
+        "「パスワード：（パスワード）」と書いて送ると、ゲートウェイが開いて検査します。",
+    ]
 
 
 def message_bytes(config: Config, mail: DigestMail, now: datetime.datetime) -> bytes:

@@ -46,12 +46,14 @@ from dataclasses import dataclass, field
 from email.header import Header
 from typing import Any
 
+from gateway.config import RequestsConfig
 from gateway.delivery import Downstream, deliver
 from gateway.errors import DownstreamRefused, DownstreamUnavailable
 from gateway.logs import log_fields, quarantine_log, replace_control_chars
 from gateway.message import Recipient
 from gateway.mime import split_header_block
 from gateway.report import Report
+from gateway.requests import mail_decision
 from quarantine.errors import BlobCorrupt, PermissionDenied, ReleaseFailed, UserError
 from quarantine.sql import Item, SqlStore
 from quarantine.users import Actor, utcnow
@@ -383,8 +385,11 @@ async def decide_request(
     actor: Actor,
     approve: bool,
     reason: str,
+    requests: RequestsConfig | None = None,
 ) -> ReleaseResult | None:
-    """Approve (and carry out) or refuse a request. The approver must not be the requester."""
+    """Approve (and carry out) or refuse a request. The approver must not be the requester.
+    A request that came by mail (``gateway.requests``) gets the result by mail when
+    ``requests`` (the ``requests:`` configuration) names the request address."""
     if not actor.can("approve"):
         raise PermissionDenied("your role may not decide release requests", key="role_decide")
     reason = check_reason(reason)
@@ -394,7 +399,25 @@ async def decide_request(
             "a different person must decide on your own request", key="own_request"
         )
     await asyncio.to_thread(store.decide_request, request_id, actor, approve, reason, actor.scope)
+
+    async def tell_requester(result: str) -> None:
+        sent = await mail_decision(
+            requests, downstream, request.requested_by, request.item_id, request_id, result, reason
+        )
+        if sent:
+            await asyncio.to_thread(
+                store.audit,
+                actor,
+                "request-result-mailed",
+                request.item_id,
+                request.tenant,
+                request=request_id,
+                result=result,
+                to=request.requested_by,
+            )
+
     if not approve:
+        await tell_requester("refused")
         return None
     try:
         result = await release(
@@ -409,6 +432,8 @@ async def decide_request(
         )
     except Exception:
         await asyncio.to_thread(store.close_request, request_id, "failed")
+        await tell_requester("release-failed")
         raise
     await asyncio.to_thread(store.close_request, request_id, "done")
+    await tell_requester("approved")
     return result

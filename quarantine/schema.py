@@ -18,6 +18,10 @@ Tables:
 ``previews``, ``preview_pages``  the cached page images (and Office text) of a sanitized
                      copy's documents, rendered by a worker (``quarantine/pages.py``), keyed by
                      the copy's sha256 and dropped with its blob
+``password_waits``   a held message whose only reason is a password-protected ZIP (PPAP): the
+                     envelope sender and recipients a later password mail must match, when
+                     it was held, how many password mails did not open it (issue 17); never
+                     a password
 ``digest_runs``      one row per tenant and local day: the claim that one node sends the
                      daily digest (``quarantine/digest.py``), and what it covered
 
@@ -251,6 +255,22 @@ digest_runs = Table(
     Column("mails", Integer, nullable=False, default=0),
     Column("items", Integer, nullable=False, default=0),
 )
+
+# Waiting for the sender's own password mail (gateway/ppap.py, issue 17). ``status``: waiting,
+# unlocked (its members were delivered sanitized), held (they opened to content the policy
+# holds), locked (``password_mail.max_wrong`` password mails did not open it).
+password_waits = Table(
+    "password_waits",
+    metadata,
+    Column("item_id", String(40), ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Column("envelope_from", Text, nullable=False),  # lower-cased
+    Column("recipients_key", Text, nullable=False),  # sorted lower-cased addresses, one a line
+    Column("held_at", TS, nullable=False),
+    Column("status", String(16), nullable=False),  # waiting requested locked unlocked held
+    Column("wrong", Integer, nullable=False, default=0),
+    Column("updated_at", TS, nullable=False),
+)
+Index(None, password_waits.c.envelope_from, password_waits.c.held_at)
 
 # Search indexes made by migration 0003 outside this metadata (see the module docstring).
 SEARCH_TABLE = "items_search"

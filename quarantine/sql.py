@@ -74,6 +74,7 @@ from quarantine.schema import (
     blobs,
     item_domains,
     items,
+    password_waits,
     preview_pages,
     previews,
     release_requests,
@@ -383,6 +384,11 @@ TRIGRAM = 3
 FREQUENT_MATCHES = 2000
 
 
+def recipients_key(addresses: Iterable[str]) -> str:
+    """Recipients compared as a set: sorted, lower-cased, one a line."""
+    return "\n".join(sorted({clean_text(a).lower() for a in addresses if a}))
+
+
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
@@ -607,6 +613,18 @@ class SqlStore:
                     insert(item_domains),
                     [{"item_id": request.reference_id, "domain": d} for d in domains],
                 )
+            if request.awaits_password:
+                conn.execute(
+                    insert(password_waits).values(
+                        item_id=request.reference_id,
+                        envelope_from=clean_text(envelope.mail_from).lower(),
+                        recipients_key=recipients_key(r.address for r in envelope.recipients),
+                        held_at=received,
+                        status="waiting",
+                        wrong=0,
+                        updated_at=now,
+                    )
+                )
             self._history(conn, request.reference_id, None, HELD, "gateway", request.kind, now)
 
     def discard(self, reference_id: str, reason: str) -> None:
@@ -631,6 +649,102 @@ class SqlStore:
         except (SQLAlchemyError, OSError):
             return False
         return True
+
+    # -- password mails (gateway/ppap.py, issue 17) ------------------------------------------
+
+    def awaiting_password(
+        self, envelope_from: str, recipients: Iterable[str], since: datetime.datetime
+    ) -> builtins.list[str]:
+        """Held items waiting for a password mail from exactly this envelope sender to exactly
+        these recipients, held at or after ``since``; newest first (at most 5)."""
+        if not envelope_from:
+            return []  # a bounce (null sender) never pairs
+        statement = (
+            select(password_waits.c.item_id)
+            .join(items, items.c.id == password_waits.c.item_id)
+            .where(
+                password_waits.c.envelope_from == clean_text(envelope_from).lower(),
+                password_waits.c.recipients_key == recipients_key(recipients),
+                password_waits.c.held_at >= since,
+                password_waits.c.status == "waiting",
+                items.c.status == HELD,
+            )
+            .order_by(password_waits.c.held_at.desc())
+            .limit(5)
+        )
+        with self.engine.connect() as conn:
+            return [str(row.item_id) for row in conn.execute(statement)]
+
+    def password_wrong(self, item_id: str, max_wrong: int) -> int:
+        """Count one password mail that did not open ``item_id``; at ``max_wrong`` the item
+        stops waiting (``locked``). Returns the count."""
+        now = utcnow()
+        with db.write_transaction(self.engine) as conn:
+            conn.execute(
+                update(password_waits)
+                .where(password_waits.c.item_id == item_id)
+                .values(wrong=password_waits.c.wrong + 1, updated_at=now)
+            )
+            wrong = int(
+                conn.execute(
+                    select(password_waits.c.wrong).where(password_waits.c.item_id == item_id)
+                ).scalar()
+                or 0
+            )
+            if wrong >= max_wrong:
+                conn.execute(
+                    update(password_waits)
+                    .where(password_waits.c.item_id == item_id)
+                    .values(status="locked", updated_at=now)
+                )
+        return wrong
+
+    def password_settled(self, item_id: str, status: str) -> None:
+        """``item_id`` stops waiting: ``unlocked`` (delivered) or ``held`` (hostile inside)."""
+        with db.write_transaction(self.engine) as conn:
+            conn.execute(
+                update(password_waits)
+                .where(password_waits.c.item_id == item_id)
+                .values(status=status, updated_at=utcnow())
+            )
+
+    def ensure_password_wait(self, item_id: str) -> dict[str, Any]:
+        """The waiting row of ``item_id``, created (waiting, no wrong tries) when the item was
+        not held waiting for a partner's password mail: a recipient's request mail counts
+        its wrong passwords here too (``gateway.requests``), so both lock at the limit."""
+        found = self.password_wait(item_id)
+        if found is not None:
+            return found
+        item = self.get(item_id)
+        now = utcnow()
+        with db.write_transaction(self.engine) as conn:
+            exists = conn.execute(
+                select(password_waits.c.item_id).where(password_waits.c.item_id == item_id)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    insert(password_waits).values(
+                        item_id=item_id,
+                        envelope_from=clean_text(item.summary.envelope_from).lower(),
+                        recipients_key=recipients_key(item.summary.recipients),
+                        held_at=item.summary.received_at,
+                        # Not "waiting": a partner's later mail must not pair with it by this.
+                        status="requested",
+                        wrong=0,
+                        updated_at=now,
+                    )
+                )
+        found = self.password_wait(item_id)
+        assert found is not None
+        return found
+
+    def password_wait(self, item_id: str) -> dict[str, Any] | None:
+        """The waiting row of ``item_id`` (status, wrong count), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(password_waits).where(password_waits.c.item_id == item_id)
+            ).first()
+        return None if row is None else {"status": row.status, "wrong": int(row.wrong)}
 
     # -- reading ---------------------------------------------------------------------------
 

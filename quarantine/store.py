@@ -30,7 +30,9 @@ class HoldRequest:
     ``reference_id`` is the id quoted in the notice and in the SMTP reply. ``summary`` is
     what the quarantine shows of the message (headers, text preview): the worker computed it
     from its own parse; the store keeps it as given and never parses ``original`` (issue 11:
-    the main process parses no content).
+    the main process parses no content). ``awaits_password``: the message is held only for a
+    password-protected ZIP and its policy pairs the sender's password mail with it
+    (``gateway.ppap``); the store remembers sender, recipients and time in the same commit.
     """
 
     reference_id: str
@@ -40,6 +42,7 @@ class HoldRequest:
     report: Report
     sanitized: bytes | None = None
     summary: Summary = field(default_factory=lambda: Summary(note="no summary"))
+    awaits_password: bool = False
 
 
 class QuarantineStore(Protocol):

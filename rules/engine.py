@@ -92,6 +92,15 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class PasswordMail:
+    """``password_mail`` of a policy (see ``rules.schema.PasswordMailSettings``)."""
+
+    pair: bool = False
+    window: int = 3600
+    max_wrong: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySettings:
     """What the sanitizers and the notice read. Frozen plain data (crosses into workers)."""
 
@@ -115,6 +124,8 @@ class PolicySettings:
     archive_max_ratio: int = 200
     csv_formulas: str = "neutralize"
     pdf_url_text: str = "rasterize-pages"
+    # password_mail (gateway/ppap.py): pair, window in seconds, max_wrong
+    password_mail: PasswordMail = PasswordMail()
 
     def action_for(self, content_class: str) -> Action:
         """The action for a content class; a class the policy does not know is ``unknown``."""
@@ -175,6 +186,11 @@ class PolicySettings:
             archive_max_ratio=model.sanitize.archive_max_ratio,
             csv_formulas=model.sanitize.csv_formulas,
             pdf_url_text=model.sanitize.pdf_url_text,
+            password_mail=PasswordMail(
+                model.password_mail.pair,
+                model.password_mail.window,
+                model.password_mail.max_wrong,
+            ),
         )
 
 
@@ -231,6 +247,12 @@ def strictest_settings(name: str, all_settings: Sequence[PolicySettings]) -> Pol
             ),
             pdf_url_text=_stricter(
                 _STRICTNESS["pdf_url_text"], result.pdf_url_text, other.pdf_url_text
+            ),
+            # Pairing only when every recipient's policy pairs; the shorter window.
+            password_mail=PasswordMail(
+                result.password_mail.pair and other.password_mail.pair,
+                min(result.password_mail.window, other.password_mail.window),
+                min(result.password_mail.max_wrong, other.password_mail.max_wrong),
             ),
         )
     return result

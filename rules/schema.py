@@ -210,6 +210,21 @@ class NoticeSettings(_Model):
     templates: dict[Name, StrictStr] = Field(default_factory=dict)
 
 
+class PasswordMailSettings(_Model):
+    """The partner's own password mail (PPAP, issue 17, ``gateway/ppap.py``).
+
+    ``pair``: a mail from the same envelope sender to the same recipients, within ``window``
+    seconds of a message held only for a password-protected ZIP, whose text holds a password
+    line ("パスワード：…", "PW: …", "Password: …") opens that ZIP; its members go through the
+    whole pipeline like any attachment and are delivered sanitized with a notice, and the
+    password mail is delivered with the password masked. ``max_wrong``: after this many
+    password mails that open nothing, the held message stops waiting (locked)."""
+
+    pair: StrictBool = False
+    window: StrictInt = Field(3600, ge=60, le=7 * 86400)  # seconds; default one hour
+    max_wrong: StrictInt = Field(5, ge=1, le=100)
+
+
 class LimitSettings(_Model):
     """MIME structure limits. The parser reports ``LIMIT_*`` findings; the base policy's
     ``limits-exceeded`` rule quarantines them."""
@@ -467,6 +482,7 @@ class PolicyFile(_Model):
         "deliver-modified"
     )
     limits: LimitSettings = LimitSettings()
+    password_mail: PasswordMailSettings = PasswordMailSettings()
     # Mail whose framing readers disagree about (gateway/framing.py: a space before a header's
     # colon, two Content-Type fields, a malformed type...): "rebuild" reads it the way that
     # shows the most structure and delivers a rebuilt copy every reader sees alike, each part

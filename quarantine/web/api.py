@@ -263,7 +263,13 @@ def api_routes(admin: AdminApp) -> list[BaseRoute]:
         request_id = _request_id(request)
         approve = request.url.path.endswith("/approve")
         result = await decide_request(
-            admin.store, admin.downstream, request_id, actor, approve, body.reason
+            admin.store,
+            admin.downstream,
+            request_id,
+            actor,
+            approve,
+            body.reason,
+            admin.config.requests,
         )
         return {
             "request": request_id,

@@ -753,7 +753,13 @@ class AdminApp:
             raise ItemNotFound("no such request", key="not_found") from None
         approve = request.url.path.endswith("/approve")
         await decide_request(
-            self.store, self.downstream, request_id, actor, approve, str(form.get("reason", ""))
+            self.store,
+            self.downstream,
+            request_id,
+            actor,
+            approve,
+            str(form.get("reason", "")),
+            self.config.requests,
         )
         done = "approved" if approve else "refused"
         return RedirectResponse(f"/requests?done={done}&id={request_id}", status_code=303)
