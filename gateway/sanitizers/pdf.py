@@ -57,6 +57,7 @@ from gateway.detect import extension_of, sanitize_filename
 from gateway.errors import CannotSanitize
 from gateway.report import Finding
 from gateway.sanitizers.base import OutputFile, SanitizeOptions, SanitizeResult
+from gateway.sanitizers.urls import defang_untrusted
 
 FINDING_CODES: tuple[str, ...] = (
     "PDF_JAVASCRIPT",  # JavaScript actions, /JS, the JavaScript name tree
@@ -142,12 +143,17 @@ class _Hazards:
 
 
 def defang_url(untrusted_url: str) -> str:
-    """``https://evil.example/x`` -> ``hxxps://evil[.]example/x``: readable, never clickable."""
-    text = re.sub(r"^\s*(h)tt(ps?)", r"\1xx\2", untrusted_url, flags=re.IGNORECASE)
-    text = re.sub(r"^\s*ftp", "fxp", text, flags=re.IGNORECASE)
-    match = re.match(r"^([a-z][a-z0-9+.-]*://)?([^/?#]*)(.*)$", text, re.IGNORECASE | re.DOTALL)
-    if match:
-        text = (match.group(1) or "") + match.group(2).replace(".", "[.]") + match.group(3)
+    """``https://evil.example/x`` -> ``hxxps://evil[.]example/x``: readable, never clickable.
+
+    The one defanger of message bodies and notices (``urls.defang_untrusted``), so a link
+    target quoted in an annotation or a finding detail is never live in any of its forms
+    (UNC paths, ``javascript:``, ``file:``, nested ``mhtml:https://``); a target it leaves
+    as it is (a name under a TLD no program links) still loses its dots. Cut to 300
+    printable characters.
+    """
+    text = defang_untrusted(untrusted_url.strip())
+    if text == untrusted_url.strip():
+        text = text.replace(".", "[.]")
     return "".join(c if c.isprintable() else "\ufffd" for c in text)[:300]
 
 

@@ -167,8 +167,14 @@ def test_runs_inside_run_isolated_and_pickles() -> None:
 
 def test_defang_url() -> None:
     assert defang_url("https://a.b.example/p?q=1") == "hxxps://a[.]b[.]example/p?q=1"
-    assert defang_url("HTTP://x.jp") == "HxxP://x[.]jp"
-    assert defang_url("mailto:a@b.jp") == "mailto:a@b[.]jp"
+    assert defang_url("HTTP://x.jp") == "HXXP://x[.]jp"
+    assert defang_url("mailto:a@b.jp") == "mailto[:]a@b[.]jp"
+    # The body's defanger: every form a program would follow, not only http(s).
+    assert defang_url("\\\\host\\share\\x.exe") == "[\\][\\]host\\share\\x.exe"
+    assert defang_url("javascript:alert(1)") == "javascript[:]alert(1)"
+    assert defang_url("file:///C:/x") == "file[:]///C:/x"
+    assert defang_url("mhtml:https://evil.example/x!y") == "mhtml[:]hxxps://evil[.]example/x!y"
+    assert defang_url("www.evil.example") == "www[.]evil[.]example"
 
 
 def test_what_the_walk_cannot_reach_is_a_hazard_not_silence() -> None:
@@ -235,7 +241,7 @@ def test_policy_quarantine_gives_no_output_and_says_why() -> None:
     result = SANITIZER.sanitize(hostile.pdf_mail_address(), "a.pdf", "1", options)
     assert result.outputs == ()
     [held] = [f for f in result.findings if f.code == "PDF_URL_TEXT_HELD"]
-    assert held.detail == "1 of 1 pages (page 1: mailto:taro@evil[.]example, taro@evil[.]example)"
+    assert held.detail == "1 of 1 pages (page 1: mailto[:]taro@evil.example, taro@evil[.]example)"
 
 
 def test_urls_kept_by_policy_leave_pages_alone() -> None:
