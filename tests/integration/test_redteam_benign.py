@@ -124,7 +124,6 @@ def test_iphone_heic_photo_is_not_held(chain: RedTeamChain):
     assert not outcome.was_held
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-15 text that shows code is held as script")
 def test_html_page_that_shows_code_as_text_is_not_held(chain: RedTeamChain):
     """RT-15. The active-HTML check also runs on the raw bytes, so escaped text such as
     ``&lt;img src=x onerror=alert(1)&gt;`` (a security bulletin) counts as an event handler."""
