@@ -206,7 +206,6 @@ Subject: test
 """
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-21 bounces lose their delivery status")
 def test_bounce_keeps_its_delivery_status(chain: RedTeamChain):
     """RT-21. A DSN (RFC 3464) arrives as multipart/mixed; its ``message/delivery-status``
     part is turned into a ``message/rfc822`` whose only "headers" are the per-message fields:
