@@ -116,7 +116,6 @@ def test_opendocument_and_rtf_are_not_held_for_want_of_a_sanitizer(
     assert not outcome.was_held
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-14 HEIC photos are held")
 def test_iphone_heic_photo_is_not_held(chain: RedTeamChain):
     """RT-14. libmagic names it image/heic, the image sanitizer cannot decode it
     (``IMAGE_DECODE_ERROR``), and a failed sanitizer holds the whole message."""
