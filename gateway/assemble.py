@@ -214,10 +214,17 @@ class Assembler:
 
     def _delivery_status(self, node: DeliveryStatus) -> Message:
         """The fields under their own type, one block per field group (RFC 3464 section 2.1,
-        7bit). Text that cannot be written so (8-bit, a line no folding can bring under 998
-        octets) is delivered as a text/plain part instead."""
+        7bit). Text that is not only fields, or cannot be written so (8-bit, a line no
+        folding can bring under 998 octets), is delivered as a text/plain part instead: mail
+        readers disagree on what else such a part shows (Python's lists the other lines as
+        texts of their own, others show nothing)."""
         text = defuse_embedded_files(node.text)
-        if not text.isascii() or any(len(line) > 990 for line in text.split("\n")):
+        lines = text.strip("\n").split("\n")
+        if (
+            not text.isascii()
+            or any(len(line) > 990 for line in lines)
+            or not all(_STATUS_LINE.match(line) for line in lines)
+        ):
             return _text_part(text, "plain", self.charset)
         maintype, _, subtype = node.media_type.partition("/")
         part = _entity(maintype, subtype)
@@ -263,6 +270,11 @@ class Assembler:
         head = b"".join(_field(name, value) for name, value in extra_headers)
         kept = b"".join(self._field_bytes(f) + CRLF for f in plan.parsed.headers if keep_header(f))
         return head + kept + serialise_entity(top)
+
+
+# A line of a delivery-status part: a field (strict grammar: no space before the colon, which
+# some readers take for a field and others for text), a continuation, or a blank line.
+_STATUS_LINE = re.compile(r"[\x21-\x39\x3b-\x7e]+:|[ \t]+\S|[ \t]*$")
 
 
 def _ascii_field(field: HeaderField) -> bytes:
