@@ -17,6 +17,7 @@ be kept (``keep`` for text, or a class the decision trusts for an authenticated 
 from __future__ import annotations
 
 import base64
+import email
 import email.policy
 import re
 import uuid
@@ -29,7 +30,7 @@ from io import BytesIO
 from gateway.charsets import encode_body
 from gateway.detect import sanitize_filename
 from gateway.framing import defuse_embedded_files
-from gateway.inspect import FilePlan, MessagePlan, Plan, TextBody
+from gateway.inspect import DeliveryStatus, FilePlan, MessagePlan, Plan, TextBody
 from gateway.mime import HeaderField
 from gateway.report import Report
 
@@ -184,6 +185,8 @@ class Assembler:
                 nested = self._nested(node, report)
                 if nested is not None:
                     parts.append(nested)
+            elif isinstance(node, DeliveryStatus):
+                parts.append(self._delivery_status(node))
         if notice_pending:
             parts.insert(0, self._text(self.notice_text, None))
         return parts
@@ -209,6 +212,30 @@ class Assembler:
             for out in node.outputs
         ]
 
+    def _delivery_status(self, node: DeliveryStatus) -> Message:
+        """The fields under their own type, one block per field group (RFC 3464 section 2.1,
+        7bit). Text that is not only fields, or cannot be written so (8-bit, a line no
+        folding can bring under 998 octets), is delivered as a text/plain part instead: mail
+        readers disagree on what else such a part shows (Python's lists the other lines as
+        texts of their own, others show nothing)."""
+        text = defuse_embedded_files(node.text)
+        lines = text.strip("\n").split("\n")
+        if (
+            not text.isascii()
+            or any(len(line) > 990 for line in lines)
+            or not all(_STATUS_LINE.match(line) for line in lines)
+        ):
+            return _text_part(text, "plain", self.charset)
+        maintype, _, subtype = node.media_type.partition("/")
+        part = _entity(maintype, subtype)
+        part["Content-Transfer-Encoding"] = "7bit"
+        # The email package writes this type only from a list of field blocks.
+        blocks = [b for b in re.split(r"\n[ \t]*\n", text.strip("\n")) if b.strip()]
+        part.set_payload(
+            [email.message_from_string(block + "\n", policy=OUTPUT_POLICY) for block in blocks]
+        )
+        return part
+
     def _nested(self, node: MessagePlan, report: Report) -> Message | None:
         if node.record.action in ("held", "stripped") or node.inner is None:
             return None
@@ -229,7 +256,11 @@ class Assembler:
     ) -> bytes:
         """The whole message: kept original fields, ``extra_headers`` on top, new body."""
         parts = self.body_parts(plan, report, with_notice)
-        if len(parts) == 1 and parts[0].get_content_maintype() in ("text", "multipart"):
+        if plan.report_type and any(isinstance(n, DeliveryStatus) for n in plan.nodes):
+            # A bounce stays a report (RFC 6522), human-readable part (with the notice) first.
+            top = _multipart("report", parts)
+            top.set_param("report-type", plan.report_type)
+        elif len(parts) == 1 and parts[0].get_content_maintype() in ("text", "multipart"):
             top = parts[0]
         elif not parts:
             top = _text_part("", "plain", self.charset)
@@ -239,6 +270,11 @@ class Assembler:
         head = b"".join(_field(name, value) for name, value in extra_headers)
         kept = b"".join(self._field_bytes(f) + CRLF for f in plan.parsed.headers if keep_header(f))
         return head + kept + serialise_entity(top)
+
+
+# A line of a delivery-status part: a field (strict grammar: no space before the colon, which
+# some readers take for a field and others for text), a continuation, or a blank line.
+_STATUS_LINE = re.compile(r"[\x21-\x39\x3b-\x7e]+:|[ \t]+\S|[ \t]*$")
 
 
 def _ascii_field(field: HeaderField) -> bytes:

@@ -491,13 +491,65 @@ def header_from_addresses(message: bytes) -> list[str]:
     finds is listed: the legacy one glues a stray word to the domain
     (``soumu@city.example.lg.jp x`` gives ``…lg.jpx``) where the RFC 5322 one, like mail
     clients, shows ``soumu@city.example.lg.jp``. A field the two read differently thus
-    yields two addresses, which DMARC treats as a spoofing trick (section 6.6.1)."""
+    yields two addresses, which DMARC treats as a spoofing trick (section 6.6.1). So does a
+    domain written with quotes (``soumu@"city.example.lg.jp"``), read a third way
+    (``_quoted_domain_addresses``)."""
     out: list[str] = []
     for value in _header_values(message, "From"):
         legacy = [address for _name, address in email.utils.getaddresses([value]) if address]
         out.extend(legacy)
-        seen = {address.lower() for address in legacy}
-        out.extend(a for a in _rfc5322_addresses(value) if a.lower() not in seen)
+        seen = {_same_address_key(address) for address in legacy}
+        out.extend(a for a in _rfc5322_addresses(value) if _same_address_key(a) not in seen)
+        out.extend(_quoted_domain_addresses(value))
+    return out
+
+
+def _same_address_key(address: str) -> str:
+    """Equal for two spellings of one address: the RFC 5322 parser drops quotes a local part
+    does not need (``"yamada.taro"@x`` is ``yamada.taro@x``), the legacy one keeps them."""
+    return address.replace('"', "").lower()
+
+
+def shown_domain(untrusted: str) -> str:
+    """A domain as mail programs show it: comments, quotes, backslash escapes and white
+    space removed (``"city".example.lg.jp`` shows as ``city.example.lg.jp``); case kept."""
+    text = re.sub(r"\((?:[^()\\]|\\.)*\)", "", untrusted)
+    return re.sub(r'[\s"\\]', "", text)
+
+
+# A domain as written after the ``@``: atoms, dots and quoted strings, up to a delimiter.
+_DOMAIN_TEXT = re.compile(r'(?:[^\s"@,;<>()\[\]]|"(?:[^"\\]|\\.)*")+')
+
+
+def _quoted_domain_addresses(value: str) -> list[str]:
+    """Addresses whose domain is written with a quoted string (``soumu@"city.example.lg.jp"``),
+    read without the quotes, as clients show them. RFC 5322 has no quoted domains, so neither
+    parser reads one (the legacy one lists the quoted text as an address of its own, the
+    RFC 5322 one gives up): this third reading makes such a field read two ways."""
+    out: list[str] = []
+    quoted = escaped = False
+    depth = index = 0
+    while index < len(value):
+        char = value[index]
+        index += 1
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif depth:
+            depth += {"(": 1, ")": -1}.get(char, 0)
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            depth = 1
+        elif char == "@":
+            match = _DOMAIN_TEXT.match(value, index)
+            if match and '"' in match.group(0):
+                out.append("@" + shown_domain(match.group(0)))
+            index = match.end() if match else index
     return out
 
 

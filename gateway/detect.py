@@ -22,6 +22,7 @@ worker without a separate process.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import re
@@ -477,13 +478,6 @@ _HTML_START = re.compile(
     rb"table|p|a|form|style|hta:application)\b",
     re.IGNORECASE | re.DOTALL,
 )
-_HTML_ACTIVE = re.compile(
-    rb"<\s*script\b|<\s*hta:application\b|[\s/\"'`]on[a-z]+\s*=|javascript\s*:|vbscript\s*:|"
-    rb"<\s*iframe\b|<\s*frame\b|<\s*object\b|<\s*embed\b|<\s*applet\b|<\s*form\b|"
-    rb"<\s*meta[^>]+http-equiv\s*=\s*['\"]?refresh|<\s*base\b|\ssrcdoc\s*=|data\s*:\s*text/html|"
-    rb"<\s*link[^>]+rel\s*=\s*['\"]?import|<\s*portal\b",
-    re.IGNORECASE,
-)
 _SVG_ROOT = re.compile(
     rb"^\s*(<\?xml[^>]*\?>\s*)?(<!--.*?-->\s*|<!DOCTYPE[^>]*(\[.*?\])?\s*>\s*)*<(\w+:)?svg\b",
     re.IGNORECASE | re.DOTALL,
@@ -800,11 +794,9 @@ def _content(
             findings.append(Finding("SVG_ACTIVE_CONTENT", part_id, _evidence(active)))
         return mime, "svg", description, findings
     if mime == "text/html" or _HTML_START.match(text):
-        active = _HTML_ACTIVE.search(text) or _HTML_ACTIVE.search(data)
-        if active:
-            findings.append(
-                Finding("SCRIPT", part_id, f"HTML with {_shown(active.group().decode('latin-1'))}")
-            )
+        element = _active_in(_markup_view(data))
+        if element:
+            findings.append(Finding("SCRIPT", part_id, f"HTML with {_shown(element, 60)}"))
             return "text/html", "script", "HTML with active content", findings
         return "text/html", "html", "HTML document", findings
     if mime == "message/rfc822" or mime == "message/news":
@@ -1044,39 +1036,197 @@ _LEADING_HTML = re.compile(
 )
 _CALENDAR_START = re.compile(r"^[\t\n\r \ufeff]*BEGIN:(VCALENDAR|VCARD)\r?\n", re.IGNORECASE)
 _LEADING_XML = re.compile(r"^[\t\n\f\r \ufeff]*<\?xml[\s?]", re.IGNORECASE)
-# What makes markup run something, in HTML and in XML (namespaced elements included):
-# scripting elements, event handler attributes (also after "/", as in <svg/onload=>), script
-# URLs (with the tabs and newlines URL parsers drop), meta refresh, HTML imports, srcdoc,
-# XSLT (the stylesheet PI and the XSLT namespace), SVG inside another document, and entity
-# declarations (expansion bombs against the viewer). Matched on lower-cased text with
-# character references decoded, since browsers decode them in attribute values and
-# namespaces. Several patterns that each start with a literal, not one alternation: the
-# regex engine then skips ahead to the literal (a 600 KB file: 5 ms instead of 150).
-_MARKUP_ACTIVE = (
-    re.compile(
-        r"<\s*(?:[\w.-]+:)?(?:script|iframe|frame|frameset|object|embed|applet|form|base|portal|"
-        r"foreignobject|handler|listener|import)\b|<\s*hta:application\b|"
-        r"<\s*meta[^>]+http-equiv\s*=\s*['\"]?\s*refresh|<\s*link[^>]+rel\s*=\s*['\"]?\s*import|"
-        r"<\?xml-stylesheet\b|<!entity\b"
-    ),
-    re.compile(r"(?<=[\s/\"'`])on[a-z]+\s*="),
-    re.compile(r"(?:java|vb|live)script:"),  # on the text without tabs and line breaks
-    re.compile(r"data\s*:\s*text/html"),
-    re.compile(r"srcdoc\s*="),
-    re.compile(r"http://www\.w3\.org/(?:1999/xsl/transform|2000/svg)"),
+# What makes markup run something, in HTML and in XML (namespaced elements included), found
+# in the markup's elements, never in its text (RT-15: a security bulletin that shows
+# ``&lt;img onerror=…&gt;`` in a <pre> is text to every browser): scripting and embedding
+# elements, event handler attributes (also after "/", as in <svg/onload=>), script URLs in
+# attribute values (character references decoded, the tabs and newlines URL parsers drop
+# removed), meta refresh, HTML imports, srcdoc, XSLT and SVG namespaces, and the XML
+# stylesheet instruction and entity declarations (expansion bombs against the viewer).
+#
+# The tokenizer follows WHATWG HTML 13.2.5 where it matters for this: a tag is "<" and an
+# ASCII letter; attributes split as the spec splits them; comments end at "-->" or "--!>";
+# the content of raw-text elements (title, textarea, style...) is not markup. Where it errs,
+# it errs towards "active": the text of comments and raw-text elements is scanned as markup
+# too (IE's conditional comments; a parser that ends them elsewhere), and an unfinished tag
+# at the end counts. Markup that passes is still rebuilt by nh3 (html5ever), which removes
+# what this missed; this check decides only whether the part is held.
+_ACTIVE_ELEMENTS = frozenset(
+    _words(
+        "script iframe frame frameset object embed applet form base portal foreignobject "
+        "handler listener import hta:application"
+    )
 )
+_RAW_TEXT_ELEMENTS = frozenset(
+    _words("title textarea style xmp iframe noembed noframes noscript script")
+)
+_MARKUP_DECLARATIONS = re.compile(r"<\?xml-stylesheet\b|<!entity\b", re.IGNORECASE)
+_TAG_OPEN = re.compile(r"<(?:(/)?([a-zA-Z][^\s/>]*)|!--|!|\?)")
+_ATTRIBUTE = re.compile(
+    r"""[\s/]*(?P<name>=?[^\s/>=]*)"""
+    r"""(?:\s*=\s*(?:"(?P<dq>[^"]*)"?|'(?P<sq>[^']*)'?|(?P<uq>[^\s>]*)))?"""
+)
+# The rest of a start tag whose attributes are all plainly written (names without quotes or
+# "=", values quoted or without quotes): the tokenizer would split it the same way.
+_SIMPLE_TAG_REST = re.compile(
+    r"""(?:\s+[^\s/>="'<]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*\s*/?>"""
+)
+# Anything in such attributes ``_active_element`` might flag: a name starting with "on", a
+# colon (a URL scheme, a namespace prefix), a character reference, srcdoc, refresh, import.
+_SUSPECT_ATTRIBUTES = re.compile(r"on[a-z]|[:&]|srcdoc|w3\.org|refresh|import", re.IGNORECASE)
+_COMMENT_END = re.compile(r"--!?>")
+_BOGUS_COMMENT_END = re.compile(">")
+_SCRIPT_URL = re.compile(r"(?:java|vb|live)script:|data:text/html")
+# Removed before looking for a script URL: URL parsers drop tabs and line breaks, and
+# "data : text/html" is how the old check read a spaced scheme.
+_URL_SPACE = re.compile(r"[\t\n\r]|(?<=:)\s+|\s+(?=:)")
+_ACTIVE_NAMESPACES = ("http://www.w3.org/1999/xsl/transform", "http://www.w3.org/2000/svg")
+_EVENT_HANDLER = re.compile(r"on[a-z]+")
+# A superset of what ``_active_element`` and the declarations flag, searched for in the raw
+# lower-cased text, each pattern starting with a literal so that the regex engine skips ahead
+# to it (one alternation starting with a class took 2 s on a 7 MB page, these 0.1 s).
+_MAYBE_ACTIVE = tuple(
+    re.compile(pattern)
+    for pattern in (
+        r"<\s*(?:[^\s/>]*:)?(?:script|iframe|frame|object|embed|applet|form|base|portal|"
+        r"foreignobject|handler|listener|import|hta:application)",
+        "srcdoc",
+        "refresh",
+        r"<\s*link\b",
+        r"w3\.org/(?:1999/xsl/transform|2000/svg)",
+        r"<\?xml-stylesheet",
+        "<!entity",
+    )
+)
+_MAYBE_EVENT_HANDLER = re.compile(r"on[a-z]+\s*=")
+# On the text without tabs and line breaks (URL parsers drop them: java\tscript:); a numeric
+# reference may spell any letter.
+_MAYBE_SCRIPT_URL = tuple(
+    re.compile(pattern) for pattern in (r"script\s*(?::|&colon;)", r"data\s*(?::|&colon;)", "&#")
+)
+_URL_IGNORED = str.maketrans("", "", "\t\n\r")
+# Nesting of scanned comment and raw-text contents (each level only shrinks the text).
+_MAX_MARKUP_DEPTH = 4
 
 
-def _active_markup(view: str) -> str:
-    """The first active construct in ``view`` (see ``_MARKUP_ACTIVE``), or ""."""
-    lowered = view.lower()
-    for pattern in _MARKUP_ACTIVE:
-        text = lowered
-        if "script:" in pattern.pattern:  # URL parsers drop tabs and line breaks
-            text = lowered.replace("\t", "").replace("\n", "").replace("\r", "")
-        found = pattern.search(text)
+@functools.lru_cache(maxsize=2)
+def _active_in(view: str) -> str:
+    """``_active_markup`` of a whole part, remembered: type detection and the markup class
+    both ask about the same bytes."""
+    return _active_markup(view)
+
+
+def _active_markup(text: str, depth: int = 0) -> str:
+    """The first active construct among the elements of ``text`` (see above), or "".
+
+    Linear in the text at each of at most ``_MAX_MARKUP_DEPTH`` levels; text in which not
+    even the raw bytes hold a candidate (``_MAYBE_ACTIVE``) is not tokenized."""
+    if depth == 0 and not _may_be_active(text):
+        return ""
+    declaration = _MARKUP_DECLARATIONS.search(text)
+    if declaration:
+        return declaration.group().lower()
+    position = 0
+    while True:
+        opened = _TAG_OPEN.search(text, position)
+        if opened is None:
+            return ""
+        opener = opened.group()
+        if opener in ("<!--", "<!", "<?"):
+            if opener == "<!--":
+                closed = _COMMENT_END.search(text, opened.end())
+            else:  # a bogus comment to the next ">" (DOCTYPE, CDATA, processing instruction)
+                closed = _BOGUS_COMMENT_END.search(text, opened.end())
+            inner_end = closed.start() if closed else len(text)
+            inner = _scan_inner(text[opened.end() : inner_end], depth)
+            if inner:
+                return inner
+            position = closed.end() if closed else len(text)
+            continue
+        name = opened.group(2).lower()
+        simple = _SIMPLE_TAG_REST.match(text, opened.end())
+        if opened.group(1) or (simple and not _SUSPECT_ATTRIBUTES.search(simple.group())):
+            # An end tag (browsers ignore its attributes), or nothing in the attributes that
+            # could run: the common case, decided without splitting them.
+            found = "" if opened.group(1) else _active_element(name, [])
+            end = simple.end() if simple else _attributes(text, opened.end())[0]
+        else:
+            end, attributes = _attributes(text, opened.end())
+            found = _active_element(name, attributes)
         if found:
-            return found.group()
+            return found
+        position = end
+        if name in _RAW_TEXT_ELEMENTS:
+            closing = re.compile(rf"</{re.escape(name)}(?=[\s/>])", re.IGNORECASE)
+            closed = closing.search(text, position)
+            inner_end = closed.start() if closed else len(text)
+            inner = _scan_inner(text[position:inner_end], depth)
+            if inner:
+                return inner
+            position = inner_end
+        elif name == "plaintext":  # the rest of the document is text
+            return _scan_inner(text[position:], depth)
+
+
+def _may_be_active(text: str) -> bool:
+    """False only when nothing ``_active_markup`` flags can be in ``text``: a quick search of
+    the raw text (a 5 MB page in milliseconds) before the tokenizer (seconds)."""
+    lowered = text.lower()
+    if any(pattern.search(lowered) for pattern in _MAYBE_ACTIVE):
+        return True
+    for handler in _MAYBE_EVENT_HANDLER.finditer(lowered):
+        # An attribute name starts after white space, "/" or a quote (IE: a backquote too).
+        start = handler.start()
+        if start == 0 or lowered[start - 1] in " \t\n\f\r/\"'`":
+            return True
+    without_breaks = lowered.translate(_URL_IGNORED)
+    return any(pattern.search(without_breaks) for pattern in _MAYBE_SCRIPT_URL)
+
+
+def _scan_inner(text: str, depth: int) -> str:
+    """Text a browser does not read as markup, scanned as markup anyway (see above)."""
+    if depth >= _MAX_MARKUP_DEPTH:
+        return "markup nested too deep to read" if "<" in text else ""  # counts as active
+    return _active_markup(text, depth + 1) if "<" in text else ""
+
+
+def _attributes(text: str, position: int) -> tuple[int, list[tuple[str, str]]]:
+    """The attributes of a tag whose name ends at ``position``, and where the tag ends."""
+    attributes: list[tuple[str, str]] = []
+    while position < len(text):
+        if text[position] == ">":
+            return position + 1, attributes
+        match = _ATTRIBUTE.match(text, position)
+        if match is None or match.end() == position:
+            position += 1  # a lone "/" before ">" and the like
+            continue
+        value = match.group("dq") or match.group("sq") or match.group("uq") or ""
+        if match.group("name"):
+            attributes.append((match.group("name").lower(), value))
+        position = match.end()
+    return position, attributes
+
+
+def _active_element(name: str, attributes: list[tuple[str, str]]) -> str:
+    """What in one start tag runs something, shown as evidence, or ""."""
+    local = name.rpartition(":")[2]
+    if name in _ACTIVE_ELEMENTS or local in _ACTIVE_ELEMENTS:
+        return f"<{name}"
+    for attribute, raw_value in attributes:
+        # A namespaced "x:onclick" is no event handler, in HTML or in XML.
+        if _EVENT_HANDLER.fullmatch(attribute) or attribute == "srcdoc":
+            return f"{attribute}="
+        value = html.unescape(raw_value).lower() if "&" in raw_value else raw_value.lower()
+        if ":" in value:
+            script_url = _SCRIPT_URL.search(_URL_SPACE.sub("", value))
+            if script_url:
+                return script_url.group()
+        if "w3.org" in value and any(namespace in value for namespace in _ACTIVE_NAMESPACES):
+            return f"{attribute}={_shown(value, 60)}"
+        if local == "meta" and attribute == "http-equiv" and value.strip() == "refresh":
+            return "<meta http-equiv=refresh"
+        if local == "link" and attribute == "rel" and "import" in value.split():
+            return "<link rel=import"
     return ""
 
 
@@ -1087,9 +1237,8 @@ _SNIFF_BYTES = 1445
 
 
 def _markup_view(data: bytes) -> str:
-    """The text a markup parser sees: BOM-decoded, character references expanded."""
-    text = _decode_text_head(data, len(data)).decode("latin-1")
-    return html.unescape(text) if "&" in text else text
+    """The markup as text (BOMs decoded; bytes beyond ASCII kept one character each)."""
+    return _decode_text_head(data, len(data)).decode("latin-1")
 
 
 def _markup_class(
@@ -1126,7 +1275,7 @@ def _markup_class(
         # markup in its values is converted to text by gateway.sanitizers.calendar (RT-19).
         return content_class, []
     elif content_class == "text":
-        active = _active_markup(_markup_view(data[:_SNIFF_BYTES]))
+        active = _active_in(_markup_view(data[:_SNIFF_BYTES]))
         if not active:
             return content_class, []
         detail = f"text with {_shown(active, 60)} where browsers sniff for HTML"
@@ -1134,13 +1283,13 @@ def _markup_class(
     else:
         return content_class, []
     view = _markup_view(data)
-    active = _active_markup(view)
+    active = _active_in(view)
     if active:
         evidence = _shown(active, 60)
         if kind == "xml":
             return "script", [("XML_ACTIVE_CONTENT", f"XML with {evidence}")]
         return "script", [("SCRIPT", f"HTML with {evidence}")]
-    if kind == "html" or _XHTML_NAMESPACE in view.lower():
+    if kind == "html" or _XHTML_NAMESPACE in html.unescape(view).lower():
         return "html", []
     return content_class, []  # XML data stays what its content is: text, or unknown
 

@@ -107,6 +107,7 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("IMAGE_BOMB", _M, "画像が大きすぎて処理できない", "image too large to process"),
     CodeInfo("IMAGE_DECODE_ERROR", _M, "画像が壊れていて読み取れない", "a damaged image that cannot be read"),
     CodeInfo("IMAGE_FORMAT_CHANGED", _I, "画像を一般的な形式に変換", "image converted to a common format"),
+    CodeInfo("IMAGE_HEIC_TO_JPEG", _I, "HEIC形式の写真をJPEG形式に変換", "HEIC photo converted to JPEG"),
     CodeInfo("SVG_RASTERIZED", _I, "SVG画像を通常の画像（PNG）に変換", "drawing (SVG) converted to a picture (PNG)"),
     CodeInfo("SVG_RASTERIZE_UNAVAILABLE", _M, "SVG画像を変換できなかった", "the drawing (SVG) could not be converted"),
     # -- legacy Office (gateway.sanitizers.ole) ------------------------------------------------

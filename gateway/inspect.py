@@ -35,6 +35,7 @@ from gateway.charsets import decode_body
 from gateway.errors import CannotSanitize
 from gateway.framing import Framing, examine
 from gateway.mime import (
+    DELIVERY_STATUS_TYPES,
     EMBEDDED_ORIGINS,
     MimeLimitExceeded,
     MimeLimits,
@@ -54,6 +55,9 @@ from gateway.sanitizers.base import (
 from gateway.sanitizers.html import html_to_text, sanitize_html
 from gateway.sanitizers.urls import UrlPolicy, defang_text
 from gateway.workers import run_isolated
+
+# A MIME parameter value we write back unquoted (RFC 2045 token characters we allow).
+_TOKEN = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 
 # Classes whose payload a recipient may read as the message text when sent inline.
 BODY_TYPES = ("text/plain", "text/html")
@@ -97,7 +101,19 @@ class MessagePlan:
     original: bytes = b""
 
 
-Node = TextBody | FilePlan | MessagePlan
+@dataclass
+class DeliveryStatus:
+    """The machine-readable part of a bounce (RFC 3464 ``message/delivery-status``, RFC 6533
+    ``message/global-delivery-status``): plain fields (``Final-Recipient``, ``Status``,
+    ``Diagnostic-Code``...), kept as text with URLs treated as in any text, so that clients
+    show the bounce and bounce handling can read it (RT-21)."""
+
+    part_id: str
+    media_type: str
+    text: str
+
+
+Node = TextBody | FilePlan | MessagePlan | DeliveryStatus
 
 
 @dataclass
@@ -109,6 +125,8 @@ class Plan:
     nodes: list[Node] = field(default_factory=list)
     signed: bool = False
     framing: Framing | None = None
+    # The ``report-type`` of a top-level multipart/report (RFC 6522), kept for the rebuilt one.
+    report_type: str = ""
 
     def files(self) -> list[FilePlan]:
         out: list[FilePlan] = []
@@ -284,6 +302,8 @@ class Inspector:
             # A fragment (RFC 2046 section 5.2.2): the whole is never seen here, so it cannot
             # be inspected; reassembly in the client would bypass every check.
             self._opaque_crypto(part, "MIME_PARTIAL")
+        elif part.declared_type in DELIVERY_STATUS_TYPES and not part.is_attachment:
+            self._delivery_status(part, plan)
         elif part.declared_type == "message/external-body":
             # A pointer the client may fetch (URL, FTP, mail-server): nothing to sanitize.
             self.report.add_finding("MIME_EXTERNAL_BODY", part.part_id, part.param("access-type"))
@@ -314,6 +334,9 @@ class Inspector:
         if subtype == "encrypted":
             self._opaque_crypto(part, "ENCRYPTED_MESSAGE")
             return
+        if subtype == "report" and part is plan.parsed.root:
+            report_type = part.param("report-type").lower()
+            plan.report_type = report_type if _TOKEN.fullmatch(report_type) else "unknown"
         if subtype == "related" and children:
             start = part.param("start")
             root = next((c for c in children if start and c.content_id == start), children[0])
@@ -439,6 +462,19 @@ class Inspector:
             self.report.add_action("password-masked", part_id, count=count)
             self.report.add_finding("PASSWORD_MASKED", part_id, f"{count} password lines")
         return masked
+
+    def _delivery_status(self, part: Part, plan: Plan) -> None:
+        if part.part_id in self.infected:
+            self.report.add_action("virus-removed", part.part_id, self.infected[part.part_id])
+            return
+        decoded = decode_body(part.payload, part.declared_charset or "utf-8")
+        for finding in decoded.findings:
+            self.report.add_finding(finding.code, part.part_id, finding.detail)
+        text = decoded.text.replace("\r\n", "\n").replace("\r", "\n")
+        result = defang_text(text, self.urls)
+        self._record_urls(part.part_id, result.count)
+        self.report.add_action("delivery-status-kept", part.part_id)
+        plan.nodes.append(DeliveryStatus(part.part_id, part.declared_type, result.text))
 
     def _record_html(self, part: Part, result: Any, kind: str, count_urls: bool) -> None:
         self.report.add_action(kind, part.part_id)

@@ -38,6 +38,9 @@ from gateway.wire import Frame
 from gateway.workers import run_isolated
 
 CRLF = b"\r\n"
+# RFC 3464 and RFC 6533: the machine-readable part of a delivery report (a bounce). Header-like
+# fields in blocks; a leaf here, read as text.
+DELIVERY_STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +428,21 @@ class _Walker:
                 defects,
                 params=params,
             )
+        if declared in DELIVERY_STATUS_TYPES:
+            data = _delivery_status_bytes(msg)
+            self._count(len(data))
+            return Part(
+                part_id,
+                declared,
+                filename,
+                charset,
+                disposition,
+                content_id,
+                data,
+                (),
+                defects,
+                params=params,
+            )
         if declared == "message/rfc822" or msg.is_multipart():
             inner = msg.get_payload()
             data = _message_bytes(inner)
@@ -675,6 +693,23 @@ def _leaf_payload(msg: email.message.Message) -> bytes:
     if isinstance(raw, str):
         return raw.encode("utf-8", "surrogateescape")
     return b""
+
+
+def _delivery_status_bytes(msg: email.message.Message) -> bytes:
+    """The fields of a delivery-status part, block after block (Python's parser reads each
+    block as a message of its own), lines as they were (no refolding)."""
+    blocks = msg.get_payload()
+    if not isinstance(blocks, list):
+        return _leaf_payload(msg)
+    unfolded = email.policy.compat32.clone(linesep="\r\n", max_line_length=0)
+    out = []
+    for block in blocks:
+        if isinstance(block, email.message.Message):
+            try:
+                out.append(block.as_bytes(policy=unfolded))
+            except Exception:
+                out.append(block.as_string().encode("utf-8", "surrogateescape"))
+    return b"".join(out)
 
 
 def _message_bytes(inner: object) -> bytes:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 
-from gateway.auth import AuthResults, aligned, normalise_domain
+from gateway.auth import AuthResults, aligned, normalise_domain, shown_domain
 from gateway.message import Envelope
 from gateway.report import Report
 from rules import lookalike, schema
@@ -132,7 +132,10 @@ class Address:
     display_name: str
     address: str  # lower case
     domain: str  # lower case, A-labels; "" if it is not a domain
-    shown_domain: str  # as written (case kept) for lookalike checks
+    shown_domain: str  # as shown (case kept, quotes and comments removed) for lookalike checks
+    # The text of a quoted local part (``"soumu@city.example.lg.jp"@x.example``), which
+    # clients show as written: it can imitate an address as a display name does.
+    quoted_local_part: str = ""
 
 
 def _split_top_level(value: str) -> list[str]:
@@ -197,17 +200,42 @@ def parse_addresses(value: str) -> tuple[Address, ...]:
             address = match.group("address").strip()
         else:
             name, address = email.utils.parseaddr(chunk)
-            address = address or chunk.strip()
-        shown = address.rpartition("@")[2].strip()
+            if not address or '"' in (_split_addr_spec(chunk)[1] or ""):
+                # The legacy parser drops or truncates a quoted domain (soumu@"city.example").
+                address = chunk.strip()
+        local, domain_text = _split_addr_spec(address)
+        shown = shown_domain(domain_text) if domain_text is not None else ""
+        quoted_local = local.strip()
         out.append(
             Address(
                 display_name=name,
                 address=address.lower(),
-                domain=normalise_domain(shown) if "@" in address else "",
+                domain=normalise_domain(shown) if shown else "",
                 shown_domain=shown,
+                quoted_local_part=quoted_local.strip('"').replace("\\", "")
+                if quoted_local.startswith('"')
+                else "",
             )
         )
     return tuple(out)
+
+
+def _split_addr_spec(address: str) -> tuple[str, str | None]:
+    """(local part, domain as written) at the last ``@`` outside quotes; domain None if none."""
+    quoted = escaped = False
+    at = -1
+    for index, char in enumerate(address):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == "@" and not quoted:
+            at = index
+    if at < 0:
+        return address, None
+    return address[:at], address[at + 1 :]
 
 
 def _envelope_address(untrusted: str) -> Address:
@@ -232,6 +260,7 @@ class Facts:
     envelope_from: Address
     recipients: tuple[Address, ...]
     header_from: tuple[Address, ...]
+    sender: tuple[Address, ...]
     reply_to: tuple[Address, ...]
     to: tuple[Address, ...]
     cc: tuple[Address, ...]
@@ -278,6 +307,7 @@ class Facts:
             envelope_from=_envelope_address(envelope.mail_from),
             recipients=tuple(_envelope_address(r.address) for r in envelope.recipients),
             header_from=parse_addresses(lowered.get("from", "")),
+            sender=parse_addresses(lowered.get("sender", "")),
             reply_to=parse_addresses(lowered.get("reply-to", "")),
             to=parse_addresses(lowered.get("to", "")),
             cc=parse_addresses(lowered.get("cc", "")),
@@ -294,6 +324,14 @@ class Facts:
 
     def is_internal(self, domain: str) -> bool:
         return any(domain == d or domain.endswith("." + d) for d in self.internal_domains if d)
+
+    def is_authenticated(self, domain: str) -> bool:
+        """The message is proven to come from ``domain``: a passing DKIM ``d=`` or the From:
+        domain under DMARC pass is aligned with it (RFC 7489 relaxed). SPF alone is not proof
+        (a tenant's SPF record often includes a shared provider)."""
+        if not domain or self.auth_results is None:
+            return False
+        return any(aligned(a, domain, "r") for a in self.auth_results.authenticated_domains())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +394,7 @@ def _range(match: schema.CountMatch | None) -> Range | None:
 
 @dataclass(frozen=True, slots=True)
 class AddressCondition(Condition):
-    """``field`` is envelope_from, recipient, from, reply_to, to or cc."""
+    """``field`` is envelope_from, recipient, from, sender, reply_to, to or cc."""
 
     field_name: str
     addresses: tuple[str, ...] = ()
@@ -364,6 +402,7 @@ class AddressCondition(Condition):
     regex: re.Pattern[str] | None = None
     internal: bool | None = None
     count: Range | None = None
+    authenticated: bool | None = None
 
     def _values(self, facts: Facts) -> tuple[Address, ...]:
         if self.field_name == "envelope_from":
@@ -371,6 +410,7 @@ class AddressCondition(Condition):
         return {
             "recipient": facts.recipients,
             "from": facts.header_from,
+            "sender": facts.sender,
             "reply_to": facts.reply_to,
             "to": facts.to,
             "cc": facts.cc,
@@ -385,13 +425,24 @@ class AddressCondition(Condition):
             return False
         if self.regex is not None and not self.regex.search(address.address):
             return False
-        return self.internal is None or facts.is_internal(address.domain) == self.internal
+        if self.internal is not None and facts.is_internal(address.domain) != self.internal:
+            return False
+        return (
+            self.authenticated is None
+            or facts.is_authenticated(address.domain) == self.authenticated
+        )
 
     def test(self, facts: Facts) -> bool:
         values = self._values(facts)
         if self.count is not None and not self.count.holds(len(values)):
             return False
-        if not (self.addresses or self.domains or self.regex or self.internal is not None):
+        if not (
+            self.addresses
+            or self.domains
+            or self.regex
+            or self.internal is not None
+            or self.authenticated is not None
+        ):
             return True  # count alone
         return any(self._one(a, facts) for a in values)
 
@@ -521,7 +572,8 @@ class DisplayNameCondition(Condition):
     regex: re.Pattern[str] | None = None
 
     def _one(self, sender: Address, facts: Facts) -> bool:
-        name = _display_forms(sender.display_name)
+        # A quoted local part is shown as written, so it can imitate like a display name.
+        name = _display_forms(f"{sender.display_name} {sender.quoted_local_part}".strip())
         if self.imitates_address is not None:
             shown = [m.group(0) for m in _ADDRESS_IN_TEXT.finditer(name)]
             other = any(s != sender.address for s in shown)
@@ -540,7 +592,8 @@ class DisplayNameCondition(Condition):
         return self.regex is None or self.regex.search(name) is not None
 
     def test(self, facts: Facts) -> bool:
-        return any(self._one(sender, facts) for sender in facts.header_from)
+        # Outlook shows Sender: first ("x on behalf of y"), so its name is shown as well.
+        return any(self._one(s, facts) for s in (*facts.header_from, *facts.sender))
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,6 +607,8 @@ class LookalikeCondition(Condition):
         for name in self.field_names:
             if name == "from":
                 out += [a.shown_domain for a in facts.header_from]
+            elif name == "sender":
+                out += [a.shown_domain for a in facts.sender]
             elif name == "reply_to":
                 out += [a.shown_domain for a in facts.reply_to]
             elif name == "envelope_from":
@@ -588,7 +643,13 @@ def _address(name: str, m: schema.AddressMatch) -> AddressCondition:
         for p in _patterns(m.domains)
     )
     return AddressCondition(
-        name, _patterns(m.addresses), domains, _regex(m.regex), m.internal, _range(m.count)
+        name,
+        _patterns(m.addresses),
+        domains,
+        _regex(m.regex),
+        m.internal,
+        _range(m.count),
+        m.authenticated,
     )
 
 
@@ -605,6 +666,7 @@ def compile_condition(c: schema.Condition) -> Condition:
         ("envelope_from", c.envelope_from),
         ("recipient", c.recipient),
         ("from", c.from_),
+        ("sender", c.sender),
         ("reply_to", c.reply_to),
         ("to", c.to),
         ("cc", c.cc),

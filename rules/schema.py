@@ -259,19 +259,22 @@ class AddressMatch(_Model):
     """Matches when any of the addresses in the field satisfies every key given.
 
     ``addresses`` and ``domains`` are shell patterns, case-insensitive (``*@example.com``,
-    ``*.example.com``); ``internal`` means the domain is a tenant's domain or below it."""
+    ``*.example.com``); ``internal`` means the domain is a tenant's domain or below it;
+    ``authenticated`` means the message is proven to come from the address's domain (a
+    passing DKIM ``d=``, or the From: domain under DMARC pass, aligned with it, relaxed)."""
 
     addresses: list[StrictStr] = Field(default_factory=list)
     domains: list[StrictStr] = Field(default_factory=list)
     regex: Regex | None = None
     internal: StrictBool | None = None
     count: CountMatch | None = None  # how many addresses the field holds
+    authenticated: StrictBool | None = None
 
     @model_validator(mode="after")
     def _some(self) -> AddressMatch:
         given = self.addresses or self.domains or self.regex or self.internal is not None
-        if not given and self.count is None:
-            raise ValueError("give addresses, domains, regex, internal or count")
+        if not given and self.count is None and self.authenticated is None:
+            raise ValueError("give addresses, domains, regex, internal, authenticated or count")
         return self
 
 
@@ -344,7 +347,8 @@ class AttachmentMatch(_Model):
 
 
 class DisplayNameMatch(_Model):
-    """The From: display name (spoofing)."""
+    """The display names of From: and Sender: (spoofing), and a quoted local part, which
+    clients show as written (``"soumu@city.example.lg.jp"@x.example``)."""
 
     imitates_address: StrictBool | None = None  # holds an address other than the real one
     imitates_internal: StrictBool | None = None  # names an internal domain; sender is not
@@ -352,7 +356,7 @@ class DisplayNameMatch(_Model):
     regex: Regex | None = None
 
 
-LookalikeField = Literal["from", "envelope_from", "reply_to"]
+LookalikeField = Literal["from", "sender", "envelope_from", "reply_to"]
 LOOKALIKE_FIELDS: tuple[LookalikeField, ...] = get_args(LookalikeField)
 
 
@@ -392,6 +396,7 @@ class Condition(_Model):
     envelope_from: AddressMatch | None = None
     recipient: AddressMatch | None = None  # envelope recipients
     from_: AddressMatch | None = Field(None, alias="from")
+    sender: AddressMatch | None = None  # the Sender: field
     reply_to: AddressMatch | None = None
     to: AddressMatch | None = None
     cc: AddressMatch | None = None

@@ -1,7 +1,11 @@
 """Images: decoded and re-encoded with Pillow, so that only pixels cross; SVG is rasterized.
 
 Raster images (JPEG, PNG, GIF, BMP, TIFF, WebP, and the rarer formats Pillow decodes, which
-come out as PNG) are decoded to pixels and encoded again in their own format. What does not
+come out as PNG) are decoded to pixels and encoded again in their own format. HEIC/HEIF
+photos (iPhones' default, RT-14) are decoded by pillow-heif (libheif with libde265) and written
+as JPEG: Windows shows HEIC only with a paid codec, and a photo as PNG is several times larger;
+the HEVC encoder is not needed, so no HEIC is ever written. Thumbnails, depth maps and other
+auxiliary images inside a HEIF file are not even read. What does not
 survive: EXIF/XMP/IPTC metadata, comments and text chunks, embedded thumbnails, ICC profiles
 (the pixels are converted to sRGB first, so colours stay right), and anything after the
 image's end marker (the "polyglot" trick of appending a ZIP or a script to a JPEG). EXIF
@@ -30,6 +34,7 @@ import struct
 import warnings
 from typing import Any
 
+import pillow_heif
 from PIL import Image, ImageCms, ImageOps, ImageSequence, UnidentifiedImageError
 
 from gateway.detect import extension_of, sanitize_filename
@@ -43,6 +48,7 @@ FINDING_CODES: tuple[str, ...] = (
     "IMAGE_BOMB",  # dimensions or frame count beyond the limits: not decoded
     "IMAGE_DECODE_ERROR",  # corrupt, truncated or unsupported: no output
     "IMAGE_FORMAT_CHANGED",  # a rare format re-encoded as PNG, or SVG rendered as PNG
+    "IMAGE_HEIC_TO_JPEG",  # a HEIC/HEIF photo delivered as JPEG
     "SVG_ACTIVE_CONTENT",  # script, handlers, foreignObject, external references removed
     "SVG_RASTERIZED",  # the SVG was delivered as a PNG rendering
 )
@@ -64,7 +70,16 @@ _EXTENSIONS_OF = {
     "TIFF": {"tif", "tiff"},
     "WEBP": {"webp"},
 }
+# Formats we decode but write as another: HEIF as JPEG (see the module docstring).
+_WRITTEN_AS = {"HEIF": "JPEG"}
 _MAX_FRAMES = 1000
+
+# Only the primary images of a HEIF file are decoded: the rest is parsing surface we do not
+# need. pillow-heif's own security limits (image size, number of items) stay on.
+pillow_heif.options.THUMBNAILS = False
+pillow_heif.options.DEPTH_IMAGES = False
+pillow_heif.options.AUX_IMAGES = False
+pillow_heif.register_heif_opener()
 # TIFF structure tags (TIFF 6.0 baseline and the compression/predictor/sample ones Pillow
 # writes); anything else in a TIFF's IFD is metadata.
 _TIFF_BASELINE_TAGS = frozenset(
@@ -295,8 +310,12 @@ def _reencode(
         )
     metadata = _metadata_present(image)
     icc = image.info.get("icc_profile")
-    out_format = source_format if source_format in _NATIVE else "PNG"
-    if out_format != source_format:
+    out_format = (
+        source_format if source_format in _NATIVE else _WRITTEN_AS.get(source_format, "PNG")
+    )
+    if source_format == "HEIF":
+        findings.append(Finding("IMAGE_HEIC_TO_JPEG", part_id, "HEIF -> JPEG"))
+    elif out_format != source_format:
         findings.append(
             Finding("IMAGE_FORMAT_CHANGED", part_id, f"{source_format or 'unknown'} -> PNG")
         )

@@ -632,3 +632,64 @@ def test_notice_templates_can_be_overridden_by_policy(tmp_path):
     text = body_text(run(mail("https://example.com/a https://example.com/b\n"), pipeline).message)
     assert text.startswith("【〇〇市 情報政策課より】")
     assert "・リンク2件を無効化しました。" in text
+
+
+# --- RT-21: a bounce stays a delivery report ------------------------------------------------
+
+
+def _bounce(status_fields: str, report_type: str = "delivery-status") -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.partner.example\r\nTo: user@city.example.lg.jp\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type={report_type}; boundary="R"\r\n\r\n'
+        "--R\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        "This is the mail system at host mx.partner.example.\r\n"
+        f"--R\r\nContent-Type: message/delivery-status\r\n\r\n{status_fields}"
+        "--R\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        "From: user@city.example.lg.jp\r\nTo: nobody@partner.example\r\nSubject: test\r\n"
+        "--R--\r\n"
+    ).encode()
+
+
+_STATUS = (
+    "Reporting-MTA: dns; mx.partner.example\r\n\r\n"
+    "Final-Recipient: rfc822; nobody@partner.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+    "Diagnostic-Code: smtp; 550 5.1.1 see https://help.partner.example/bounce for help\r\n"
+)
+
+
+def test_bounce_keeps_its_report_structure_and_delivery_status_fields():
+    outcome = run(_bounce(_STATUS))
+    assert outcome.verdict == Verdict.DELIVER
+    message = parse(outcome.message)
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "delivery-status"
+    kinds = [part.get_content_type() for part in message.get_payload()]
+    assert kinds[:2] == ["text/plain", "message/delivery-status"], kinds
+    status = message.get_payload()[1]
+    blocks = status.get_payload()  # the per-message and the per-recipient fields
+    recipients = [block["Final-Recipient"] for block in blocks]
+    assert recipients == [None, "rfc822; nobody@partner.example"]
+    assert blocks[1]["Status"] == "5.1.1"
+    assert blocks[1]["Action"] == "failed"
+    # The URL in the diagnostic is defanged like any URL in text, and the notice counts it.
+    assert live_links(status.as_string()) == []
+    assert "help[.]partner[.]example" in status.as_string()
+    assert "URL 1件" in body_text(outcome.message)
+    assert "This is the mail system" in body_text(outcome.message)
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [
+        (_STATUS + "Diagnostic-Code: smtp; " + "x" * 2000 + "\r\n", "x" * 2000),
+        ("This Message was undeliverable.\r\n\r\n<u@ci.example> is full\r\n", "undeliverable"),
+    ],
+    ids=["line-over-998", "prose-not-fields"],
+)
+def test_delivery_status_that_cannot_be_written_as_fields_is_text(status: str, shown: str):
+    """Readers disagree on what a delivery-status part shows besides fields."""
+    outcome = run(_bounce(status))
+    kinds = [part.get_content_type() for part in parse(outcome.message).walk()]
+    assert "message/delivery-status" not in kinds
+    assert any(shown in text for _, text in text_parts(outcome.message))

@@ -116,7 +116,6 @@ def test_opendocument_and_rtf_are_not_held_for_want_of_a_sanitizer(
     assert not outcome.was_held
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-14 HEIC photos are held")
 def test_iphone_heic_photo_is_not_held(chain: RedTeamChain):
     """RT-14. libmagic names it image/heic, the image sanitizer cannot decode it
     (``IMAGE_DECODE_ERROR``), and a failed sanitizer holds the whole message."""
@@ -124,7 +123,6 @@ def test_iphone_heic_photo_is_not_held(chain: RedTeamChain):
     assert not outcome.was_held
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-15 text that shows code is held as script")
 def test_html_page_that_shows_code_as_text_is_not_held(chain: RedTeamChain):
     """RT-15. The active-HTML check also runs on the raw bytes, so escaped text such as
     ``&lt;img src=x onerror=alert(1)&gt;`` (a security bulletin) counts as an event handler."""
@@ -207,7 +205,6 @@ Subject: test
 """
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-21 bounces lose their delivery status")
 def test_bounce_keeps_its_delivery_status(chain: RedTeamChain):
     """RT-21. A DSN (RFC 3464) arrives as multipart/mixed; its ``message/delivery-status``
     part is turned into a ``message/rfc822`` whose only "headers" are the per-message fields:

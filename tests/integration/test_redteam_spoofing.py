@@ -49,7 +49,6 @@ def test_internal_from_followed_by_a_stray_word_is_held(chain: RedTeamChain):
     assert outcome.was_held
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-11 internal Sender: is not checked")
 def test_internal_sender_header_on_external_mail_is_held(chain: RedTeamChain):
     """RT-11. Outlook shows ``Sender`` first ("soumu@city… on behalf of x@evil…"); the rules
     look at From, Reply-To and the envelope only."""
@@ -89,7 +88,6 @@ def test_forged_results_under_our_authserv_id_are_removed(chain: RedTeamChain, f
     assert fields == [f"Authentication-Results: {ours};"], fields
 
 
-@pytest.mark.xfail(strict=True, reason="redteam: RT-22 quoted tenant domain in From passes")
 def test_internal_from_with_a_quoted_domain_is_held(chain: RedTeamChain):
     """RT-22. ``From: soumu@"city.example.lg.jp"``: our Authentication-Results names
     ``header.from=city.example.lg.jp``, yet the rules' address parser finds no domain (the

@@ -39,9 +39,10 @@ def base_policy() -> Policy:
     return load_policies(None).for_recipients([TENANT], TENANTS)
 
 
-def _raw(from_: str, subject: str = "ご連絡") -> bytes:
+def _raw(from_: str, subject: str = "ご連絡", sender: str | None = None) -> bytes:
+    sender_field = f"Sender: {sender}\r\n" if sender is not None else ""
     return (
-        f"From: {from_}\r\nTo: user@{TENANT}\r\nSubject: {subject}\r\n"
+        f"From: {from_}\r\n{sender_field}To: user@{TENANT}\r\nSubject: {subject}\r\n"
         "Message-ID: <1@x>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
         "\r\nbody\r\n"
     ).encode()
@@ -54,9 +55,10 @@ def run(
     signer: str | None = None,
     dns: StaticResolver | None = None,
     client: str = "203.0.113.50",
+    sender: str | None = None,
 ) -> tuple[Decision, AuthResults]:
     """Authenticate as the gateway would, then decide with the base policy."""
-    raw = _raw(from_)
+    raw = _raw(from_, sender=sender)
     dns = dns or StaticResolver()
     if signer is not None:
         pem, record = _key()
@@ -65,7 +67,8 @@ def run(
     env = envelope(mail_from=mail_from, client=client)
     results = authenticate(raw, env, SETTINGS, dns)
     rep = report(auth=results.summary())
-    decision = base_policy().decide(rep, env, headers(from_=from_), auth=results)
+    more = {"Sender": sender} if sender is not None else {}
+    decision = base_policy().decide(rep, env, headers(from_=from_, **more), auth=results)
     return decision, results
 
 
@@ -105,6 +108,103 @@ def test_internal_from_signed_by_another_domain_is_still_spoofing() -> None:
     assert results.dkim_result == "pass"
     assert results.dmarc.result == "fail"
     assert "spoofed-internal-from" in hit_names(decision)
+
+
+# --- Sender: and quoted forms (RT-11, RT-22) -----------------------------------------------
+
+
+def test_internal_sender_on_external_mail_is_quarantined() -> None:
+    """Outlook shows "soumu@city… on behalf of x@evil…": Sender: is a shown sender."""
+    decision, _ = run("<x@evil.example>", "x@evil.example", sender=f"soumu@{TENANT}")
+    assert "spoofed-internal-from" in hit_names(decision)
+    assert decision.verdict == Verdict.QUARANTINE
+
+
+def test_internal_sender_is_not_excused_by_the_from_domains_own_dmarc_pass() -> None:
+    """DMARC pass proves the From: domain (the attacker's own), not the Sender: domain."""
+    dns = StaticResolver({("_dmarc.evil.example", "TXT"): ["v=DMARC1; p=reject"]})
+    decision, results = run(
+        "<x@evil.example>",
+        "x@evil.example",
+        signer="evil.example",
+        dns=dns,
+        sender=f"soumu@{TENANT}",
+    )
+    assert results.dmarc.result == "pass"
+    assert "spoofed-internal-from" in hit_names(decision)
+
+
+def test_internal_sender_signed_by_the_tenant_is_not_spoofing() -> None:
+    decision, results = run(
+        "<info@partner.example>", "info@partner.example", signer=TENANT, sender=f"soumu@{TENANT}"
+    )
+    assert TENANT in results.dkim_pass_domains
+    assert "spoofed-internal-from" not in hit_names(decision)
+    assert decision.verdict == Verdict.DELIVER
+
+
+def test_external_sender_on_external_mail_is_fine() -> None:
+    decision, _ = run("<a@partner.example>", "a@partner.example", sender="list@lists.example")
+    assert decision.verdict == Verdict.DELIVER
+    assert decision.hits == ()
+
+
+def test_sender_display_name_and_lookalike_are_checked() -> None:
+    decision, _ = run(
+        "<x@free.example>", "x@free.example", sender=f'"soumu@{TENANT}" <x@free.example>'
+    )
+    assert "display-name-imitates-internal" in hit_names(decision)
+    decision, _ = run("<x@free.example>", "x@free.example", sender="soumu@c1ty.example.lg.jp")
+    assert "lookalike-sender-domain" in hit_names(decision)
+
+
+@pytest.mark.parametrize(
+    "from_",
+    [f'soumu@"{TENANT}"', 'soumu@"city".example.lg.jp', 'soumu@city."example".lg.jp'],
+    ids=["whole-domain", "first-label", "middle-label"],
+)
+def test_internal_domain_written_with_quotes_is_quarantined(from_: str) -> None:
+    """RT-22. RFC 5322 has no quoted domains; clients show the text between the quotes."""
+    decision, results = run(from_, "bounce@evil.example")
+    assert results.dmarc.result == "permerror"  # the field reads two ways
+    assert {"spoofed-internal-from", "malformed-from"} <= hit_names(decision)
+
+
+def test_quoted_domain_cannot_borrow_another_domains_dmarc_pass() -> None:
+    """The legacy parser reads ``evil.example`` (which passes DMARC); clients show a tenant
+    subdomain. The field reads two ways, so it is permerror, not pass."""
+    dns = StaticResolver({("_dmarc.evil.example", "TXT"): ["v=DMARC1; p=reject"]})
+    decision, results = run(
+        f'soumu@"evil.example".{TENANT}', "x@evil.example", signer="evil.example", dns=dns
+    )
+    assert results.dmarc.result == "permerror"
+    assert decision.verdict == Verdict.QUARANTINE
+    assert "spoofed-internal-from" in hit_names(decision)
+
+
+@pytest.mark.parametrize(
+    "from_",
+    [
+        f'"soumu@{TENANT}"@free.example',
+        f'"{TENANT}"@free.example',
+        f'"総務課 {TENANT}"@free.example',
+    ],
+    ids=["address", "domain", "name-and-domain"],
+)
+def test_quoted_local_part_imitating_an_internal_address_is_quarantined(from_: str) -> None:
+    decision, _ = run(from_, "attacker@free.example")
+    assert "display-name-imitates-internal" in hit_names(decision)
+    assert decision.verdict == Verdict.QUARANTINE
+
+
+@pytest.mark.parametrize(
+    "from_",
+    ['"yamada.taro"@partner.example', '"山田 太郎" <"yamada taro"@partner.example>'],
+    ids=["quoted-local", "name-and-quoted-local"],
+)
+def test_ordinary_quoted_local_parts_are_fine(from_: str) -> None:
+    decision, _ = run(from_, "yamada@partner.example")
+    assert decision.verdict == Verdict.DELIVER, hit_names(decision)
 
 
 # --- display names ------------------------------------------------------------------------

@@ -458,3 +458,61 @@ def test_eml_name_on_a_program_is_still_the_program() -> None:
 def test_eml_name_on_plain_text_is_a_message() -> None:
     """Thunderbird opens any .eml as a message: text without headers is still one to it."""
     assert detect(b"hello\r\n", "note.eml", "", "2").content_class == "message"
+
+
+# --- RT-15: active markup is found in elements, never in the text they show ------------------
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        b"<html><body><pre>&lt;img src=x onerror=alert(1)&gt;</pre></body></html>",
+        b"<html><body><p>&lt;script&gt;alert(1)&lt;/script&gt; is an attack</p></body></html>",
+        b"<html><body><textarea>&lt;iframe src=x&gt;</textarea></body></html>",
+        b"<html><body><p>Set onload = true; javascript: is off</p></body></html>",
+        b'<html><body><a href="https://example.com/?q=javascript%3A">x</a></body></html>',
+        b"<html><body><p>a < b > c</p><meta content=x></body></html>",
+    ],
+    ids=["escaped-img", "escaped-script", "textarea", "prose", "encoded-query", "less-than"],
+)
+def test_html_that_shows_code_as_text_is_html(page: bytes) -> None:
+    detection = detect(page, "bulletin.html", "text/html", "2")
+    assert detection.content_class == "html", detection.findings
+    assert "SCRIPT" not in _codes(detection)
+
+
+@pytest.mark.parametrize(
+    ("page", "evidence"),
+    [
+        (b"<p>x</p><svg/onload=alert(1)>", "onload="),
+        (b'<a href="jav&#x09;ascript:alert(1)">x</a>', "javascript:"),
+        (b'<a href="java&Tab;script&colon;alert(1)">x</a>', "javascript:"),
+        (b'<a href="javas\tcript:alert(1)">x</a>', "javascript:"),
+        (b'<title><a title="</title><script>alert(1)</script>"></title>', "<script"),
+        (b"<!-- --!><script>alert(1)</script> -->", "<script"),
+        (b"<!--><script>alert(1)</script>-->", "<script"),
+        (b"<!--[if IE]><script>alert(1)</script><![endif]-->", "<script"),
+        (b'<img src="x" alt=">" onerror=alert(1)>', "onerror="),
+        (b'<div title="x"onclick="y">', "onclick="),
+        (b'<meta http-equiv="Refresh" content="0;url=https://x.example/">', "refresh"),
+        (b"<p>x</p><img src=x onerror=alert(1)", "onerror="),
+    ],
+    ids=[
+        "slash-attribute",
+        "tab-reference",
+        "named-references",
+        "raw-tab",
+        "title-raw-text",
+        "comment-bang-end",
+        "abrupt-comment",
+        "conditional-comment",
+        "quoted-gt",
+        "no-space-after-quote",
+        "meta-refresh",
+        "unfinished-tag",
+    ],
+)
+def test_active_html_in_elements_is_a_script(page: bytes, evidence: str) -> None:
+    detection = detect(b"<html><body>" + page, "page.html", "text/html", "2")
+    assert detection.content_class == "script"
+    assert evidence in _detail(detection, "SCRIPT")

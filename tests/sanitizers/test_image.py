@@ -97,3 +97,36 @@ def test_svg_with_entities_refused() -> None:
     except CannotSanitize:
         return
     assert b"root:" not in result.outputs[0].data
+
+
+# --- RT-14: HEIC photos (iPhone) are rebuilt as JPEG, not held -------------------------------
+
+
+def test_heic_photo_is_rebuilt_as_jpeg() -> None:
+    from tests.helpers.redteam import HEIC_PHOTO
+
+    result = _sanitize(HEIC_PHOTO, "IMG_0412.HEIC")
+    (output,) = result.outputs
+    assert oracle.magic_mime(output.data) == "image/jpeg"
+    assert output.content_type == "image/jpeg"
+    assert output.filename == "IMG_0412.jpg"
+    assert [f.detail for f in result.findings if f.code == "IMAGE_HEIC_TO_JPEG"] == ["HEIF -> JPEG"]
+    assert "IMAGE_FORMAT_CHANGED" not in {f.code for f in result.findings}
+    rebuilt = Image.open(io.BytesIO(output.data))
+    assert rebuilt.size == (64, 48)
+    assert not rebuilt.info.get("exif")
+    # The same picture: libheif's own decoding, compared pixel by pixel (JPEG's loss allowed).
+    import pillow_heif
+
+    heif = pillow_heif.open_heif(HEIC_PHOTO)
+    original = Image.frombytes(heif.mode, heif.size, heif.data, "raw", heif.mode, heif.stride)
+    difference = ImageChops.difference(original.convert("RGB"), rebuilt.convert("RGB"))
+    assert max(channel_max for _, channel_max in difference.getextrema()) < 40
+
+
+def test_truncated_heic_fails_closed() -> None:
+    from tests.helpers.redteam import HEIC_PHOTO
+
+    with pytest.raises(CannotSanitize) as caught:
+        _sanitize(HEIC_PHOTO[: len(HEIC_PHOTO) // 2], "IMG_0412.HEIC")
+    assert caught.value.code == "IMAGE_DECODE_ERROR"
