@@ -45,7 +45,7 @@ ensure_venv() {
     [ -x "$VENV/bin/python" ] || _make_venv
     echo "mugaika: installing dependencies from $(basename "$lock") into $VENV" >&2
     # pip's own notes (e.g. about local mirrors) go to a log, shown only if pip fails.
-    if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$lock" &&
+    if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock" &&
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
             --no-build-isolation -e "$MUGAIKA_ROOT"; } 2>"$VENV/pip.log"; then
         cat "$VENV/pip.log" >&2
