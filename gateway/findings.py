@@ -121,6 +121,10 @@ _ROWS: tuple[CodeInfo, ...] = (
     CodeInfo("OLE_CHECK_FAILED", _H, "安全確認を完了できなかった", "its safety checks could not be completed"),
     CodeInfo("OLE_RASTERIZED", _I, "文書を画像化", "converted to images"),
     CodeInfo("OLE_RASTERIZE_UNAVAILABLE", _M, "画像化できなかった", "could not be converted to images"),
+    CodeInfo("OLE_CONVERTED", _I, "旧形式の文書を、マクロなどを除いた新しい形式に変換", "converted to the current format, without macros or other active content"),
+    CodeInfo("OLE_CONVERT_FAILED", _M, "新しい形式への変換に失敗", "conversion to the current format failed"),
+    CodeInfo("OLE_CONVERT_UNAVAILABLE", _M, "新しい形式に変換する仕組みが導入されていない", "no converter to the current format is installed"),
+    CodeInfo("OLE_HELD_BY_POLICY", _M, "危険な要素を含む旧形式の文書は保留する設定", "the policy holds old-format documents with active content"),
     # -- Office Open XML (gateway.sanitizers.ooxml) --------------------------------------------
     CodeInfo("OOXML_VBA_MACRO", _H, "マクロを除去", "macros removed"),
     CodeInfo("OOXML_XLM_MACRO", _H, "Excel 4.0マクロを除去", "Excel 4.0 macros removed"),

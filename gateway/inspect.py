@@ -553,6 +553,7 @@ class Inspector:
         if timeout < 1:
             self._failed(plan, "WORKER_TIMEOUT", "the message's time budget is spent")
             return
+        options = dataclasses.replace(options, time_limit=timeout)
         try:
             result = self.runner(
                 sanitizer.sanitize,

@@ -55,6 +55,7 @@ _STRICTNESS = {
     "on_sanitize_failure": ("strip", "quarantine"),
     "csv_formulas": ("neutralize", "quarantine"),
     "pdf_url_text": ("rasterize-pages", "quarantine"),
+    "legacy_office": ("convert", "quarantine"),
     "ambiguous_mime": ("rebuild", "quarantine"),
 }
 
@@ -124,6 +125,7 @@ class PolicySettings:
     archive_max_ratio: int = 200
     csv_formulas: str = "neutralize"
     pdf_url_text: str = "rasterize-pages"
+    legacy_office: str = "convert"
     # password_mail (gateway/ppap.py): pair, window in seconds, max_wrong
     password_mail: PasswordMail = PasswordMail()
 
@@ -154,6 +156,7 @@ class PolicySettings:
             member_actions=self.member_actions(),
             csv_formulas=self.csv_formulas,
             pdf_url_text=self.pdf_url_text,
+            legacy_office=self.legacy_office,
         )
 
     @classmethod
@@ -186,6 +189,7 @@ class PolicySettings:
             archive_max_ratio=model.sanitize.archive_max_ratio,
             csv_formulas=model.sanitize.csv_formulas,
             pdf_url_text=model.sanitize.pdf_url_text,
+            legacy_office=model.sanitize.legacy_office,
             password_mail=PasswordMail(
                 model.password_mail.pair,
                 model.password_mail.window,
@@ -247,6 +251,9 @@ def strictest_settings(name: str, all_settings: Sequence[PolicySettings]) -> Pol
             ),
             pdf_url_text=_stricter(
                 _STRICTNESS["pdf_url_text"], result.pdf_url_text, other.pdf_url_text
+            ),
+            legacy_office=_stricter(
+                _STRICTNESS["legacy_office"], result.legacy_office, other.legacy_office
             ),
             # Pairing only when every recipient's policy pairs; the shorter window.
             password_mail=PasswordMail(

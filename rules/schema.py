@@ -188,6 +188,10 @@ class SanitizeSettings(_Model):
     # text cannot be rewritten exactly, rasterize-pages turns those pages (only) into images;
     # quarantine holds the message. Not applied with urls.mode: keep.
     pdf_url_text: Literal["rasterize-pages", "quarantine"] = "rasterize-pages"
+    # Legacy doc/xls/ppt with macros or other active content: convert turns them into
+    # docx/xlsx/pptx without it (LibreOffice, then the OOXML rebuild); without LibreOffice
+    # they are withheld as with quarantine. quarantine holds the message.
+    legacy_office: Literal["convert", "quarantine"] = "convert"
 
 
 class UrlSettings(_Model):

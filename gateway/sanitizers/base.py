@@ -54,7 +54,7 @@ CHECK_FAILED_CODES = frozenset({"OLE_CHECK_FAILED", "PDF_TEXT_CHECK_FAILED", "PD
 # quarantine``). The part is held and the message quarantined, whatever
 # ``on_sanitize_failure`` says: nothing failed, the policy decided. A member of an archive
 # carrying one holds the whole archive.
-POLICY_HOLD_CODES = frozenset({"CSV_FORMULA_HELD", "PDF_URL_TEXT_HELD"})
+POLICY_HOLD_CODES = frozenset({"CSV_FORMULA_HELD", "PDF_URL_TEXT_HELD", "OLE_HELD_BY_POLICY"})
 
 Action = Literal["rebuild", "rasterize", "both", "strip", "quarantine", "keep"]
 ACTIONS: tuple[str, ...] = ("rebuild", "rasterize", "both", "strip", "quarantine", "keep")
@@ -80,6 +80,12 @@ class SanitizeOptions:
     member_actions: tuple[tuple[str, Action], ...] = ()
     csv_formulas: str = "neutralize"  # neutralize | quarantine (see sanitizers/text.py)
     pdf_url_text: str = "rasterize-pages"  # rasterize-pages | quarantine (see sanitizers/pdf.py)
+    # Legacy doc/xls/ppt with active content (see sanitizers/ole.py): convert (to OOXML by
+    # LibreOffice, then rebuilt; withheld as before without LibreOffice) | quarantine.
+    legacy_office: str = "convert"
+    # Seconds this sanitizer run may take (gateway.inspect sets the child's timeout): what
+    # starts a program of its own (LibreOffice) stops it before the child is killed.
+    time_limit: float = 120.0
     # Where archive members are scanned for known malware (gateway.antivirus); None: off.
     antivirus: ScanTarget | None = None
 

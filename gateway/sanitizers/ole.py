@@ -22,12 +22,29 @@ Then, by ``options.mode``:
     A file with none of the above is returned as received: it was verified, not rebuilt
     (the note says so). A file with any of them gets no output, only the findings: the
     policy strips it with a notice (the default) or quarantines it.
+    With ``options.legacy_office == "convert"`` (the default) and LibreOffice installed, a
+    file with active content is converted instead (see "Conversion" below); with
+    ``"quarantine"`` it gets the finding ``OLE_HELD_BY_POLICY``, which holds the message.
 ``rasterize`` / ``both``
     LibreOffice (``soffice --headless --convert-to pdf``) turns the document into a PDF,
     which ``gateway.sanitizers.pdf.rasterize_pdf`` renders to an image-only PDF. LibreOffice
     is an optional Debian package: without it the part gets no output and the finding
     ``OLE_RASTERIZE_UNAVAILABLE``. It runs with a throw-away profile, no macros (headless
     conversion never runs them), and the caller's time and memory limits.
+
+Conversion (``convert_to_ooxml``): LibreOffice (``soffice --headless --convert-to``) writes
+the OOXML equivalent (doc -> docx, xls -> xlsx, ppt -> pptx), which then goes through
+``gateway.sanitizers.ooxml`` like any received docx, so VBA, OLE objects, external links and
+DDE are removed and the result verified; the file is delivered renamed. What the inspection
+found becomes the OOXML sanitizer's "removed" codes (``OOXML_VBA_MACRO``...), beside
+``OLE_CONVERTED``. LibreOffice runs in this (already isolated, limited) sanitizer child with:
+a throw-away profile whose settings forbid macros outright (security level "very high",
+macro execution disabled, VBA not even loaded) and never update links; no network (a fresh
+user and network namespace: only a loopback that is down); its own process group, killed
+whole at the deadline (``options.time_limit`` less a margin). Any failure -- no network
+isolation, timeout, no output, an output the OOXML sanitizer refuses -- is
+``OLE_CONVERT_FAILED`` and no output: the part is held as before. Without LibreOffice:
+``OLE_CONVERT_UNAVAILABLE``, no output, as before.
 
 Encrypted files (RC4/CryptoAPI .doc/.xls/.ppt, and encrypted OOXML, which is an OLE
 container) cannot be inspected: ``OFFICE_ENCRYPTED``, no output. Other OLE files (Outlook
@@ -46,6 +63,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +84,10 @@ FINDING_CODES: tuple[str, ...] = (
     "OLE_RASTERIZED",  # rendered through LibreOffice into an image-only PDF
     "OLE_RASTERIZE_UNAVAILABLE",  # rasterize asked for, LibreOffice not installed
     "OLE_CHECK_FAILED",  # an inspection (olevba, msodde, object scan) raised: not verified
+    "OLE_CONVERTED",  # active content: converted to OOXML by LibreOffice, then rebuilt
+    "OLE_CONVERT_FAILED",  # conversion failed or timed out: no output
+    "OLE_CONVERT_UNAVAILABLE",  # conversion asked for, LibreOffice not installed
+    "OLE_HELD_BY_POLICY",  # active content, and the policy holds it (legacy_office: quarantine)
 )
 
 _SOFFICE_TIMEOUT = 120.0
@@ -202,45 +224,191 @@ def soffice_path() -> str | None:
     return shutil.which("soffice") or shutil.which("libreoffice")
 
 
-def office_to_pdf(path: Path, workdir: Path) -> bytes:
-    """LibreOffice's PDF of an Office file (no macros run in headless conversion).
-    Raises CannotSanitize OLE_RASTERIZE_UNAVAILABLE without LibreOffice."""
+# The private profile's settings (registrymodifications.xcu), written before LibreOffice
+# starts: macros can never run (security level 3 "very high" trusts no location and no
+# signature; execution disabled), VBA is not even loaded, links are never updated, and
+# documents may not fetch from untrusted referers. Headless conversion runs no macros anyway;
+# this makes it a setting, not a behaviour.
+_PROFILE_SETTINGS = (
+    ("/org.openoffice.Office.Common/Security/Scripting", "MacroSecurityLevel", "3"),
+    ("/org.openoffice.Office.Common/Security/Scripting", "DisableMacrosExecution", "true"),
+    ("/org.openoffice.Office.Common/Security/Scripting", "BlockUntrustedRefererLinks", "true"),
+    ("/org.openoffice.Office.Writer/Filter/Import/VBA", "Load", "false"),
+    ("/org.openoffice.Office.Writer/Filter/Import/VBA", "Executable", "false"),
+    ("/org.openoffice.Office.Calc/Filter/Import/VBA", "Load", "false"),
+    ("/org.openoffice.Office.Calc/Filter/Import/VBA", "Executable", "false"),
+    ("/org.openoffice.Office.Impress/Filter/Import/VBA", "Load", "false"),
+    ("/org.openoffice.Office.Writer/Content/Update", "Link", "2"),  # 2: never
+    ("/org.openoffice.Office.Calc/Content/Update", "Link", "2"),
+)
+_CLONE_NEWUSER = 0x10000000
+_CLONE_NEWNET = 0x40000000
+# What is left of the sanitizer's time for LibreOffice: the child still has to rebuild and
+# verify the result, and must answer before gateway.workers kills it.
+_TIME_MARGIN = 3.0
+_CONVERSIONS = {
+    "doc": ("docx", "docx:MS Word 2007 XML"),
+    "xls": ("xlsx", "xlsx:Calc MS Excel 2007 XML"),
+    "ppt": ("pptx", "pptx:Impress MS PowerPoint 2007 XML"),
+}
+
+
+class SofficeFailed(Exception):
+    """LibreOffice did not produce its output (why in the message)."""
+
+
+def _write_profile(profile: Path) -> None:
+    items = "".join(
+        f'<item oor:path="{path}"><prop oor:name="{name}" oor:op="fuse">'
+        f"<value>{value}</value></prop></item>\n"
+        for path, name, value in _PROFILE_SETTINGS
+    )
+    user = profile / "user"
+    user.mkdir(parents=True)
+    (user / "registrymodifications.xcu").write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<oor:items xmlns:oor="http://openoffice.org/2001/registry" '
+        'xmlns:xs="http://www.w3.org/2001/XMLSchema" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
+        f"{items}</oor:items>\n",
+        encoding="utf-8",
+    )
+
+
+def _without_network() -> None:
+    """In the forked child, before exec: a new user namespace (so no privilege is needed)
+    holding a new network namespace, whose only interface is a loopback that is down.
+    The user's own ids are mapped to themselves, so files keep their owner. Raising here
+    makes ``subprocess`` raise ``SubprocessError`` in the parent: no isolation, no run."""
+    import ctypes
+
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWUSER|CLONE_NEWNET)")
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+
+
+def run_soffice(path: Path, workdir: Path, convert_to: str, timeout: float) -> bytes:
+    """LibreOffice's conversion of ``path`` (``--convert-to convert_to``): the bytes of the
+    one file it wrote. Throw-away profile with macros forbidden (``_PROFILE_SETTINGS``), no
+    network (``_without_network``), stdin closed, its own process group killed whole at
+    ``timeout``. Raises ``SofficeFailed``; ``CannotSanitize`` OLE_RASTERIZE_UNAVAILABLE when
+    LibreOffice is not installed."""
     soffice = soffice_path()
     if soffice is None:
         raise CannotSanitize("OLE_RASTERIZE_UNAVAILABLE", "LibreOffice is not installed")
     profile = workdir / "profile"
     outdir = workdir / "out"
     outdir.mkdir()
+    _write_profile(profile)
     env = {"HOME": str(workdir), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    argv = [
+        soffice,
+        f"-env:UserInstallation={profile.as_uri()}",
+        "--headless",
+        "--norestore",
+        "--nolockcheck",
+        "--nodefault",
+        "--convert-to",
+        convert_to,
+        "--outdir",
+        str(outdir),
+        str(path),
+    ]
     try:
-        subprocess.run(
-            [
-                soffice,
-                f"-env:UserInstallation=file://{profile}",
-                "--headless",
-                "--norestore",
-                "--nolockcheck",
-                "--nodefault",
-                "--convert-to",
-                "pdf",
-                "--outdir",
-                str(outdir),
-                str(path),
-            ],
+        process = subprocess.Popen(
+            argv,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            timeout=_SOFFICE_TIMEOUT,
-            check=False,
             close_fds=True,
+            start_new_session=True,  # soffice forks soffice.bin: kill the whole group
+            # preexec_fn is safe here: the sanitizer child is single-threaded.
+            preexec_fn=_without_network,
         )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise SofficeFailed(f"cannot start LibreOffice without network: {exc}") from None
+    try:
+        process.wait(timeout=max(timeout, 1.0))
     except subprocess.TimeoutExpired:
-        raise CannotSanitize("WORKER_TIMEOUT", "LibreOffice conversion timed out") from None
-    produced = list(outdir.glob("*.pdf"))
-    if not produced:
-        raise CannotSanitize("OLE_DAMAGED", "LibreOffice produced no PDF")
+        raise SofficeFailed(f"LibreOffice did not finish in {timeout:.0f} s") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, 9)
+        process.wait()
+    produced = sorted(outdir.iterdir())
+    if len(produced) != 1 or not produced[0].is_file():
+        raise SofficeFailed(f"LibreOffice wrote no output (exit status {process.returncode})")
     return produced[0].read_bytes()
+
+
+def office_to_pdf(path: Path, workdir: Path) -> bytes:
+    """LibreOffice's PDF of an Office file (see ``run_soffice``). Raises CannotSanitize
+    OLE_RASTERIZE_UNAVAILABLE without LibreOffice."""
+    try:
+        return run_soffice(path, workdir, "pdf", _SOFFICE_TIMEOUT)
+    except SofficeFailed as exc:
+        code = "WORKER_TIMEOUT" if "did not finish" in str(exc) else "OLE_DAMAGED"
+        raise CannotSanitize(code, str(exc)) from None
+
+
+# Inspection findings, and what they become once the file is converted and rebuilt: the
+# OOXML sanitizer's words for what it removes (tests check that the output has none of it).
+_REMOVED_BY_CONVERSION = {
+    "OLE_VBA_MACRO": "OOXML_VBA_MACRO",
+    "OLE_XLM_MACRO": "OOXML_XLM_MACRO",
+    "OLE_EMBEDDED_OBJECT": "OOXML_OLE_OBJECT",
+}
+
+
+def convert_to_ooxml(
+    data: bytes, kind: str, name: str, found: list[Finding], part_id: str, options: SanitizeOptions
+) -> SanitizeResult:
+    """A file with active content, converted by LibreOffice and rebuilt by the OOXML
+    sanitizer (see the module docstring). Failure: ``OLE_CONVERT_FAILED``, no output."""
+    from gateway.sanitizers.ooxml import OoxmlSanitizer
+
+    extension, convert_to = _CONVERSIONS[kind]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    new_name = sanitize_filename(f"{stem}.{extension}")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mugaika-convert-") as tmp:
+        workdir = Path(tmp)
+        path = workdir / f"input.{kind}"
+        path.write_bytes(data)
+        try:
+            converted = run_soffice(path, workdir, convert_to, options.time_limit - _TIME_MARGIN)
+        except SofficeFailed as exc:
+            failed = Finding("OLE_CONVERT_FAILED", part_id, str(exc)[:200])
+            return SanitizeResult(findings=(*found, failed))
+    seconds = time.monotonic() - started
+    try:
+        rebuilt = OoxmlSanitizer().sanitize(converted, new_name, part_id, options)
+    except CannotSanitize as exc:
+        failed = Finding("OLE_CONVERT_FAILED", part_id, f"{exc.code}: {exc}"[:200])
+        return SanitizeResult(findings=(*found, failed))
+    evidence: dict[str, list[str]] = {}
+    for finding in found:
+        code = _REMOVED_BY_CONVERSION.get(finding.code)
+        if finding.code == "DDE_FIELD":
+            code = "OOXML_DATA_CONNECTION" if kind == "xls" else "OOXML_FIELD_REMOVED"
+        evidence.setdefault(code or finding.code, []).append(f"in the .{kind}: {finding.detail}")
+    for finding in rebuilt.findings:
+        evidence.setdefault(finding.code, []).append(finding.detail)
+    findings = [
+        Finding("OLE_CONVERTED", part_id, f".{kind} -> .{extension} in {seconds:.1f} s"),
+        *(Finding(code, part_id, "; ".join(details)[:500]) for code, details in evidence.items()),
+    ]
+    output = rebuilt.outputs[0]
+    return SanitizeResult(
+        outputs=(OutputFile(output.data, new_name, output.content_type),),
+        findings=tuple(findings),
+        notes=(f"converted from .{kind} by LibreOffice, then rebuilt",),
+    )
 
 
 class OleSanitizer:
@@ -322,6 +490,16 @@ class OleSanitizer:
                 output = OutputFile(image_pdf, sanitize_filename(f"{stem}.pdf"), "application/pdf")
                 return SanitizeResult(outputs=(output,), findings=tuple(findings))
 
+        if failed or not findings:
+            pass  # a check that failed proves nothing: withheld, as before; or clean
+        elif options.legacy_office == "quarantine":
+            held = Finding("OLE_HELD_BY_POLICY", part_id, "sanitize.legacy_office: quarantine")
+            return SanitizeResult(findings=(*findings, held))
+        elif soffice_path() is None:
+            missing = Finding("OLE_CONVERT_UNAVAILABLE", part_id, "LibreOffice is not installed")
+            return SanitizeResult(findings=(*findings, missing))
+        else:
+            return convert_to_ooxml(data, kind, name, findings, part_id, options)
         if findings:
             return SanitizeResult(findings=tuple(findings))
         findings.append(

