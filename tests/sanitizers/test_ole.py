@@ -124,3 +124,28 @@ def test_each_failing_check_withholds_the_file(monkeypatch: pytest.MonkeyPatch, 
     [failed] = [f for f in result.findings if f.code == "OLE_CHECK_FAILED"]
     assert failed.detail.endswith("ValueError: parser gave up")
     assert "OLE_VERIFIED_CLEAN" not in {f.code for f in result.findings}
+
+
+# --- issue 15: legacy Office with active content converted to OOXML ------------------------
+
+
+@pytest.mark.skipif(soffice_path() is None, reason="LibreOffice (soffice) is not installed")
+def test_active_doc_is_converted_and_rebuilt() -> None:
+    data = corpus_file("oletools/oleobj/embedded-simple-2007.doc")
+    result = SANITIZER.sanitize(data, "報告書.doc", "1", SanitizeOptions())
+    (output,) = result.outputs
+    assert output.filename == "報告書.docx"
+    assert oracle.office_active_content(output.data, ".docx") == []
+    codes = {f.code for f in result.findings}
+    assert {"OLE_CONVERTED", "OOXML_OLE_OBJECT"} <= codes
+    assert "OLE_EMBEDDED_OBJECT" not in codes  # the words would say it "contains" one
+
+
+@pytest.mark.skipif(soffice_path() is None, reason="LibreOffice (soffice) is not installed")
+def test_conversion_out_of_time_gives_no_output() -> None:
+    data = corpus_file("oletools/excel4-macros/excel4_sample_macro.xls")
+    result = SANITIZER.sanitize(data, "x.xls", "1", SanitizeOptions(time_limit=0.5))
+    assert result.outputs == ()
+    [failed] = [f for f in result.findings if f.code == "OLE_CONVERT_FAILED"]
+    assert "did not finish" in failed.detail
+    assert "OLE_XLM_MACRO" in {f.code for f in result.findings}
