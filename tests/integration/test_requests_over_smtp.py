@@ -57,6 +57,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory):
                 "requests.internal_networks": ["10.0.0.0/8"],
                 "requests.max_wrong_passwords": 2,
                 "requests.max_per_address": 3,
+                "admin.listen": "127.0.0.1:0",  # the approver's side of the flow
             },
         )
         with RunningGateway(config) as gateway:
@@ -209,6 +210,42 @@ def test_original_request_flows_through_two_person_approval(chain):
         actions
     )
     assert "request-result-mailed" in actions
+
+
+def test_original_request_by_mail_is_approved_in_the_admin_ui(chain):
+    """The whole flow with both real ends: staff ask by mail, an approver decides in the
+    admin UI over HTTP (login, CSRF, the /requests queue), the result arrives by mail."""
+    from types import SimpleNamespace
+
+    from quarantine.users import UserStore
+    from quarantine.web.service import AdminService
+    from tests.quarantine.test_web import PASSWORD as UI_PASSWORD
+    from tests.quarantine.test_web import csrf, login
+
+    gateway, sink, _ = chain
+    recipient = staff()
+    item = hold(chain, recipient, aes_zip(PASSWORD, {"memo.txt": b"memo\n"}))
+    request(gateway, recipient, f"原本の請求 {item}", "監査の資料として必要です\n")
+    [pending] = gateway.server.store.requests(status="pending", item_id=item)
+    UserStore(gateway.server.store.engine).add("approver-ui", "approver", [], UI_PASSWORD)
+    [service] = [s for s in gateway.server.services if isinstance(s, AdminService)]
+    assert service.bound is not None
+    ui = SimpleNamespace(url=f"http://127.0.0.1:{service.bound[1]}")
+    approver = login(ui, "approver-ui")  # type: ignore[arg-type]
+    queue = approver.get(f"{ui.url}/requests", timeout=10).text
+    assert "監査の資料として必要です" in queue
+    assert f"mail:{recipient}" in queue
+    response = approver.post(
+        f"{ui.url}/requests/{pending.id}/approve",
+        data={"csrf": csrf(approver, ui, "/requests"), "reason": "監査のため承認"},  # type: ignore[arg-type]
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text[:300]
+    released = [m for m in delivered_to(sink, recipient) if attachments(m)]
+    assert [list(attachments(m)) for m in released] == [["お見積書.zip"]]
+    assert released[0]["X-Mugaika-Released-By"] == "approver-ui"
+    assert "承認され、原本をあなた宛てにお届けしました" in texts(replies_to(sink, recipient)[-1])
+    assert gateway.server.store.get_request(pending.id).status == "done"
 
 
 def test_refused_request_gets_the_result_by_mail(chain):
