@@ -136,7 +136,8 @@ def _list(args: argparse.Namespace) -> int:
     ]
     headers = ["ID", "RECEIVED", "STATUS", "KIND", "FROM", "TO", "SUBJECT"]
     print(table(headers, rows, [40, 24, 22, 11, 32, 32, 60]))
-    print(f"({len(page.items)} of {page.total}; times in {config.time_zone})")
+    total = f"more than {page.total}" if page.total_capped else str(page.total)
+    print(f"({len(page.items)} of {total}; times in {config.time_zone})")
     return EXIT_OK
 
 

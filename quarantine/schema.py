@@ -30,7 +30,10 @@ attachment file names, NFKC-normalised and case-folded) is indexed outside this 
 because the indexes are backend-specific (migration 0003): on SQLite an FTS5 table
 ``items_search`` (trigram tokenizer, so Japanese substrings of three or more characters are
 found without word segmentation) kept in step by triggers; on PostgreSQL a pg_trgm GIN index
-``ix_items_search_trgm``. ``managed_elsewhere`` tells Alembic's comparison to leave them be.
+``ix_items_search_trgm``, and for terms of one or two characters (which trigrams cannot
+index) a generated column ``search_grams`` (the text's distinct one- and two-character
+substrings) with a GIN index ``ix_items_search_grams`` (migration 0005). ``managed_elsewhere``
+tells Alembic's comparison to leave them be.
 
 Changing anything here needs a new Alembic revision in ``quarantine/migrations/versions``;
 ``tests/quarantine/test_migrations.py`` checks that the migrated schema equals this one.
@@ -272,9 +275,12 @@ password_waits = Table(
 )
 Index(None, password_waits.c.envelope_from, password_waits.c.held_at)
 
-# Search indexes made by migration 0003 outside this metadata (see the module docstring).
+# Search indexes made by migrations 0003 and 0005 outside this metadata (see the module
+# docstring).
 SEARCH_TABLE = "items_search"
 SEARCH_INDEX = "ix_items_search_trgm"
+GRAMS_COLUMN = "search_grams"
+GRAMS_INDEX = "ix_items_search_grams"
 
 
 def managed_elsewhere(
@@ -283,4 +289,8 @@ def managed_elsewhere(
     """Alembic ``include_object``: False for the backend-specific search objects."""
     if name is None:
         return True
-    return not (name in (SEARCH_INDEX, SEARCH_TABLE) or name.startswith(SEARCH_TABLE + "_"))
+    if type_ == "column" and name == GRAMS_COLUMN:
+        return False
+    return not (
+        name in (SEARCH_INDEX, SEARCH_TABLE, GRAMS_INDEX) or name.startswith(SEARCH_TABLE + "_")
+    )

@@ -43,10 +43,12 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Text,
     and_,
     delete,
     func,
     insert,
+    literal_column,
     select,
     text,
     union,
@@ -243,6 +245,9 @@ class Page:
     total: int
     offset: int
     limit: int
+    # True when counting stopped at ``total``: there are more matches than that (see
+    # SqlStore.count_cap); the UI shows "1,000+" and the API says so in ``total_capped``.
+    total_capped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +357,10 @@ _SUMMARY_COLUMNS = (
 )
 
 
+# Made by migration 0005 on PostgreSQL only, so not in the shared metadata.
+_SEARCH_GRAMS = literal_column("items.search_grams", postgresql.ARRAY(Text))
+
+
 def _like_escape(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -382,6 +391,10 @@ def search_text(
 TRIGRAM = 3
 # Above this many matches SQLite finds the newest page faster by walking received_at.
 FREQUENT_MATCHES = 2000
+# PostgreSQL counts a search's matches up to this many (or to the end of the page shown):
+# counting every match of a frequent term (a third of 100,000 items) would take longer than
+# the page's 200 ms, and nobody pages through a thousand results.
+COUNT_CAP = 1000
 
 
 def recipients_key(addresses: Iterable[str]) -> str:
@@ -409,6 +422,7 @@ class SqlStore:
         self.retention_days = retention_days
         self.tenant_retention = dict(tenant_retention or {})
         self.node = node or secrets.token_hex(4)
+        self.count_cap = COUNT_CAP
         # action_totals' cache: counts of settled audit rows up to the watermark id.
         self._action_lock = threading.Lock()
         self._action_watermark = 0
@@ -793,15 +807,34 @@ class SqlStore:
                 .offset(max(0, query.offset))
             )
             rows = conn.execute(statement).all()
+            capped = False
             if total is not None:
                 pass
             elif query.offset <= 0 and len(rows) < limit:
                 total = len(rows)  # the whole result is on this page: no second scan
+            elif query.search and self.backend == "postgresql":
+                total, capped = self._count_capped(conn, where, max(0, query.offset) + limit)
             else:
                 total = conn.execute(
                     select(func.count()).select_from(items).where(where)
                 ).scalar_one()
-        return Page([_summary(r) for r in rows], int(total), query.offset, limit)
+        return Page([_summary(r) for r in rows], int(total), query.offset, limit, capped)
+
+    def _count_capped(self, conn: Connection, where: Any, page_end: int) -> tuple[int, bool]:
+        """Count a search's matches up to ``count_cap`` (at least to the end of the page
+        shown): (total, capped). Stopping early lets PostgreSQL count from the first rows
+        of any plan instead of testing every match of a frequent term."""
+        bound = max(self.count_cap, page_end)
+        found = conn.execute(
+            select(func.count()).select_from(
+                select(literal_column("1"))
+                .select_from(items)
+                .where(where)
+                .limit(bound + 1)
+                .subquery()
+            )
+        ).scalar_one()
+        return (bound, True) if found > bound else (int(found), False)
 
     def _search_page(self, search: str, limit: int, offset: int) -> Page | None:
         """A search with no other filter, on SQLite: the FTS5 table alone counts the matches
@@ -851,9 +884,9 @@ class SqlStore:
             terms = [t for t in terms if len(t) < TRIGRAM]
         for term in terms:
             if self.backend == "postgresql" and len(term) < TRIGRAM:
-                # No trigram in it: a LIKE would make PostgreSQL read the whole GIN index;
-                # strpos is a plain filter on rows the other conditions (or a scan) give.
-                conditions.append(func.strpos(items.c.search_text, term) > 0)
+                # No trigram in it (pg_trgm cannot help): a term of one or two characters
+                # occurs exactly when it is one of the text's short grams (migration 0005).
+                conditions.append(_SEARCH_GRAMS.contains([term]))
             else:
                 conditions.append(items.c.search_text.like(f"%{_like_escape(term)}%", escape="\\"))
         return conditions

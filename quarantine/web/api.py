@@ -201,6 +201,8 @@ def api_routes(admin: AdminApp) -> list[BaseRoute]:
         return {
             "items": [i.to_dict() for i in page.items],
             "total": page.total,
+            # True: counting stopped at ``total``; there are more matches (SqlStore.count_cap).
+            "total_capped": page.total_capped,
             "offset": page.offset,
             "limit": page.limit,
         }
@@ -302,7 +304,7 @@ def api_routes(admin: AdminApp) -> list[BaseRoute]:
             list_items,
             "List items, newest first",
             query=ItemListQuery,
-            responses={200: "{items: [...], total, offset, limit}"},
+            responses={200: "{items: [...], total, total_capped, offset, limit}"},
         ),
         ApiRoute(
             "/api/v1/items/{item_id}",

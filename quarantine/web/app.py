@@ -500,7 +500,9 @@ class AdminApp:
             tiles=tiles,
             pending=pending,
             prev_link=link(page - 1) if page > 1 else None,
-            next_link=link(page + 1) if result.offset + len(result.items) < result.total else None,
+            next_link=link(page + 1)
+            if result.total_capped or result.offset + len(result.items) < result.total
+            else None,
             tenants=sorted(actor.domains)
             if actor.scope is not None
             else sorted(self.config.tenants),

@@ -4,15 +4,18 @@ attachment file names, reference ids; Japanese substrings; trigram indexes reall
 from __future__ import annotations
 
 import contextlib
+import random
 import secrets
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import text
+from alembic import command
+from sqlalchemy import and_, select, text
 
 from gateway.report import AttachmentRecord
 from quarantine import db
-from quarantine.sql import ItemQuery, SqlStore, open_store
+from quarantine.schema import items
+from quarantine.sql import ItemQuery, SqlStore, normalize_search, open_store
 from tests.helpers.postgres import PG_HOST, PG_PORT, _admin_connection, temporary_database
 from tests.quarantine.conftest import hold_request, make_config, message
 
@@ -135,5 +138,136 @@ def test_without_pg_trgm_search_still_works_and_says_so(tmp_path, capsys) -> Non
         assert store.search_index() == "none"
         reference = held(store, "見積書の送付について", "予算要求資料.xlsx")
         assert found(store, "予算要求") == {reference}
+        store.engine.dispose()
+        engine.dispose()
+
+
+# Texts with one- and two-character words that the trigram indexes cannot answer alone, LIKE
+# wildcards and FTS5 syntax that must stay literal, and forms NFKC folds together.
+SAMPLE_SUBJECTS = [
+    "見積書の送付について",
+    "請求書 No.4242",
+    "【重要】会議資料",
+    "Re: 打合せ日程",
+    "見積",
+    "ｶﾞｲﾄﾞ ① ㈱テスト",
+    "100% off_sale \\ path",
+    'say "hi" AND NOT x*',
+    "予算要求",
+    "Invoice 見積 請求",
+    "a",
+    "ab",
+]
+SAMPLE_FILES = ["見積書.pdf", "請求書_1.xlsx", "議事録.docx", "", "", "a_b%c.txt"]
+
+
+def substring_scan(store: SqlStore, search: str) -> set[str]:
+    """What search means, computed by Python over the stored text: every term occurs."""
+    terms = normalize_search(search).split()
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(items.c.id, items.c.search_text)).all()
+    return {row.id for row in rows if all(term in row.search_text for term in terms)}
+
+
+def test_short_and_long_terms_find_exactly_what_a_substring_scan_finds(store: SqlStore) -> None:
+    rng = random.Random(16)
+    for n, subject in enumerate(SAMPLE_SUBJECTS * 2):
+        held(store, subject, SAMPLE_FILES[n % len(SAMPLE_FILES)], mail_from=f"s{n}@example.com")
+    with store.engine.connect() as conn:
+        texts = list(conn.execute(select(items.c.search_text)).scalars())
+    terms = ["見", "見積", "積書", "請求", "%", "_", "\\", "a", "ab", "1", "①", "ｶﾞ", "ガ", "㈱"]
+    terms += ["x*", '"', "no", "zz", "見積書", "会議資料", "a_b", "100%", "invoice 見積", "見 請"]
+    for _ in range(60):
+        source = rng.choice(texts).replace(" ", "")
+        length = rng.choice((1, 1, 2, 2, 3, 4))
+        start = rng.randrange(max(1, len(source) - length))
+        terms.append(source[start : start + length])
+    for term in terms:
+        if not term.strip():
+            continue
+        expected = substring_scan(store, term)
+        page = store.list(ItemQuery(search=term, limit=1000))
+        assert {i.id for i in page.items} == expected, term
+        assert page.total == len(expected), term
+        assert not page.total_capped
+
+
+@pytest.mark.postgres
+def test_short_terms_use_the_gram_index_on_postgresql(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with temporary_database() as url:
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        store = open_store(make_config(tmp_path / "data", url))
+        held(store, "見積書の送付について")
+        statement = select(items.c.id).where(and_(*store._search_conditions("見積 書")))
+        with store.engine.connect() as conn:
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = "\n".join(r[0] for r in conn.execute(text(f"EXPLAIN {compiled}")))
+        assert "ix_items_search_grams" in plan, plan
+        store.engine.dispose()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_the_count_of_a_frequent_term_is_capped_and_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with temporary_database() as url:
+        engine = db.make_engine(url)
+        db.upgrade(engine)
+        store = open_store(make_config(tmp_path / "data", url))
+        store.count_cap = 3
+        for n in range(6):
+            held(store, f"見積 {n}")
+        held(store, "請求")
+        capped = store.list(ItemQuery(search="見積", limit=2))
+        assert (capped.total, capped.total_capped, len(capped.items)) == (3, True, 2)
+        deeper = store.list(ItemQuery(search="見積", limit=2, offset=2))
+        assert (deeper.total, deeper.total_capped) == (4, True)  # always past the page shown
+        last = store.list(ItemQuery(search="見積", limit=2, offset=4))
+        assert (last.total, last.total_capped) == (6, False)
+        exact = store.list(ItemQuery(search="請求", limit=2))
+        assert (exact.total, exact.total_capped) == (1, False)
+        unsearched = store.list(ItemQuery(limit=2))
+        assert (unsearched.total, unsearched.total_capped) == (7, False)  # cheap: exact
+        store.engine.dispose()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_gram_migration_fills_old_items_and_downgrades_cleanly(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with temporary_database() as url:
+        engine = db.make_engine(url)
+        db.upgrade(engine, "0004")
+        old = open_store(make_config(tmp_path / "data", url), check=False)
+        reference = held(old, "古い見積書")
+        old.engine.dispose()
+        db.upgrade(engine)
+        store = open_store(make_config(tmp_path / "data", url))
+        assert found(store, "見積") == {reference}
+        assert found(store, "い") == {reference}
+        assert substring_scan(store, "見積") == {reference}
+
+        def gram_objects() -> set[str]:
+            with engine.connect() as conn:
+                return set(
+                    conn.execute(
+                        text(
+                            "SELECT 'column' FROM information_schema.columns "
+                            "WHERE table_name = 'items' AND column_name = 'search_grams' "
+                            "UNION ALL SELECT 'index' FROM pg_indexes "
+                            "WHERE indexname = 'ix_items_search_grams' "
+                            "UNION ALL SELECT 'function' FROM pg_proc "
+                            "WHERE proname = 'mugaika_short_grams'"
+                        )
+                    ).scalars()
+                )
+
+        assert gram_objects() == {"column", "index", "function"}
+        with engine.begin() as connection:
+            command.downgrade(db._alembic_config(connection), "0004")
+        assert gram_objects() == set()
+        db.upgrade(engine)
+        assert gram_objects() == {"column", "index", "function"}
+        assert found(store, "見積") == {reference}
         store.engine.dispose()
         engine.dispose()

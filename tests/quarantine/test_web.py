@@ -563,3 +563,32 @@ def test_api_list_show_release_and_openapi(admin: RunningAdmin, sink) -> None:  
     )
     assert malformed.status_code == 422
     assert json.loads(malformed.text)["error"] == "INVALID_REQUEST"
+
+
+def test_a_capped_count_is_said_in_the_ui_and_the_api(admin_factory) -> None:  # type: ignore[no-untyped-def]
+    admin = admin_factory(admin={"page_size": 10})
+    add_user(admin, "alice", "superadmin")
+    add_user(admin, "robot", "superadmin")
+    admin.store.count_cap = 2
+    for n in range(12):
+        admin.store.hold(hold_request(raw=f"Subject: 見積 {n}\r\n\r\nx\r\n".encode()))
+    # PostgreSQL stops counting a search's matches; SQLite's FTS5 counts them cheaply.
+    capped = admin.store.backend == "postgresql"
+    listing = requests.get(
+        f"{admin.url}/api/v1/items",
+        params={"search": "見積", "limit": 3},
+        headers=token(admin, "robot"),
+        timeout=10,
+    ).json()
+    assert (listing["total"], listing["total_capped"]) == ((3, True) if capped else (12, False))
+    session = login(admin, "alice")
+    page = session.get(f"{admin.url}/items", params={"q": "見積"}).text
+    expected = "10 件超のうち 1–10 件（それ以上は数えていません）" if capped else "12 件中 1–10 件"
+    assert expected in page
+    assert "page=2" in page  # a next page either way
+    session.post(
+        f"{admin.url}/language", data={"csrf": csrf(session, admin), "lang": "en", "next": "/"}
+    )
+    page = session.get(f"{admin.url}/items", params={"q": "見積", "page": "2"}).text
+    expected = "11–12 of 12"  # the last page: counted to its end, exactly
+    assert expected in page
