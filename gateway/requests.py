@@ -311,8 +311,9 @@ class _ParsedRequest:
 
     def __init__(self, raw: bytes) -> None:
         head = email.message_from_bytes(raw, policy=email.policy.compat32)
-        # Read as DMARC reads it: a From: that parsers read two ways gives two addresses.
-        self.from_addresses = [a.lower() for a in auth.header_from_addresses(raw)]
+        self.from_addresses = [
+            a.lower() for _, a in email.utils.getaddresses(head.get_all("From", [])) if a
+        ]
         self.subject = _header_text(head.get("Subject", ""))
         self.message_id = str(head.get("Message-ID", "")).strip()
         self.auto_submitted = str(head.get("Auto-Submitted", "no")).strip().lower() != "no"
