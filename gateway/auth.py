@@ -1009,4 +1009,5 @@ def make_resolver(config: Config) -> DnsResolver:
         timeout=config.auth.dns_timeout,
         cache_size=config.auth.dns_cache_size,
         nameservers=tuple(config.auth.nameservers),
+        port=config.auth.dns_port,
     )

@@ -286,6 +286,8 @@ class AuthConfig(_Model):
     nameservers: list[Annotated[str, Strict(), AfterValidator(_check_ip)]] = Field(
         default_factory=list
     )
+    # Their port: 53, unless the resolver listens elsewhere (a local unbound on 5353; tests).
+    dns_port: StrictInt = Field(53, ge=1, le=65535)
     arc_seal: SigningKeyConfig | None = None  # ARC-seal delivered mail (RFC 8617); null: off
     # DKIM keys to sign what the gateway rebuilt, chosen by recipient domain (or its nearest
     # parent); read only by the signer process (gateway/signer.py).
@@ -397,6 +399,12 @@ class RequestsConfig(_Model):
     window_seconds: StrictInt = Field(3600, ge=60)
     # Wrong passwords by request mail before the held archive locks (an admin decides then).
     max_wrong_passwords: StrictInt = Field(5, ge=1, le=100)
+    # true: a request is believed only with a DKIM signature that verifies and whose d= is
+    # aligned with the From: domain (DMARC relaxed alignment), looked up through auth.nameservers.
+    # false (default): LGWAN-side servers often do not sign internal mail, so the internal
+    # network, envelope sender == From: and the tenant domain are what is trusted; a signature
+    # of the From: domain that fails is refused either way.
+    require_dkim: StrictBool = False
 
     @field_validator("address")
     @classmethod

@@ -69,6 +69,7 @@ REQUEST_RESULTS = (
     "not-held",
     "needs-person",
     "unknown",
+    "unverified",
     "rate-limited",
     "failed",
 )
@@ -303,7 +304,9 @@ class Metrics:
             "mugaika_requests_total",
             "Mails to requests.address consumed by the gateway, by kind and result (queued: "
             "entered the approval queue; delivered: a password opened the held archive; "
-            "unknown: not honoured, answered without naming the item; rate-limited: dropped)",
+            "unknown: not honoured, answered without naming the item; unverified: refused for its "
+            "DKIM signatures (requests.require_dkim, or a broken one of the From: domain), "
+            "answered as unknown; rate-limited: dropped)",
             ["kind", "result"],
             registry=r,
         )

@@ -11,6 +11,11 @@ mail sent to one address, ``requests.address``, which every notice names with th
   address is the same, in a tenant domain, from an internal network; it must be one of the
   original recipients of the item named by the reference id (Subject, or the first lines).
   Anything else gets the same polite reply that says nothing about any item (``unknown``);
+- DKIM (``_dkim_standing``): with ``requests.require_dkim`` a signature that verifies and whose
+  ``d=`` is aligned with the From: domain (DMARC relaxed alignment, ``gateway.auth.aligned``)
+  is needed too; with or without it, a signature aligned with the From: domain that fails
+  makes the mail ``unverified``. Checked before the item is looked up; the reply is the same
+  as ``unknown``'s;
 - requests per requester address are limited (``requests.max_per_address`` in
   ``requests.window_seconds``): more are consumed with no action and no reply, so a replay
   or a loop ends here;
@@ -46,7 +51,7 @@ import time
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
-from gateway import ppap, replies
+from gateway import auth, ppap, replies
 from gateway.charsets import decode_body
 from gateway.delivery import Downstream, deliver
 from gateway.errors import DownstreamRefused, DownstreamUnavailable
@@ -397,6 +402,8 @@ class RequestDesk:
         self.downstream = downstream
         self.password_mails = password_mails
         self._recent: dict[str, collections.deque[float]] = {}
+        self._resolver: auth.DnsResolver | None = None
+        self._resolver_config: Config | None = None
 
     @property
     def settings(self) -> RequestsConfig:
@@ -478,6 +485,57 @@ class RequestDesk:
             and self.from_internal(envelope.client)
         )
 
+    def _dkim_resolver(self) -> auth.DnsResolver:
+        """One resolver (and cache) per configuration: a reload may change the name servers."""
+        if self._resolver is None or self._resolver_config is not self.config:
+            self._resolver = auth.make_resolver(self.config)
+            self._resolver_config = self.config
+        return self._resolver
+
+    async def _dkim_standing(self, raw: bytes, from_domain: str) -> str:
+        """What the DKIM signatures say about the From: domain: ``pass`` (one verified with
+        ``d=`` aligned), else ``fail``, ``temperror``, ``permerror`` (the strongest result of
+        the aligned ones), ``unaligned`` (signed by other domains only) or ``none``."""
+        results = await asyncio.to_thread(
+            auth.check_dkim, raw, self._dkim_resolver(), auth.auth_settings(self.config)
+        )
+        claimed = {
+            r.result
+            for r in results
+            if auth.aligned(auth.normalise_domain(r.prop("header.d")), from_domain, "r")
+        }
+        for result in ("pass", "fail", "temperror", "permerror"):
+            if result in claimed:
+                return result
+        return "unaligned" if results else "none"
+
+    async def _authenticated(
+        self, raw: bytes, requester: str, reference: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """None when DKIM lets the request through; else the result and fields to answer."""
+        standing = await self._dkim_standing(
+            raw, auth.normalise_domain(requester.rpartition("@")[2])
+        )
+        if standing == "pass":
+            return None
+        if standing == "fail":
+            # Refused even without require_dkim. A signature of the sender's own domain that
+            # does not verify says the mail is not what that domain's server signed: edited
+            # after signing (a replayed request with another reference id or password) or
+            # forged. Believing it while the mail carries evidence against itself would not be
+            # failing closed. It is a tripwire, not a barrier (whoever strips the signature
+            # gets the unsigned treatment; require_dkim closes that), and it costs little: an
+            # internal relay that breaks signatures shows up as `unverified` in the audit log
+            # and metrics, and must be fixed before require_dkim can be turned on anyway.
+            # Only ``fail`` counts: ``permerror``/``temperror`` (no key in the DNS the gateway
+            # asks, a malformed tag) say nothing about the mail itself.
+            return "unverified", {"dkim": standing}
+        if not self.settings.require_dkim:
+            return None
+        if standing == "temperror":  # the key could not be fetched: say "try again later"
+            return FAILED, {"reference": reference, "error": "dkim-temperror"}
+        return "unverified", {"dkim": standing}
+
     async def _act(
         self, envelope: Envelope, raw: bytes, requester: str, parsed: _ParsedRequest, kind: str
     ) -> tuple[str, dict[str, Any]]:
@@ -487,6 +545,9 @@ class RequestDesk:
         reference = parsed.reference
         if reference is None or not self._verified(envelope, requester, parsed):
             return "unknown", {}
+        refused = await self._authenticated(raw, requester, reference)
+        if refused is not None:
+            return refused
         try:
             item = await asyncio.to_thread(store.get, reference)
         except ItemNotFound:
@@ -592,7 +653,7 @@ class RequestDesk:
         store: Any = self.store
         if store is None:
             return
-        detail = {k: v for k, v in fields.items() if k in ("request", "left", "error")}
+        detail = {k: v for k, v in fields.items() if k in ("request", "left", "error", "dkim")}
         try:
             await asyncio.to_thread(
                 store.audit,

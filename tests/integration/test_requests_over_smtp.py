@@ -75,6 +75,28 @@ def hold(chain, recipient: str, archive: bytes) -> str:
     return held_item(gateway, recipient)
 
 
+def request_mail(sender: str, subject: str, body: str, header_from: str | None = None) -> bytes:
+    """A staff member's request mail as their mail program writes it (ISO-2022-JP, CRLF)."""
+    msg = EmailMessage()
+    msg["From"] = header_from or sender
+    msg["To"] = DESK
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<req{next(_numbers)}@city.example.lg.jp>"
+    msg.set_content(body, charset="iso-2022-jp")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def send_request(
+    gateway: RunningGateway, sender: str, raw: bytes, client: str = INTERNAL_CLIENT
+) -> None:
+    """Send ``raw`` to the request address as the LGWAN-side Postfix would (XFORWARD)."""
+    with gateway.smtp() as smtp:
+        smtp.ehlo("lgwan-mx.city.example.lg.jp")
+        code, _ = smtp.docmd("XFORWARD", f"ADDR={client}")
+        assert code == 250
+        smtp.sendmail(sender, [DESK], raw)
+
+
 def request(
     gateway: RunningGateway,
     sender: str,
@@ -84,17 +106,7 @@ def request(
     header_from: str | None = None,
     client: str = INTERNAL_CLIENT,
 ) -> None:
-    msg = EmailMessage()
-    msg["From"] = header_from or sender
-    msg["To"] = DESK
-    msg["Subject"] = subject
-    msg["Message-ID"] = f"<req{next(_numbers)}@city.example.lg.jp>"
-    msg.set_content(body, charset="iso-2022-jp")
-    with gateway.smtp() as smtp:
-        smtp.ehlo("lgwan-mx.city.example.lg.jp")
-        code, _ = smtp.docmd("XFORWARD", f"ADDR={client}")
-        assert code == 250
-        smtp.sendmail(sender, [DESK], msg.as_bytes(policy=email.policy.SMTP))
+    send_request(gateway, sender, request_mail(sender, subject, body, header_from), client)
 
 
 def replies_to(sink: SmtpSink, address: str) -> list[email.message.Message]:
