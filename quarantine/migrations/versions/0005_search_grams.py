@@ -19,7 +19,7 @@ was refused. SQLite is unchanged (its FTS5 trigram table already finds short ter
 
 Revision ID: 0005
 Revises: 0004
-Create Date: 2027-01-10 10:00:00.000000
+Create Date: 2026-12-06 23:30:00.000000
 """
 
 from alembic import op
