@@ -53,6 +53,7 @@ from gateway.mime import (
 from gateway.notice import Notice, summary_headers
 from gateway.replies import Reply
 from gateway.report import Report, Verdict
+from gateway.sanitizers import preload_libraries
 from gateway.sanitizers.html import html_to_text
 from gateway.sanitizers.urls import UrlPolicy
 from quarantine.summary import NestedMessages, Summary, summarize_headers, summarize_parsed
@@ -283,6 +284,7 @@ class Pipeline:
         self.auth_settings = auth.auth_settings(config) if config.auth.enabled else None
         self.resolver = auth.make_resolver(config) if config.auth.enabled else None
         self.scanner = antivirus_target(config)
+        preload_libraries()  # once here, not in every per-document child
 
     def policy_for(self, envelope: Envelope) -> Policy:
         """The recipients' policy. "Internal" domains (for the spoofing rules) are those the

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import multiprocessing
 import multiprocessing.connection
@@ -470,7 +471,16 @@ def run_isolated(
     decoder = decode or _default_decoder
     max_bytes = memory_limit_mb * MIB
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    # The child's garbage collector must not walk the worker's objects: writing their
+    # headers copied most of the worker's pages into every child (copy-on-write), the bulk
+    # of a small document's cost. Frozen objects are skipped; the parent unfreezes at once.
+    gc.freeze()
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:  # the parent, also when fork failed
+            gc.unfreeze()
     if pid == 0:  # child
         exit_code = 0
         try:

@@ -10,6 +10,9 @@ and the UI.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+
 from gateway import detect
 from gateway.sanitizers import archive, htmlfile, image, odf, ole, ooxml, pdf, rtf, text
 from gateway.sanitizers.base import CONTENT_CLASSES, Sanitizer
@@ -67,3 +70,39 @@ _BY_CLASS = _index(REGISTRY)
 def sanitizer_for(content_class: str) -> Sanitizer | None:
     """The sanitizer for ``content_class``, or None (the policy strips or quarantines)."""
     return _BY_CLASS.get(content_class)
+
+
+# What the sanitizers import only where they use it (so that a process that merely names
+# them, like the main process for FINDING_CODES, stays small). A pool worker must import them
+# before it forks its per-document children: a child's imports die with it, so every child
+# would pay them again (oletools with pyparsing alone is over 100 ms per document).
+LAZY_LIBRARIES = (
+    "olefile",
+    "oletools.olevba",
+    "oletools.oleid",
+    "oletools.msodde",
+    "oletools.crypto",
+    "msoffcrypto",
+    # msoffcrypto imports the reader of each format (and cryptography) when it meets one.
+    "msoffcrypto.format.doc97",
+    "msoffcrypto.format.xls97",
+    "msoffcrypto.format.ppt97",
+    "msoffcrypto.format.ooxml",
+    "pypdfium2",
+    "pypdfium2.raw",
+    "magic",
+    "resvg_py",
+    "tnefparse",
+)
+
+
+def preload_libraries() -> None:
+    """Import ``LAZY_LIBRARIES`` and fill the caches the sanitizers build on first use, in
+    the process that forks the sanitizer children (``gateway.pipeline.Pipeline``)."""
+    from gateway.sanitizers import urls
+
+    for name in LAZY_LIBRARIES:
+        # An optional library that is missing fails where it is used, as before.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    urls.preload()

@@ -4,6 +4,7 @@ rasterize and both modes, encrypted and damaged input fail closed."""
 from __future__ import annotations
 
 import io
+import time
 
 import pikepdf
 import pytest
@@ -213,6 +214,20 @@ def test_page_check_sees_what_pdfium_links_and_full_width() -> None:
     }
     assert linkable_pages(hostile.pdf_fullwidth_url_cid()) == {0: ["https://evil.example/pay"]}
     assert linkable_pages(hostile.benign_pdf(pages=2)) == {}
+
+
+def test_page_check_is_linear_in_a_long_run_of_letters() -> None:
+    """The mail-address pattern rescanned a run of letters from each of its positions: a
+    page of 40,000 letters took about 10 s of the document's time budget (quadratic)."""
+    from gateway.sanitizers.pdf import linkable_pages
+
+    data = hostile.benign_pdf(pages=1, text="a" * 40_000)
+    started = time.process_time()
+    assert linkable_pages(data) == {}
+    assert time.process_time() - started < 3.0
+    # A local part longer than the 64 octets a mail address may have is still found.
+    flagged = linkable_pages(hostile.benign_pdf(pages=1, text="b" * 100 + "@evil.example"))
+    assert list(flagged) == [0]
 
 
 def test_rasterized_page_undoes_inherited_rotation_and_boxes() -> None:
