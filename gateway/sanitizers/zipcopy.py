@@ -90,6 +90,7 @@ class ZipCopier:
     def add(self, name: str, content: bytes, raw: RawMember | None = None) -> None:
         """Add ``content`` as ``name``; keep ``raw`` (its original compressed stream) when it
         is exactly ``content``, else deflate it."""
+        stored: bytes | memoryview
         if raw is not None and _stream_is_exactly(raw, content):
             method, stored = raw.method, raw.data
             self.copied += 1
