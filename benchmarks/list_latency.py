@@ -101,7 +101,7 @@ def fill(engine, count: int) -> None:  # type: ignore[no-untyped-def]
                 "updated_at": now,
             }
         )
-        domains.append({"item_id": item_id, "domain": tenant})
+        domains.append({"item_id": item_id, "domain": tenant, "received_at": received})
         if len(batch) == 5000:
             with engine.begin() as conn:
                 conn.execute(insert(items), batch)
