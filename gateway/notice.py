@@ -37,6 +37,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "urls-defanged": "・URL {count}件をクリックできない形に変更しました（例: hxxps://example[.]com）。",
         "urls-removed": "・URL {count}件を削除しました。",
         "attachment-rebuilt": "・添付ファイル「{name}」を無害化して再作成しました（{reason}）。",
+        "attachment-checked": (
+            "・添付ファイル「{name}」を検査しました。危険な要素が見つからなかったため、"
+            "受信したまま添付しています（{reason}）。"
+        ),
         "attachment-rasterized": "・添付ファイル「{name}」を画像化しました（{reason}）。",
         "attachment-stripped": "・添付ファイル「{name}」を削除しました（{reason}）。",
         "attachment-held": (
@@ -81,6 +85,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "urls-removed": "- {count} URL(s) were removed.",
         "attachment-rebuilt": '- Attachment "{name}" was rebuilt without active content '
         "({reason}).",
+        "attachment-checked": '- Attachment "{name}" was checked and, as nothing active was '
+        "found, is attached as received ({reason}).",
         "attachment-rasterized": '- Attachment "{name}" was converted to images ({reason}).',
         "attachment-stripped": '- Attachment "{name}" was removed ({reason}).',
         "attachment-held": '- Attachment "{name}" is held in quarantine, not in this copy '
@@ -201,6 +207,8 @@ class Notice:
         reason = reason_text(record.reason, self.language) or self._line("nothing-found")
         if record.action in ("rebuilt", "both"):
             line = self._line("attachment-rebuilt", name=name, reason=reason)
+        elif record.action == "checked":
+            line = self._line("attachment-checked", name=name, reason=reason)
         elif record.action == "rasterized":
             line = self._line("attachment-rasterized", name=name, reason=reason)
         elif record.action == "stripped":

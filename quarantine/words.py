@@ -219,6 +219,7 @@ def action_words(action: str, language: str) -> str:
             "stripped": "削除",
             "held": "保留",
             "kept": "そのまま",
+            "checked": "検査のみ（受信したまま）",
             "": "—",
         },
         "en": {
@@ -228,6 +229,7 @@ def action_words(action: str, language: str) -> str:
             "stripped": "removed",
             "held": "held",
             "kept": "kept",
+            "checked": "checked, kept as received",
             "": "—",
         },
     }

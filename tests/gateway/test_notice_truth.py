@@ -207,3 +207,29 @@ def test_every_registered_code_reads_as_words(language: str):
         text = reason_text(code, language)
         assert text == findings.words(code, language)
         assert code not in text or "_" not in code
+
+
+def test_a_file_passed_on_as_received_is_not_called_rebuilt(relay: Callable[..., Message]):
+    """A legacy Office file oletools finds clean, and a text file with nothing to change, are
+    delivered byte for byte: the notice says they were checked, never "re-created"."""
+    from tests.helpers.corpus import corpus_file
+
+    doc = corpus_file("msoffcrypto-tool/inputs/plain.doc")
+    memo = "会議は10時からです。\n".encode()
+    message = relay(
+        _mail(
+            "資料です。",
+            (doc, "application", "msword", "議事録.doc"),
+            (memo, "text", "plain", "memo.txt"),
+        )
+    )
+    notice = _notice(message)
+    _assert_no_internal_words(message, notice)
+    for name in ("議事録.doc", "memo.txt"):
+        assert f"・添付ファイル「{name}」を検査しました。" in notice
+        assert f"「{name}」を無害化して再作成しました" not in notice
+    assert "受信したまま添付しています（検査の結果、危険な要素なし）。" in notice
+    delivered = {part.get_filename(): part.get_payload(decode=True) for part in message.walk()}
+    assert delivered["議事録.doc"] == doc
+    assert delivered["memo.txt"] == memo
+    assert message["X-Mugaika-Actions"].endswith("rebuilt=0; rasterized=0; stripped=0")
