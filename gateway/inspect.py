@@ -31,7 +31,7 @@ from typing import Any
 
 from gateway import antivirus, ppap
 from gateway import detect as detection
-from gateway.charsets import decode_body
+from gateway.charsets import DecodedText, decode_body
 from gateway.errors import CannotSanitize
 from gateway.framing import Framing, examine
 from gateway.mime import (
@@ -428,10 +428,15 @@ class Inspector:
             self.report.raise_verdict(Verdict.QUARANTINE, f"{exc.code}: body not sanitized")
             return None
 
-    def _convert_body(self, part: Part, count_urls: bool) -> TextBody:
-        decoded = decode_body(part.payload, part.declared_charset)
+    def _decoded(self, part: Part, charset: str | None) -> DecodedText:
+        """The part's text (``decode_body``), its charset findings recorded."""
+        decoded = decode_body(part.payload, charset)
         for finding in decoded.findings:
             self.report.add_finding(finding.code, part.part_id, finding.detail)
+        return decoded
+
+    def _convert_body(self, part: Part, count_urls: bool) -> TextBody:
+        decoded = self._decoded(part, part.declared_charset)
         if part.declared_type == "text/html":
             if self.mask_passwords:
                 # Masking works on lines of text: the HTML is delivered as its text only.
@@ -467,9 +472,7 @@ class Inspector:
         if part.part_id in self.infected:
             self.report.add_action("virus-removed", part.part_id, self.infected[part.part_id])
             return
-        decoded = decode_body(part.payload, part.declared_charset or "utf-8")
-        for finding in decoded.findings:
-            self.report.add_finding(finding.code, part.part_id, finding.detail)
+        decoded = self._decoded(part, part.declared_charset or "utf-8")
         text = decoded.text.replace("\r\n", "\n").replace("\r", "\n")
         result = defang_text(text, self.urls)
         self._record_urls(part.part_id, result.count)

@@ -428,42 +428,19 @@ class _Walker:
                 defects,
                 params=params,
             )
+        # A leaf: delivery-status fields and attached messages are final as they are; any other
+        # leaf may still be a winmail.dat or a text carrying encoded files.
+        final = True
         if declared in DELIVERY_STATUS_TYPES:
-            data = _delivery_status_bytes(msg)
-            self._count(len(data))
-            return Part(
-                part_id,
-                declared,
-                filename,
-                charset,
-                disposition,
-                content_id,
-                data,
-                (),
-                defects,
-                params=params,
-            )
-        if declared == "message/rfc822" or msg.is_multipart():
-            inner = msg.get_payload()
-            data = _message_bytes(inner)
-            self._count(len(data))
-            return Part(
-                part_id,
-                "message/rfc822",
-                filename,
-                None,
-                disposition,
-                content_id,
-                data,
-                (),
-                defects,
-                params=params,
-            )
-        data = _leaf_payload(msg)
+            content_type, data = declared, _delivery_status_bytes(msg)
+        elif declared == "message/rfc822" or msg.is_multipart():
+            content_type, charset, data = "message/rfc822", None, _message_bytes(msg.get_payload())
+        else:
+            content_type, data, final = declared, _leaf_payload(msg), False
         self._count(len(data))
         leaf = Part(
             part_id,
-            declared,
+            content_type,
             filename,
             charset,
             disposition,
@@ -473,6 +450,8 @@ class _Walker:
             defects,
             params=params,
         )
+        if final:
+            return leaf
         if declared in ("application/ms-tnef", "application/vnd.ms-tnef") or (
             filename.lower() == "winmail.dat"
         ):
