@@ -45,7 +45,6 @@ import email.errors
 import email.header
 import email.policy
 import email.utils
-import ipaddress
 import re
 import time
 from email.message import EmailMessage
@@ -69,6 +68,7 @@ from gateway.pairing import (
     PasswordMails,
 )
 from gateway.replies import Reply
+from gateway.smtp import in_networks
 
 if TYPE_CHECKING:
     from gateway.config import Config, RequestsConfig
@@ -239,16 +239,6 @@ FOOTERS = {
     "ja": "このメールはメールゲートウェイ（無害化）が自動で送信しています。",
     "en": "This mail was sent automatically by the mail gateway.",
 }
-
-
-def in_networks(address: str, networks: list[Any]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
 
 
 def reply_message(

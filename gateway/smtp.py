@@ -794,10 +794,10 @@ class GatewayHandler:
         self.metrics.sessions_active.set(len(self.sessions))
 
     def may_xforward(self, address: str) -> bool:
-        return _in_networks(address, self.config.smtp.xforward_hosts)
+        return in_networks(address, self.config.smtp.xforward_hosts)
 
     def may_relay_to(self, peer_address: str, recipient: str) -> bool:
-        if _in_networks(peer_address, self.config.smtp.permitted_networks):
+        if in_networks(peer_address, self.config.smtp.permitted_networks):
             return True
         domain = recipient.rpartition("@")[2].lower().rstrip(".")
         return domain in self.config.smtp.accepted_domains
@@ -1032,7 +1032,7 @@ def _as_sender_reply(reply: Reply) -> Reply:
     return reply
 
 
-def _in_networks(
+def in_networks(
     address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 ) -> bool:
     try:
