@@ -158,8 +158,12 @@ def sized_workloads(directory: Path, scale: float = 1.0) -> list[Workload]:
 
 
 def _write(path: Path, data: bytes) -> Path:
+    """The message as ``smtp-source -F`` wants it: lines end in LF, and smtp-source sends
+    each line with CRLF. A CRLF file would arrive with a bare CR before every CRLF, which the
+    gateway rightly reads as ambiguous framing and rebuilds (and keeps the original of): the
+    benchmark would measure malformed mail instead of the workload."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    path.write_bytes(data.replace(b"\r\n", b"\n"))
     return path
 
 
