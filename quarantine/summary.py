@@ -25,6 +25,7 @@ The preview of an HTML part is its source text, not a rendering.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -56,11 +57,14 @@ MAX_NOTE = 200
 _BYTES_PER_CHAR = 4
 
 
+_ESCAPED_BYTE_RE = re.compile("[\udc80-\udcff]")
+
+
 def clean_text(value: str) -> str:
     """Valid UTF-8 text for the database: 8-bit bytes carried as surrogates (Python's
     ``surrogateescape``) decoded with the gateway's charset layer, lone surrogates replaced,
     NUL dropped."""
-    if any("\udc80" <= c <= "\udcff" for c in value):
+    if _ESCAPED_BYTE_RE.search(value):
         value = decode_body(value.encode("utf-8", "surrogateescape"), None).text
     value = value.encode("utf-8", "replace").decode("utf-8")
     return value.replace("\x00", "\ufffd")

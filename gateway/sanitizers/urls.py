@@ -368,6 +368,8 @@ def _is_weak_dot(original_char: str) -> bool:
 def _scheme_hits(view: _View, original: str, policy: UrlPolicy) -> list[_Hit]:
     text = view.text
     hits: list[_Hit] = []
+    if ":" not in text:
+        return hits  # every alternative of _SCHEME_RE ends in a colon (in the folded view)
     path_end = _PathEnds(text)
     for match in _SCHEME_RE.finditer(text):
         kind = match.lastgroup or "generic"
