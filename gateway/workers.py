@@ -332,16 +332,9 @@ class WorkerPool:
         self._quiet.clear()
         try:
             try:
-                await loop.run_in_executor(self._io, worker.conn.send, job)
-                raw = await asyncio.wait_for(
-                    loop.run_in_executor(
-                        self._io, worker.conn.recv_bytes, self.wire_limits.max_total_bytes
-                    ),
+                result, failed = await asyncio.wait_for(
+                    loop.run_in_executor(self._io, self._exchange, worker, job),
                     self.limits.timeout,
-                )
-                # Decoding and checking a large report is CPU work: off the event loop too.
-                result, failed = await loop.run_in_executor(
-                    self._io, _read_result, raw, self.wire_limits, self.decode
                 )
             except TimeoutError:
                 await self._replace(worker, "timeout")
@@ -383,6 +376,15 @@ class WorkerPool:
             self._busy_seconds += time.monotonic() - acquired
             if not self._busy:
                 self._quiet.set()
+
+    def _exchange(self, worker: _Worker, job: Any) -> tuple[Any, bool]:
+        """In an I/O thread: pickling the job into the pipe and waiting for the answer block,
+        and decoding and checking a large result is CPU work. One hop off the event loop per
+        message instead of one per step (issue 13: each hop is a thread wake-up and a
+        wake-up of the loop)."""
+        worker.conn.send(job)
+        raw = worker.conn.recv_bytes(self.wire_limits.max_total_bytes)
+        return _read_result(raw, self.wire_limits, self.decode)
 
     def _release(self, worker: _Worker) -> None:
         if worker.generation != self._generation or worker.jobs >= self.limits.max_jobs:
