@@ -42,6 +42,7 @@ async def main() -> None:
     parser.add_argument("--downstream", required=True)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    parser.add_argument("--max-jobs", type=int, help="jobs before a worker is replaced")
     args = parser.parse_args()
     config = load_config(
         overrides={
@@ -51,6 +52,7 @@ async def main() -> None:
             "admin.listen": None,
             "metrics.listen": None,
             **({"workers.count": args.workers} if args.workers else {}),
+            **({"workers.max_jobs": args.max_jobs} if args.max_jobs else {}),
         }
     )
     logs.configure("WARNING")

@@ -114,7 +114,16 @@ class GatewayServer:
             WorkerSetup(config, policies),
             config.worker_count,
             worker_limits(config),
-            preload=("gateway.pipeline",),
+            # What a new worker would otherwise import itself, once in the forkserver: the
+            # pipeline, the modules multiprocessing re-imports as the parent's main module
+            # (the CLI, this module), then the document libraries (``preloaded``, last: it
+            # freezes the heap for the collector).
+            preload=(
+                "gateway.pipeline",
+                "gateway.cli",
+                "gateway.server",
+                "gateway.sanitizers.preloaded",
+            ),
             on_restart=lambda reason: self.metrics.worker_restarts.labels(reason).inc(),
             # Results are checked frames, never pickles; a worker cannot make more than fits
             # in its address space.

@@ -110,6 +110,11 @@ def _get_table() -> dict[str, str]:
         return _table
 
 
+def preload() -> None:
+    """Build the table now (``gateway.sanitizers.preload_libraries``), not on first use."""
+    _get_table()
+
+
 def to_unicode(domain: str) -> str:
     """A-labels (``xn--``) decoded; undecodable labels kept as they are."""
     labels = []
