@@ -359,13 +359,16 @@ class Pipeline:
         message, keep_original, changed = self._build(
             job, plan, decision, report, settings, results
         )
+        # The summary is what the quarantine shows of a stored message; one delivered without
+        # keeping its original is stored nowhere (issue 13: it cost both processes time).
+        stored = keep_original or report.verdict == Verdict.QUARANTINE
         # A held message keeps its sanitized copy too (what the held parts were replaced by is
         # said in its notice): an admin can release that copy without exposing the original.
         return Outcome(
             report.verdict,
             report,
             message,
-            summary=summarize_parsed(plan.parsed, _nested_messages(plan)),
+            summary=summarize_parsed(plan.parsed, _nested_messages(plan)) if stored else Summary(),
             rebuilt=changed,
             keep_original=keep_original,
         )
