@@ -43,11 +43,13 @@ from typing import Protocol
 
 import aiosmtplib
 
-from gateway import replies
+from gateway import replies, smtpdata
 from gateway.errors import DownstreamRefused, DownstreamUnavailable
 from gateway.logs import delivery_log, log_fields
 from gateway.message import ClientInfo, Recipient
 from gateway.replies import Reply, downstream_reply
+
+smtpdata.install()  # aiosmtplib's DATA without two whole-message regexes (gateway/smtpdata.py)
 
 MAIL_PARAMS_PASSED = {"RET": "DSN", "ENVID": "DSN", "BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8"}
 RCPT_PARAMS_PASSED = {"NOTIFY": "DSN", "ORCPT": "DSN"}
