@@ -77,3 +77,41 @@ def test_a_tiny_interleaved_run_writes_results_and_plot(tmp_path: Path) -> None:
     assert "Under load" in text
     assert "| 5 KB text ≥ 0.5× the bare Python relay |" in text
     assert png_path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_smtp_source_delivers_the_workload_as_built(tmp_path: Path) -> None:
+    """smtp-source appends CRLF to every line of its file: the files must have LF ends, or
+    every relay receives a bare CR before each line end (malformed mail, not the workload)."""
+    import subprocess
+
+    from aiosmtpd.controller import Controller
+    from paths import free_port
+    from workloads import sized_workloads
+
+    received: list[bytes] = []
+
+    class Capture:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+            received.append(envelope.original_content)  # type: ignore[attr-defined]
+            return "250 OK"
+
+    workloads = {w.name: w for w in sized_workloads(tmp_path, scale=0.05)}
+    port = free_port()
+    controller = Controller(Capture(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        for name in ("text-5k", "100k"):
+            path = workloads[name].templates[0].path
+            subprocess.run(
+                ["smtp-source", "-m", "1", "-F", str(path), f"127.0.0.1:{port}"],
+                check=True,
+                timeout=30,
+            )
+    finally:
+        controller.stop()
+    assert len(received) == 2
+    for name, content in zip(("text-5k", "100k"), received, strict=True):
+        built = workloads[name].templates[0].path.read_bytes().replace(b"\n", b"\r\n")
+        # smtp-source ends the message with an empty line of its own.
+        assert content.removesuffix(b"\r\n") == built, name
+        assert content.count(b"\r") == content.count(b"\r\n"), f"{name}: a bare CR arrived"
