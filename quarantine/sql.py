@@ -406,6 +406,13 @@ def _domain(address: str) -> str:
     return address.rpartition("@")[2].lower().rstrip(".")
 
 
+# Statements built once, values passed as parameters: SQLAlchemy then reuses the compiled
+# form instead of building and cache-keying a statement around each message's values
+# (issue 13: that was most of a retained message's cost in the main process).
+_INSERT_ITEM = insert(items)
+_INSERT_HISTORY = insert(status_history)
+
+
 class SqlStore:
     """See module docstring. ``blob_files`` is None in database-blob mode."""
 
@@ -434,6 +441,8 @@ class SqlStore:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    _blob_insert: Any = None  # built once per store: its dialect's INSERT ... ON CONFLICT
+
     def _insert(self, table: Any) -> Any:
         if self.backend == "postgresql":
             return postgresql.insert(table)
@@ -451,11 +460,11 @@ class SqlStore:
             values: dict[str, Any] = {"sha256": digest, "size": len(data), "data": None}
         else:
             values = {"sha256": digest, "size": len(data), "data": data}
-        conn.execute(
-            self._insert(blobs)
-            .values(created_at=now, **values)
-            .on_conflict_do_nothing(index_elements=["sha256"])
-        )
+        if self._blob_insert is None:
+            self._blob_insert = self._insert(blobs).on_conflict_do_nothing(
+                index_elements=["sha256"]
+            )
+        conn.execute(self._blob_insert, {"created_at": now, **values})
         return digest
 
     def _read_blob(self, digest: str) -> bytes:
@@ -481,14 +490,15 @@ class SqlStore:
         now: datetime.datetime,
     ) -> None:
         conn.execute(
-            insert(status_history).values(
-                item_id=item_id,
-                at=now,
-                from_status=from_status,
-                to_status=to_status,
-                actor=actor,
-                reason=reason[:2000],
-            )
+            _INSERT_HISTORY,
+            {
+                "item_id": item_id,
+                "at": now,
+                "from_status": from_status,
+                "to_status": to_status,
+                "actor": actor,
+                "reason": reason[:2000],
+            },
         )
 
     def _visible(self, scope: Scope) -> Any:
@@ -584,7 +594,8 @@ class SqlStore:
                 else None
             )
             conn.execute(
-                insert(items).values(
+                _INSERT_ITEM,
+                dict(
                     id=request.reference_id,
                     kind=request.kind,
                     status=HELD,
@@ -620,7 +631,7 @@ class SqlStore:
                     search_text=search,
                     release_count=0,
                     updated_at=now,
-                )
+                ),
             )
             if domains:
                 conn.execute(
