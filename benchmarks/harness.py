@@ -224,9 +224,22 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
         "debian": release.read_text().strip() if release.exists() else None,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
-        "shared": "2 cores shared with other engineers running tests: figures measured under "
-        "load from other processes, ratios within the run are what to compare",
+        "shared": _sharing(load_before, os.cpu_count() or 1),
     }
+
+
+def _sharing(load_before: tuple[float, ...], cores: int) -> str:
+    """What the load average before the run says about other work on the machine: the
+    results file must not call an idle machine busy, nor the reverse."""
+    if load_before[0] < 0.25 * cores:
+        return (
+            f"the machine was otherwise idle (load average {load_before[0]:.1f} on {cores} "
+            "cores before the run)"
+        )
+    return (
+        f"other processes were running (load average {load_before[0]:.1f} on {cores} cores "
+        "before the run): absolute rates are low, ratios within the run are what to compare"
+    )
 
 
 def _command(*argv: str) -> str | None:
@@ -387,7 +400,7 @@ def markdown(result: dict[str, Any], table: dict[str, Any], checks: list) -> str
         f"{' '.join(f'{v:.1f}' for v in result['machine']['load_average_before'])} / "
         f"{' '.join(f'{v:.1f}' for v in result['machine']['load_average_after'])}.",
         "",
-        f"**Under load:** {result['machine']['shared']}.",
+        f"**Other load:** {result['machine']['shared']}.",
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items() if v) + ".",
         "",
@@ -517,7 +530,7 @@ def plot(result: dict[str, Any], table: dict[str, Any], target: Path) -> None:
     top.set_ylabel("messages per second (log)")
     top.set_title(
         f"Relay throughput, {result['mode']} run {result['started'][:10]}, "
-        f"{result['machine']['cores']} shared cores under load, 16 sessions"
+        f"{result['machine']['cores']} cores, 16 sessions"
     )
     top.legend(fontsize=8, loc="upper right")
     bottom.set_yscale("log")
