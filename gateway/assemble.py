@@ -36,7 +36,9 @@ from gateway.report import Report
 
 CRLF = b"\r\n"
 # compat32 with CRLF: headers are written as built here; transfer encodings are chosen below.
-OUTPUT_POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=78)
+# mangle_from_=False: compat32 writes a body line "From ..." as ">From ..." (mbox quoting);
+# SMTP and Maildir need no such quoting, and it changed the text a recipient reads.
+OUTPUT_POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=78, mangle_from_=False)
 
 # Top-level fields dropped from the output: the old body's MIME fields, our own (a sender must
 # not forge our verdict), and fields mail clients act upon by fetching or opening something.

@@ -47,3 +47,11 @@ def test_line_generator_writes_what_bytes_generator_writes(payload: str) -> None
 @given(st.binary(max_size=400))
 def test_base64_is_encodebytes_with_crlf(data: bytes) -> None:
     assert _base64(data) == base64.encodebytes(data).decode("ascii").replace("\n", "\r\n")
+
+
+def test_a_line_starting_with_from_is_delivered_as_written() -> None:
+    from gateway.assemble import _text_part, serialise_entity
+
+    part = _text_part("Notice.\r\nFrom here on we talk.\r\n", "plain", "us-ascii")
+    body = serialise_entity(part).split(b"\r\n\r\n", 1)[1]
+    assert body == b"Notice.\r\nFrom here on we talk.\r\n"
