@@ -189,3 +189,19 @@ def test_jpeg_end_is_where_the_byte_by_byte_walk_finds_it() -> None:
         assert image_end(data) == _jpeg_end_byte_by_byte(data)
     assert image_end(clean) == len(clean)
     assert image_end(clean + b"PK\x03\x04 a payload") == len(clean)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6, 0.95])
+def test_the_check_of_our_own_jpeg_reads_every_block(cut: float) -> None:
+    """The output check decodes at 1/8 scale for speed: a stream that ends early (an encoder
+    fault) must still fail it, wherever it ends."""
+    from gateway.sanitizers.image import _verify_raster
+
+    image = Image.frombytes("RGB", (640, 480), bytes(range(256)) * (640 * 480 * 3 // 256))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
+    whole = buffer.getvalue()
+    _verify_raster(whole, "JPEG", (640, 480))
+    short = whole[: int(len(whole) * cut)]
+    with pytest.raises((CannotSanitize, OSError)):
+        _verify_raster(short, "JPEG", (640, 480))
