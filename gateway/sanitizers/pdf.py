@@ -41,6 +41,7 @@ only their actions go), metadata or fonts, and does not judge what the pages say
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import unicodedata
@@ -834,16 +835,35 @@ def rasterize_pdf(data: bytes, options: SanitizeOptions) -> tuple[bytes, int]:
 # default) much the same. Matched on NFKC-folded text, so full-width ｈｔｔｐｓ：／／ counts too,
 # and any "scheme://" except our own defanged hxxp(s)/fxp. Bare domains (example.com) are
 # not linkified by these viewers and are left alone.
-_VIEWER_LINK = re.compile(
-    r"(?<![a-z0-9+.-])(?!hxxps?://|fxp://)[a-z][a-z0-9+.-]{1,24}://[^\s]+"
-    r"|(?<![a-z0-9])mailto:[^\s]+"
-    r"|(?<![a-z0-9])www\d{0,3}\.[a-z0-9][^\s]*"
+_VIEWER_LINK_PARTS = (
+    # (a string every match contains, or "" where there is none to look for; the pattern)
+    ("://", r"(?<![a-z0-9+.-])(?!hxxps?://|fxp://)[a-z][a-z0-9+.-]{1,24}://[^\s]+"),
+    ("", r"(?<![a-z0-9])mailto:[^\s]+"),
+    ("", r"(?<![a-z0-9])www\d{0,3}\.[a-z0-9][^\s]*"),
     # A local part is at most 64 octets (RFC 5321 4.5.3.1.1). Unbounded, every position of a
     # long run of letters rescanned the run to its end: quadratic (a page of 20,000 letters
     # took 2.4 s). A longer one still matches, from its last 64 characters.
-    r"|[a-z0-9._%+-]{1,64}@[a-z0-9-]+(?:\.[a-z0-9-]+)+",
-    re.IGNORECASE,
+    ("@", r"[a-z0-9._%+-]{1,64}@[a-z0-9-]+(?:\.[a-z0-9-]+)+"),
 )
+_VIEWER_LINK = re.compile("|".join(p for _, p in _VIEWER_LINK_PARTS), re.IGNORECASE)
+
+
+@functools.cache
+def _viewer_link(present: tuple[bool, ...]) -> re.Pattern[str]:
+    return re.compile(
+        "|".join(p for (_, p), on in zip(_VIEWER_LINK_PARTS, present, strict=True) if on),
+        re.IGNORECASE,
+    )
+
+
+def viewer_links(text: str) -> list[str]:
+    """``_VIEWER_LINK``'s matches in ``text``: the same list, from a pattern without the
+    alternatives whose required string (``://``, ``@``: punctuation, which no case folding
+    changes) is not in the text, since those cannot match anywhere. Trying the address
+    pattern at every letter of a page that has no "@" was most of the page check's regex
+    time."""
+    present = tuple(not anchor or anchor in text for anchor, _ in _VIEWER_LINK_PARTS)
+    return [match.group() for match in _viewer_link(present).finditer(text)]
 
 
 def _page_links(text_page: Any) -> list[str]:
@@ -864,7 +884,7 @@ def _page_links(text_page: Any) -> list[str]:
     finally:
         pdfium_c.FPDFLink_CloseWebLinks(links)
     text = unicodedata.normalize("NFKC", text_page.get_text_range())
-    found += [match.group() for match in _VIEWER_LINK.finditer(text)]
+    found += viewer_links(text)
     return list(dict.fromkeys(found))
 
 
