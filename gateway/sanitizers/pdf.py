@@ -546,7 +546,9 @@ def _defanged_items(items: list[Any], metrics: tuple[int, list[float]]) -> list[
         found = widths[index] if 0 <= index < len(widths) else 0.0
         return found if found > 0 else -1e9  # unknown: the sum goes negative, refused below
 
-    joined = b"".join(bytes(i) for i in items if isinstance(i, pikepdf.String))
+    # Each string's bytes, read once (None for the kerning numbers between them).
+    texts = [bytes(i) if isinstance(i, pikepdf.String) else None for i in items]
+    joined = b"".join(t for t in texts if t is not None)
     swaps: dict[int, int] = {}  # offset in ``joined`` -> new byte
     for match in _URL_SCHEME.finditer(joined):
         for offset in range(match.start(2), match.end(2)):
@@ -558,11 +560,10 @@ def _defanged_items(items: list[Any], metrics: tuple[int, list[float]]) -> list[
         return None
     out: list[Any] = []
     offset = 0
-    for item in items:
-        if not isinstance(item, pikepdf.String):
+    for item, raw in zip(items, texts, strict=True):
+        if raw is None:
             out.append(item)
             continue
-        raw = bytes(item)
         start = 0
         for position in sorted(o - offset for o in swaps if offset <= o < offset + len(raw)):
             old, new = raw[position], swaps[offset + position]
@@ -591,6 +592,10 @@ def _font_metrics(resources: Any) -> dict[str, tuple[int, list[float]]]:
 _FORM_NESTING = 8  # Form XObjects inside Form XObjects that we follow
 
 
+# The operators _defang_content acts on; every other instruction is kept as it is.
+_DEFANG_OPERATORS = frozenset({"q", "Q", "Tf", "Do", "Tj", "TJ", "'", '"'})
+
+
 def _instruction(operator: str, *operands: Any) -> Any:
     return pikepdf.ContentStreamInstruction(list(operands), pikepdf.Operator(operator))
 
@@ -614,7 +619,13 @@ def _defang_content(
         if isinstance(instruction, pikepdf.ContentStreamInlineImage):
             rewritten.append(instruction)
             continue
-        operands, op = list(instruction.operands), str(instruction.operator)
+        op = str(instruction.operator)
+        if op not in _DEFANG_OPERATORS:
+            rewritten.append(instruction)
+            continue
+        # Only now: the operands of the instructions kept as they are (positions, matrices)
+        # need not become Python objects.
+        operands = list(instruction.operands)
         if op == "q":
             fonts_saved.append(font)
         elif op == "Q" and fonts_saved:
