@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import importlib
 import multiprocessing
@@ -75,7 +74,6 @@ from gateway.logs import log_fields, worker_log
 from gateway.wire import Decoder, Frame, WireError
 
 MIB = 1024 * 1024
-_PIPE_BYTES = MIB  # Linux's default /proc/sys/fs/pipe-max-size for unprivileged processes
 _READY = b"mugaika-worker-ready"
 STARTUP_TIMEOUT = 120.0  # seconds a new worker may take to import and initialise
 
@@ -473,10 +471,6 @@ def run_isolated(
     decoder = decode or _default_decoder
     max_bytes = memory_limit_mb * MIB
     read_fd, write_fd = os.pipe()
-    # A result of a few megabytes went through the default 64 KiB pipe in dozens of rounds
-    # of the child filling it and waiting for us: as large a pipe as the system allows.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
     # The child's garbage collector must not walk the worker's objects: writing their
     # headers copied most of the worker's pages into every child (copy-on-write), the bulk
     # of a small document's cost. Frozen objects are skipped; the parent unfreezes at once.
@@ -537,16 +531,6 @@ def run_isolated(
                 oversized = True
                 break
             chunks.append(chunk)
-        # Read while the child exits (freeing its memory takes milliseconds); used only
-        # after its exit status says it was not killed, exactly as if read afterwards.
-        data = b"".join(chunks)
-        read: tuple[Any, bool] | None = None
-        invalid: WireError | None = None
-        if data and not (timed_out or oversized):
-            try:
-                read = _read_result(data, wire.WireLimits(max_total_bytes=max_bytes), decoder)
-            except WireError as exc:
-                invalid = exc
     finally:
         os.close(read_fd)
         if timed_out or oversized:
@@ -562,11 +546,13 @@ def run_isolated(
         sig = os.WTERMSIG(status)
         code = "WORKER_TIMEOUT" if sig == signal.SIGXCPU else "WORKER_CRASHED"
         raise CannotSanitize(code, f"killed by signal {signal.Signals(sig).name}")
+    data = b"".join(chunks)
     if not data:
         raise CannotSanitize("WORKER_CRASHED", "no result from the isolated process")
-    if invalid is not None or read is None:
-        raise CannotSanitize("WORKER_PROTOCOL", f"invalid result: {invalid}"[:MAX_DETAIL])
-    result, failed = read
+    try:
+        result, failed = _read_result(data, wire.WireLimits(max_total_bytes=max_bytes), decoder)
+    except WireError as exc:
+        raise CannotSanitize("WORKER_PROTOCOL", f"invalid result: {exc}"[:MAX_DETAIL]) from None
     if failed:
         code, detail = result
         raise CannotSanitize(code, detail)
