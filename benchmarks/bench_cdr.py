@@ -1,6 +1,7 @@
 """Benchmark of content disarm and reconstruction (a script, not a test).
 
     .venv/bin/python benchmarks/bench_cdr.py [--runs 30] [--isolated]
+    .venv/bin/python benchmarks/bench_cdr.py --per-document MANIFEST.json --out OUT.json [--runs 9]
 
 Generates its inputs (nothing is read from disk): a ~1 MB PDF (50 pages of text, each with a
 photo-like JPEG; every line's https:// URL is swapped glyph for glyph), the same PDF with a
@@ -15,16 +16,27 @@ it (libraries preloaded as a worker does, fork, limits, the result read back as 
 frame), so the fork cost is included; type detection runs in the worker itself, so ``xml``
 is timed in-process either way. p99 over a few dozen runs is
 close to the maximum: read it as "the slow end", not as a fine percentile.
+
+``--per-document`` (what ``benchmarks/run`` calls, issue 13's "per document, median within
+1.5× of the bare library calls") times the documents a manifest lists (``[{"label", "name",
+"path"}]``) three ways, interleaved run by run in a worker-like process (the default policy's
+``Pipeline`` built first, so the libraries are preloaded as in a pool worker): Mugaika's
+sanitizer as the gateway runs it (``run_isolated`` with the default policy's options and
+limits), the same sanitizer called in this process (what the isolation costs is the
+difference), and the bare library calls doing the same essential work (``BARE``). Writes
+medians and ratios as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pikepdf
+import pikepdf.sanitize
 from PIL import Image
 
 from gateway.sanitizers import preload_libraries
@@ -148,11 +161,170 @@ def p99(samples: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
+# --- per document: Mugaika against the bare library calls -----------------------------------
+
+
+def bare_pdf(data: bytes) -> bytes:
+    """pikepdf alone: open, its own removal of active content (the same ``pikepdf.sanitize``
+    steps the PDF sanitizer starts with), written with the sanitizer's save options."""
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        (
+            pikepdf.sanitize.Sanitizer()
+            .remove_javascript()
+            .remove_external_access()
+            .remove_attachments()
+            .remove_multimedia()
+            .remove_collection()
+            .remove_web_capture()
+            .remove_search_index()
+            .apply(pdf)
+        )
+        out = io.BytesIO()
+        pdf.save(
+            out,
+            object_stream_mode=pikepdf.ObjectStreamMode.disable,
+            compress_streams=True,
+            encryption=False,
+            deterministic_id=True,
+            linearize=False,
+            fix_metadata_version=False,
+        )
+    return out.getvalue()
+
+
+def bare_ooxml(data: bytes) -> bytes:
+    """zipfile alone: every member read, a new ZIP written (deflated)."""
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(data)) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target,
+    ):
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info))
+    return out.getvalue()
+
+
+def bare_image(data: bytes) -> bytes:
+    """Pillow alone: decoded and encoded again in its format (JPEG at the sanitizer's 92)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    out = io.BytesIO()
+    image.save(out, format=image.format, quality=92)
+    return out.getvalue()
+
+
+BARE: dict[str, Callable[[bytes], bytes]] = {
+    "pdf": bare_pdf,
+    "ooxml": bare_ooxml,
+    "image": bare_image,
+}
+
+
+def per_document(documents: list[dict[str, Any]], runs: int) -> list[dict[str, Any]]:
+    """Median ms per document: ``isolated`` (as the gateway runs it), ``in_process`` (the same
+    sanitizer without its child) and ``bare`` (``BARE``); ``ratio`` is isolated / bare.
+    ``documents``: ``{"label", "name", "data"}``. Must run in a single-threaded process."""
+    import dataclasses
+
+    from gateway.config import load_config
+    from gateway.detect import detect
+    from gateway.pipeline import Pipeline
+    from gateway.sanitizers import sanitizer_for
+    from gateway.scan import envelope_for
+
+    config = load_config(environ={})
+    pipeline = Pipeline(config)  # preloads the libraries, as a pool worker does
+    head = b"From: sender@example.com\r\nTo: user@example.lg.jp\r\n\r\n"
+    settings = pipeline.policy_for(envelope_for(head, None, None)).settings
+    timeout = config.workers.document_timeout
+    memory = config.workers.document_memory_limit_mb
+    calls: list[tuple[dict[str, Any], dict[str, Callable[[], Any]]]] = []
+    for document in documents:
+        data, name = document["data"], document["name"]
+        content_class = detect(data, name, "application/octet-stream", "1").content_class
+        sanitizer = sanitizer_for(content_class)
+        if sanitizer is None or content_class not in BARE:
+            raise SystemExit(f"per-document: {name} is {content_class}: no sanitizer to time")
+        options = dataclasses.replace(settings.sanitize_options(content_class), time_limit=timeout)
+
+        def isolated(s: Any = sanitizer, d: bytes = data, n: str = name, o: Any = options) -> Any:
+            return run_isolated(s.sanitize, d, n, "1", o, timeout=timeout, memory_limit_mb=memory)
+
+        def in_process(s: Any = sanitizer, d: bytes = data, n: str = name, o: Any = options) -> Any:
+            return s.sanitize(d, n, "1", o)
+
+        def bare(c: str = content_class, d: bytes = data) -> Any:
+            return BARE[c](d)
+
+        result = isolated()  # warm-up, and proof that the default policy delivers it
+        if not result.outputs:
+            raise SystemExit(f"per-document: {name} gave no output ({result.findings})")
+        in_process()
+        bare()
+        calls.append(
+            (
+                {**document, "content_class": content_class},
+                {"isolated": isolated, "in_process": in_process, "bare": bare},
+            )
+        )
+    samples: dict[int, dict[str, list[float]]] = {
+        index: {kind: [] for kind in ("isolated", "in_process", "bare")}
+        for index in range(len(calls))
+    }
+    for run in range(runs):
+        for index, (_document, timed_calls) in enumerate(calls):
+            # Rotated order, so that neither way always follows the other.
+            order = list(timed_calls.items())
+            shift = (run + index) % len(order)
+            for kind, call in order[shift:] + order[:shift]:
+                started = time.perf_counter()
+                call()
+                samples[index][kind].append(time.perf_counter() - started)
+    rows = []
+    for index, (document, _calls) in enumerate(calls):
+        medians = {kind: 1000 * statistics.median(s) for kind, s in samples[index].items()}
+        rows.append(
+            {
+                "label": document["label"],
+                "name": document["name"],
+                "content_class": document["content_class"],
+                "size": len(document["data"]),
+                "runs": runs,
+                **{f"{kind}_ms": round(value, 2) for kind, value in medians.items()},
+                "ratio": round(medians["isolated"] / medians["bare"], 3),
+            }
+        )
+    return rows
+
+
+def per_document_main(manifest: Path, out: Path, runs: int) -> None:
+    entries = json.loads(manifest.read_text(encoding="utf-8"))
+    documents = [
+        {"label": e["label"], "name": e["name"], "data": Path(e["path"]).read_bytes()}
+        for e in entries
+    ]
+    rows = per_document(documents, runs)
+    out.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{'document':<34}{'size':>11}{'isolated':>10}{'in-proc':>9}{'bare':>8}{'ratio':>7}")
+    for row in rows:
+        print(
+            f"{row['label'][:33]:<34}{row['size']:>11,}{row['isolated_ms']:>10.1f}"
+            f"{row['in_process_ms']:>9.1f}{row['bare_ms']:>8.1f}{row['ratio']:>6.2f}×"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--isolated", action="store_true", help="time through run_isolated")
+    parser.add_argument("--per-document", type=Path, metavar="MANIFEST", help="see above")
+    parser.add_argument("--out", type=Path, help="with --per-document: the JSON to write")
     args = parser.parse_args()
+    if args.per_document:
+        if args.out is None:
+            parser.error("--per-document needs --out")
+        per_document_main(args.per_document, args.out, args.runs)
+        return
 
     options = SanitizeOptions()
     inputs = {

@@ -245,3 +245,37 @@ def _zip_members(rows: list[tuple[str, int, str]]) -> list[tuple[str, str]]:
             wanted[kind] -= 1
             members.append((f"資料/{Path(path).name}", path))
     return members
+
+
+# The mix's groups whose attachments are timed one by one (issue 13's per-document target).
+DOCUMENT_GROUPS = ("PDF (corpus)", "docx (corpus)", "xlsx (corpus)", "JPEG photo")
+
+
+def workload_documents(
+    workloads: list[Workload], per_group: int = 1
+) -> list[tuple[str, str, bytes]]:
+    """``(label, file name, bytes)`` of the documents the workloads carry: every attachment
+    of ``2m`` and ``100k``, and of the first ``per_group`` messages of each of the mix's
+    ``DOCUMENT_GROUPS``; read back from the very files the benchmark sends."""
+    import email
+    import email.policy
+
+    documents: list[tuple[str, str, bytes]] = []
+    for workload in workloads:
+        taken: dict[str, int] = {}
+        for template in workload.templates:
+            if workload.name == "mix":
+                if template.label not in DOCUMENT_GROUPS:
+                    continue
+                if taken.get(template.label, 0) >= per_group:
+                    continue
+                taken[template.label] = taken.get(template.label, 0) + 1
+            elif workload.name not in ("2m", "100k"):
+                continue
+            raw = template.path.read_bytes().replace(b"\n", b"\r\n")
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            for part in message.iter_attachments():
+                name = part.get_filename() or "attachment"
+                label = template.label if workload.name == "mix" else workload.name
+                documents.append((f"{label}: {name}", name, part.get_content()))
+    return documents

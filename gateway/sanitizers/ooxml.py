@@ -63,7 +63,7 @@ from gateway.logs import replace_control_chars
 from gateway.report import Finding
 from gateway.sanitizers.base import OutputFile, SanitizeOptions, SanitizeResult
 from gateway.sanitizers.urls import defang_untrusted
-from gateway.sanitizers.zipcopy import RawMember, ZipCopier, raw_member
+from gateway.sanitizers.zipcopy import RawMember, ZipCopier, inflate_exactly, raw_member
 
 FINDING_CODES: tuple[str, ...] = (
     "OOXML_VBA_MACRO",  # vbaProject.bin (detail: olevba's auto-exec/suspicious keywords)
@@ -247,6 +247,10 @@ class _Package:
     # holding those very bytes is written with that stream (gateway.sanitizers.zipcopy).
     raw: dict[str, tuple[bytes, RawMember]] = field(default_factory=dict)
     findings: dict[str, list[str]] = field(default_factory=dict)
+    # (overrides by part name, defaults by extension) of ``content_types``, made on first use
+    # (the parts' types were looked up by walking [Content_Types].xml once for every part).
+    # ``_rewrite_content_types``, the one place that changes it, drops it.
+    type_maps: tuple[dict[str, str], dict[str, str]] | None = None
 
     def note(self, code: str, evidence: str) -> None:
         # Evidence quotes the document (targets, field instructions, formulas) and is shown
@@ -306,16 +310,23 @@ def _read_package(data: bytes, options: SanitizeOptions) -> _Package:
             name = info.filename.lstrip("/")
             if name in parts:
                 raise CannotSanitize("OOXML_DAMAGED", f"duplicate part {name}")
+            stream = raw_member(data, info)
             try:
-                with archive.open(info) as member:
-                    content = member.read(min(info.file_size, budget) + 1)
+                with archive.open(info) as member:  # zipfile's checks of the local header
+                    # A well-formed member is decompressed once, by us, with the proof that
+                    # lets the writer copy its stream; anything else the ordinary way.
+                    if stream is not None and info.file_size <= budget:
+                        stream = inflate_exactly(stream, info.file_size, info.CRC) or stream
+                    if stream is not None and stream.content is not None:
+                        content = stream.content
+                    else:
+                        content = member.read(min(info.file_size, budget) + 1)
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, ValueError) as exc:
                 raise CannotSanitize("OOXML_DAMAGED", f"{name}: {exc}"[:300]) from None
             if len(content) > info.file_size or len(content) > budget:
                 raise CannotSanitize("OOXML_DAMAGED", f"{name} is larger than declared")
             budget -= len(content)
             parts[name] = content
-            stream = raw_member(data, info)
             if stream is not None:
                 raw[name] = (content, stream)
     ct_name = next((n for n in parts if n.lower() == "[content_types].xml"), None)
@@ -326,16 +337,20 @@ def _read_package(data: bytes, options: SanitizeOptions) -> _Package:
 
 
 def _content_type_of(package: _Package, name: str) -> str:
-    overrides = {
-        el.get("PartName", "").lstrip("/").lower(): el.get("ContentType", "")
-        for el in package.content_types
-        if _local(el.tag) == "Override"
-    }
-    defaults = {
-        el.get("Extension", "").lower(): el.get("ContentType", "")
-        for el in package.content_types
-        if _local(el.tag) == "Default"
-    }
+    if package.type_maps is None:
+        package.type_maps = (
+            {
+                el.get("PartName", "").lstrip("/").lower(): el.get("ContentType", "")
+                for el in package.content_types
+                if _local(el.tag) == "Override"
+            },
+            {
+                el.get("Extension", "").lower(): el.get("ContentType", "")
+                for el in package.content_types
+                if _local(el.tag) == "Default"
+            },
+        )
+    overrides, defaults = package.type_maps
     found = overrides.get(name.lower())
     if found:
         return found.lower()
@@ -744,14 +759,16 @@ def _rewrite_content_types(package: _Package) -> str:
     """Drop entries of removed parts, turn macro-enabled main types into plain ones.
     Returns the output extension."""
     extension = ""
+    package.type_maps = None
     used_extensions = {posixpath.splitext(n)[1].lstrip(".").lower() for n in package.parts}
+    lowered_parts = {p.lower() for p in package.parts}
     for element in list(package.content_types):
         local = _local(element.tag)
         content_type = element.get("ContentType", "")
         lowered = content_type.lower()
         if local == "Override":
             part = element.get("PartName", "").lstrip("/")
-            if part not in package.parts and part.lower() not in {p.lower() for p in package.parts}:
+            if part not in package.parts and part.lower() not in lowered_parts:
                 package.content_types.remove(element)
                 continue
             if lowered in _MACRO_TYPES:

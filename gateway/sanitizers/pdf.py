@@ -41,6 +41,7 @@ only their actions go), metadata or fonts, and does not judge what the pages say
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import unicodedata
@@ -333,37 +334,50 @@ def _action_evidence(obj: Dictionary | Stream) -> str:
     return kind[1:]
 
 
+# Every key _inspect_object looks at: an object with none of them has nothing to report.
+# Keys are read once as a set of strings: each ``Name.X in obj`` and ``obj.get`` is a call
+# into qpdf through pybind11 (about 17 µs an object for a dozen of them, three walks of every
+# object per PDF), and qpdf's key list, like ``in``, leaves out keys whose value is null.
+_INSPECTED_KEYS = frozenset(
+    {"/S", "/JS", "/AA", "/Type", "/Subtype", "/EF", "/3DD", "/RichMediaContent", "/XFA"}
+)
+_U3D, _PRC = Name("/U3D"), Name("/PRC")
+
+
 def _inspect_object(obj: Dictionary | Stream, hazards: _Hazards) -> None:
-    where = _where(obj)
-    code = _bad_action(obj)
+    keys = set(obj.keys())
+    if keys.isdisjoint(_INSPECTED_KEYS):
+        return
+    # _action_type needs /S to be a name: without the key there is no action.
+    code = _bad_action(obj) if "/S" in keys else ""
     if code:
         hazards.add(code, _action_evidence(obj))
-    if Name.JS in obj:
-        hazards.add("PDF_JAVASCRIPT", f"/JS in {where}")
-    if Name.AA in obj:
+    if "/JS" in keys:
+        hazards.add("PDF_JAVASCRIPT", f"/JS in {_where(obj)}")
+    if "/AA" in keys:
         aa = obj.get(Name.AA)
         triggers = ",".join(str(k)[1:] for k in aa) if isinstance(aa, Dictionary) else "?"
-        hazards.add("PDF_ACTION", f"/AA {triggers} in {where}")
-    kind = obj.get(Name.Type)
-    subtype = obj.get(Name.Subtype)
+        hazards.add("PDF_ACTION", f"/AA {triggers} in {_where(obj)}")
+    kind = obj.get(Name.Type) if "/Type" in keys else None
+    subtype = obj.get(Name.Subtype) if "/Subtype" in keys else None
     if kind == Name.EmbeddedFile:
-        hazards.add("PDF_EMBEDDED_FILE", f"embedded file stream {where}")
-    if Name.EF in obj:
+        hazards.add("PDF_EMBEDDED_FILE", f"embedded file stream {_where(obj)}")
+    if "/EF" in keys:
         name = obj.get(Name.UF) or obj.get(Name.F)
-        hazards.add("PDF_EMBEDDED_FILE", _text(name)[:80] if name is not None else where)
+        hazards.add("PDF_EMBEDDED_FILE", _text(name)[:80] if name is not None else _where(obj))
     if (
         isinstance(subtype, Name)
         and str(subtype) in _DROPPED_ANNOTS
         and kind in (None, Name.Annot)
-        and Name.Rect in obj  # an annotation, not e.g. a /Subtype /3D stream
+        and "/Rect" in keys  # an annotation, not e.g. a /Subtype /3D stream
     ):
-        hazards.add(_DROPPED_ANNOTS[str(subtype)], f"{str(subtype)[1:]} annotation {where}")
-    if subtype == Name("/U3D") or subtype == Name("/PRC") or Name("/3DD") in obj:
-        hazards.add("PDF_3D", f"3D data {where}")
-    if Name("/RichMediaContent") in obj:
-        hazards.add("PDF_RICHMEDIA", f"RichMediaContent {where}")
-    if Name.XFA in obj and Name.Fields in obj:
-        hazards.add("PDF_XFA", where)
+        hazards.add(_DROPPED_ANNOTS[str(subtype)], f"{str(subtype)[1:]} annotation {_where(obj)}")
+    if subtype in (_U3D, _PRC) or "/3DD" in keys:
+        hazards.add("PDF_3D", f"3D data {_where(obj)}")
+    if "/RichMediaContent" in keys:
+        hazards.add("PDF_RICHMEDIA", f"RichMediaContent {_where(obj)}")
+    if "/XFA" in keys and "/Fields" in keys:
+        hazards.add("PDF_XFA", _where(obj))
 
 
 # --- rebuild -------------------------------------------------------------------------------
@@ -439,31 +453,37 @@ def _neutralize(pdf: pikepdf.Pdf, defang: bool) -> list[str]:
     return uris
 
 
+# Every key _neutralize_object looks at (read as a set first: see _INSPECTED_KEYS).
+_REMOVED_KEYS = ("/AA", "/JS", "/EF", "/RichMediaContent", "/3DD")
+_NEUTRALIZED_KEYS = frozenset({*_REMOVED_KEYS, "/S", "/Type", "/XFA", "/A", "/Next", "/OpenAction"})
+
+
 def _neutralize_object(obj: Dictionary | Stream) -> None:
-    removable: tuple[Name, ...] = (
-        Name.AA,
-        Name.JS,
-        Name.EF,
-        Name("/RichMediaContent"),
-        Name("/3DD"),
-    )
-    for key in removable:
-        if key in obj:
+    keys = set(obj.keys())
+    if keys.isdisjoint(_NEUTRALIZED_KEYS):
+        return
+    for key in _REMOVED_KEYS:
+        if key in keys:
             del obj[key]
-    if _bad_action(obj):
+            keys.discard(key)
+    if "/S" in keys and _bad_action(obj):
         # The action object may be shared; emptying it disarms every reference at once.
         for field in list(obj.keys()):
             if isinstance(obj, Stream) and field in ("/Length", "/Filter", "/DecodeParms"):
                 continue
             del obj[field]
-    if obj.get(Name.Type) == Name.EmbeddedFile and isinstance(obj, Stream):
+        keys = set(obj.keys())
+    if "/Type" in keys and obj.get(Name.Type) == Name.EmbeddedFile and isinstance(obj, Stream):
         obj.write(b"")
         for field in list(obj.keys()):
             if field not in ("/Length",):
                 del obj[field]
-    if Name.XFA in obj and Name.Fields in obj:
+        keys = set(obj.keys())
+    if "/XFA" in keys and "/Fields" in keys:
         del obj[Name.XFA]
-    for key in (Name.A, Name.Next, Name.OpenAction):
+    for key in ("/A", "/Next", "/OpenAction"):
+        if key not in keys:
+            continue
         value = obj.get(key)
         if isinstance(value, Dictionary) and not _action_type(value):
             del obj[key]  # an action we emptied: drop the dangling slot too
@@ -526,7 +546,9 @@ def _defanged_items(items: list[Any], metrics: tuple[int, list[float]]) -> list[
         found = widths[index] if 0 <= index < len(widths) else 0.0
         return found if found > 0 else -1e9  # unknown: the sum goes negative, refused below
 
-    joined = b"".join(bytes(i) for i in items if isinstance(i, pikepdf.String))
+    # Each string's bytes, read once (None for the kerning numbers between them).
+    texts = [bytes(i) if isinstance(i, pikepdf.String) else None for i in items]
+    joined = b"".join(t for t in texts if t is not None)
     swaps: dict[int, int] = {}  # offset in ``joined`` -> new byte
     for match in _URL_SCHEME.finditer(joined):
         for offset in range(match.start(2), match.end(2)):
@@ -538,11 +560,10 @@ def _defanged_items(items: list[Any], metrics: tuple[int, list[float]]) -> list[
         return None
     out: list[Any] = []
     offset = 0
-    for item in items:
-        if not isinstance(item, pikepdf.String):
+    for item, raw in zip(items, texts, strict=True):
+        if raw is None:
             out.append(item)
             continue
-        raw = bytes(item)
         start = 0
         for position in sorted(o - offset for o in swaps if offset <= o < offset + len(raw)):
             old, new = raw[position], swaps[offset + position]
@@ -571,6 +592,10 @@ def _font_metrics(resources: Any) -> dict[str, tuple[int, list[float]]]:
 _FORM_NESTING = 8  # Form XObjects inside Form XObjects that we follow
 
 
+# The operators _defang_content acts on; every other instruction is kept as it is.
+_DEFANG_OPERATORS = frozenset({"q", "Q", "Tf", "Do", "Tj", "TJ", "'", '"'})
+
+
 def _instruction(operator: str, *operands: Any) -> Any:
     return pikepdf.ContentStreamInstruction(list(operands), pikepdf.Operator(operator))
 
@@ -594,7 +619,13 @@ def _defang_content(
         if isinstance(instruction, pikepdf.ContentStreamInlineImage):
             rewritten.append(instruction)
             continue
-        operands, op = list(instruction.operands), str(instruction.operator)
+        op = str(instruction.operator)
+        if op not in _DEFANG_OPERATORS:
+            rewritten.append(instruction)
+            continue
+        # Only now: the operands of the instructions kept as they are (positions, matrices)
+        # need not become Python objects.
+        operands = list(instruction.operands)
         if op == "q":
             fonts_saved.append(font)
         elif op == "Q" and fonts_saved:
@@ -834,16 +865,35 @@ def rasterize_pdf(data: bytes, options: SanitizeOptions) -> tuple[bytes, int]:
 # default) much the same. Matched on NFKC-folded text, so full-width ｈｔｔｐｓ：／／ counts too,
 # and any "scheme://" except our own defanged hxxp(s)/fxp. Bare domains (example.com) are
 # not linkified by these viewers and are left alone.
-_VIEWER_LINK = re.compile(
-    r"(?<![a-z0-9+.-])(?!hxxps?://|fxp://)[a-z][a-z0-9+.-]{1,24}://[^\s]+"
-    r"|(?<![a-z0-9])mailto:[^\s]+"
-    r"|(?<![a-z0-9])www\d{0,3}\.[a-z0-9][^\s]*"
+_VIEWER_LINK_PARTS = (
+    # (a string every match contains, or "" where there is none to look for; the pattern)
+    ("://", r"(?<![a-z0-9+.-])(?!hxxps?://|fxp://)[a-z][a-z0-9+.-]{1,24}://[^\s]+"),
+    ("", r"(?<![a-z0-9])mailto:[^\s]+"),
+    ("", r"(?<![a-z0-9])www\d{0,3}\.[a-z0-9][^\s]*"),
     # A local part is at most 64 octets (RFC 5321 4.5.3.1.1). Unbounded, every position of a
     # long run of letters rescanned the run to its end: quadratic (a page of 20,000 letters
     # took 2.4 s). A longer one still matches, from its last 64 characters.
-    r"|[a-z0-9._%+-]{1,64}@[a-z0-9-]+(?:\.[a-z0-9-]+)+",
-    re.IGNORECASE,
+    ("@", r"[a-z0-9._%+-]{1,64}@[a-z0-9-]+(?:\.[a-z0-9-]+)+"),
 )
+_VIEWER_LINK = re.compile("|".join(p for _, p in _VIEWER_LINK_PARTS), re.IGNORECASE)
+
+
+@functools.cache
+def _viewer_link(present: tuple[bool, ...]) -> re.Pattern[str]:
+    return re.compile(
+        "|".join(p for (_, p), on in zip(_VIEWER_LINK_PARTS, present, strict=True) if on),
+        re.IGNORECASE,
+    )
+
+
+def viewer_links(text: str) -> list[str]:
+    """``_VIEWER_LINK``'s matches in ``text``: the same list, from a pattern without the
+    alternatives whose required string (``://``, ``@``: punctuation, which no case folding
+    changes) is not in the text, since those cannot match anywhere. Trying the address
+    pattern at every letter of a page that has no "@" was most of the page check's regex
+    time."""
+    present = tuple(not anchor or anchor in text for anchor, _ in _VIEWER_LINK_PARTS)
+    return [match.group() for match in _viewer_link(present).finditer(text)]
 
 
 def _page_links(text_page: Any) -> list[str]:
@@ -864,7 +914,7 @@ def _page_links(text_page: Any) -> list[str]:
     finally:
         pdfium_c.FPDFLink_CloseWebLinks(links)
     text = unicodedata.normalize("NFKC", text_page.get_text_range())
-    found += [match.group() for match in _VIEWER_LINK.finditer(text)]
+    found += viewer_links(text)
     return list(dict.fromkeys(found))
 
 

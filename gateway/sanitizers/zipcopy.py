@@ -7,6 +7,8 @@ members we give it, compressing new content and copying a member's compressed st
 was only after proving that the stream decompresses to exactly the content we inspected: a
 complete raw-deflate stream, nothing before or after it within the member (no hidden bytes a
 different reader might see), the same bytes. Anything else is compressed again, as before.
+The proof costs a decompression; ``inflate_exactly`` makes it while reading the member, so
+that a member is decompressed once, not once to read it and again to copy it.
 
 Every header is ours (a copied member keeps none of the sender's local header, extra fields
 or data descriptor); the output is a plain ZIP with no ZIP64, no comment, no extra fields.
@@ -32,10 +34,12 @@ _LIMIT = 0xFFFFFFFF  # beyond this a ZIP needs ZIP64: not written here
 
 @dataclass(frozen=True, slots=True)
 class RawMember:
-    """A member's compressed stream as stored in its archive, with how it was compressed."""
+    """A member's compressed stream as stored in its archive, with how it was compressed,
+    and, from ``inflate_exactly``, the content it was proven to hold and nothing else."""
 
     method: int
     data: memoryview
+    content: bytes | None = None
 
 
 def raw_member(archive_bytes: bytes, info: zipfile.ZipInfo) -> RawMember | None:
@@ -55,6 +59,26 @@ def raw_member(archive_bytes: bytes, info: zipfile.ZipInfo) -> RawMember | None:
     if end > len(archive_bytes):
         return None
     return RawMember(info.compress_type, memoryview(archive_bytes)[begin:end])
+
+
+def inflate_exactly(raw: RawMember, size: int, crc: int) -> RawMember | None:
+    """``raw`` with its ``content``: exactly one complete stream of ``size`` bytes whose CRC-32
+    is ``crc``, nothing after it. None when it is anything else (the caller reads the member
+    the ordinary way, which reports the damage, and does not copy it)."""
+    if raw.method == zipfile.ZIP_STORED:
+        content = bytes(raw.data)
+    else:
+        decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            # One byte more than declared: a longer stream shows as a difference, not a bomb.
+            content = decompressor.decompress(raw.data, size + 1)
+        except zlib.error:
+            return None
+        if not decompressor.eof or decompressor.unused_data or decompressor.unconsumed_tail:
+            return None
+    if len(content) != size or zlib.crc32(content) != crc:
+        return None
+    return RawMember(raw.method, raw.data, content)
 
 
 def _stream_is_exactly(raw: RawMember, content: bytes) -> bool:
@@ -89,9 +113,10 @@ class ZipCopier:
 
     def add(self, name: str, content: bytes, raw: RawMember | None = None) -> None:
         """Add ``content`` as ``name``; keep ``raw`` (its original compressed stream) when it
-        is exactly ``content``, else deflate it."""
+        is exactly ``content`` (already proven when ``content`` is the very object
+        ``inflate_exactly`` made from it), else deflate it."""
         stored: bytes | memoryview
-        if raw is not None and _stream_is_exactly(raw, content):
+        if raw is not None and (raw.content is content or _stream_is_exactly(raw, content)):
             method, stored = raw.method, raw.data
             self.copied += 1
         else:

@@ -76,14 +76,31 @@ def test_a_tiny_interleaved_run_writes_results_and_plot(tmp_path: Path) -> None:
     assert set(latencies) == {(w, p) for w in ("text-5k", "100k") for p in ("direct", "bare")}
     assert all(r["samples"] and r["failures"] == [] for r in latencies.values())
 
+    # The 100k workload's PDF, sanitized as a worker does and by pikepdf alone.
+    (document,) = result["documents"]
+    assert document["label"] == "100k: 資料.pdf"
+    assert document["content_class"] == "pdf"
+    assert document["isolated_ms"] > 0
+    assert document["bare_ms"] > 0
+    assert document["ratio"] == pytest.approx(
+        document["isolated_ms"] / document["bare_ms"], rel=0.01
+    )
+
     json_path, md_path, png_path = harness.write(result, tmp_path)
-    summary = json.loads(json_path.read_text(encoding="utf-8"))["summary"]
+    written = json.loads(json_path.read_text(encoding="utf-8"))
+    summary = written["summary"]
     assert summary["100k"]["bare"]["x_direct"] > 0
+    assert written["documents"] == result["documents"]
     text = md_path.read_text(encoding="utf-8")
     assert "Every message answered 250 was counted at its path's sink" in text
     assert "**Other load:**" in text
     assert "load average" in text
     assert "| 5 KB text ≥ 0.5× the bare Python relay |" in text
+    assert "| 100k: 資料.pdf |" in text
+    assert "| per document within 1.5× of the bare library calls: 100k: 資料.pdf |" in text
+    assert "| per document median within 1.5× of the bare library calls | 1 of 1" in text or (
+        "| per document median within 1.5× of the bare library calls | 0 of 1" in text
+    )
     assert png_path.read_bytes().startswith(b"\x89PNG")
 
 

@@ -130,3 +130,78 @@ def test_truncated_heic_fails_closed() -> None:
     with pytest.raises(CannotSanitize) as caught:
         _sanitize(HEIC_PHOTO[: len(HEIC_PHOTO) // 2], "IMG_0412.HEIC")
     assert caught.value.code == "IMAGE_DECODE_ERROR"
+
+
+def _jpeg_end_byte_by_byte(data: bytes) -> int | None:
+    """The JPEG walk as first written (one byte at a time): the reference for the fast one."""
+    pos, n = 2, len(data)
+    while pos + 2 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return pos + 2
+        if marker in (0x01, *range(0xD0, 0xD8)):
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:
+            while pos + 1 < n:
+                if data[pos] == 0xFF and data[pos + 1] not in (0x00, *range(0xD0, 0xD8)):
+                    if data[pos + 1] == 0xFF:
+                        pos += 1
+                        continue
+                    break
+                pos += 1
+    return None
+
+
+def test_jpeg_end_is_where_the_byte_by_byte_walk_finds_it() -> None:
+    import random
+
+    noise = random.Random(13)  # reproducible test data
+    image = Image.frombytes("RGB", (96, 64), noise.randbytes(96 * 64 * 3))
+    buffer = io.BytesIO()
+    # Restart markers (FF D0-D7) inside the scan, and many stuffed FF 00 bytes from noise.
+    image.save(buffer, format="JPEG", quality=95, restart_marker_blocks=4)
+    clean = buffer.getvalue()
+    assert b"\xff\xd0" in clean
+    cases = [
+        clean,
+        clean + b"PK\x03\x04 a payload",
+        clean[:-2] + b"\xff\xff\xff\xd9",  # fill bytes before the end marker
+        clean[:-2] + b"\xff",  # truncated inside a marker
+        clean[:-2],  # no end marker at all
+        clean[:-2] + b"\xff\x00\xff\xd3\xff\xd9trailer",
+    ]
+    for _ in range(200):  # corrupted scans: any byte may become FF or follow one
+        mutated = bytearray(clean)
+        for _ in range(noise.randint(1, 8)):
+            at = noise.randrange(len(clean) // 2, len(clean))
+            mutated[at] = noise.choice([0xFF, 0x00, 0xD0, 0xD7, 0xD8, 0xD9, 0xDA, 0xFE])
+        cases.append(bytes(mutated[: noise.randrange(len(clean) // 2, len(clean) + 1)]))
+    for data in cases:
+        assert image_end(data) == _jpeg_end_byte_by_byte(data)
+    assert image_end(clean) == len(clean)
+    assert image_end(clean + b"PK\x03\x04 a payload") == len(clean)
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.6, 0.95])
+def test_the_check_of_our_own_jpeg_reads_every_block(cut: float) -> None:
+    """The output check decodes at 1/8 scale for speed: a stream that ends early (an encoder
+    fault) must still fail it, wherever it ends."""
+    from gateway.sanitizers.image import _verify_raster
+
+    image = Image.frombytes("RGB", (640, 480), bytes(range(256)) * (640 * 480 * 3 // 256))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=92)
+    whole = buffer.getvalue()
+    _verify_raster(whole, "JPEG", (640, 480))
+    short = whole[: int(len(whole) * cut)]
+    with pytest.raises((CannotSanitize, OSError)):
+        _verify_raster(short, "JPEG", (640, 480))

@@ -297,3 +297,29 @@ def test_rasterized_rotated_page_keeps_its_shape() -> None:
         assert [float(v) for v in page.mediabox] == [0, 0, 792, 612]
         image = next(iter(page.images.values()))
         assert image.Width > image.Height
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "see hxxps://example.jp/1 and https://evil.example/x, www.example.jp",
+        "no link at all, 住民の皆様へ: 12:00",
+        "mail soumu@city.example.lg.jp or MAILTO:x@y.jp, ftp://files.example/a",
+        "FTP://A.EXAMPLE/B user.name+tag@例え.jp www3.example.com www.",
+        "a" * 3000 + "@example.jp " + "b" * 200 + "://x",
+        "x@y mailto: http:// fxp://a hxxp://b WWW.X.Y",
+        "",
+    ],
+)
+def test_viewer_links_are_those_of_the_whole_pattern(text: str) -> None:
+    from gateway.sanitizers.pdf import _VIEWER_LINK, viewer_links
+
+    assert viewer_links(text) == [m.group() for m in _VIEWER_LINK.finditer(text)]
+
+
+def test_viewer_links_skip_only_what_cannot_match() -> None:
+    from gateway.sanitizers.pdf import viewer_links
+
+    assert viewer_links("contact soumu@city.example.lg.jp today") == ["soumu@city.example.lg.jp"]
+    assert viewer_links("HTTPS://X.EXAMPLE/") == ["HTTPS://X.EXAMPLE/"]
+    assert viewer_links("Page 3 line 1: see hxxps://example.jp/1") == []

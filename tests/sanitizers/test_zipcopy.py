@@ -12,7 +12,7 @@ import docx
 
 from gateway.sanitizers.base import SanitizeOptions
 from gateway.sanitizers.ooxml import OoxmlSanitizer
-from gateway.sanitizers.zipcopy import RawMember, ZipCopier, raw_member
+from gateway.sanitizers.zipcopy import RawMember, ZipCopier, inflate_exactly, raw_member
 from tests.helpers import hostile
 
 DATE = (1980, 1, 1, 0, 0, 0)
@@ -88,3 +88,50 @@ def test_an_exact_stream_is_copied_and_the_archive_reads_back():
         assert archive.testzip() is None
         assert archive.read("word/media/画像.png") == content
         assert archive.getinfo("stored.txt").compress_type == zipfile.ZIP_STORED
+
+
+def test_inflate_exactly_proves_only_a_complete_stream_of_the_declared_size_and_crc():
+    content = "通知".encode() * 500
+    stream = _raw_deflate(content, 6)
+    crc = zlib.crc32(content)
+
+    def deflated(data: bytes) -> RawMember:
+        return RawMember(zipfile.ZIP_DEFLATED, memoryview(data))
+
+    proven = inflate_exactly(deflated(stream), len(content), crc)
+    assert proven is not None
+    assert proven.content == content
+    assert inflate_exactly(deflated(stream + b"HIDDEN"), len(content), crc) is None
+    assert inflate_exactly(deflated(stream[:-2]), len(content), crc) is None
+    assert inflate_exactly(deflated(stream), len(content) - 1, crc) is None  # longer than said
+    assert inflate_exactly(deflated(stream), len(content), crc ^ 1) is None
+    assert inflate_exactly(deflated(b"not deflate \xff" * 3), len(content), crc) is None
+    stored = RawMember(zipfile.ZIP_STORED, memoryview(content))
+    assert inflate_exactly(stored, len(content), crc) == RawMember(
+        zipfile.ZIP_STORED, stored.data, content
+    )
+    assert inflate_exactly(stored, len(content) + 1, crc) is None
+
+
+def test_a_package_member_with_hidden_bytes_is_read_and_compressed_again():
+    package = hostile.benign_docx(paragraphs=3)
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        members = [(i.filename, archive.read(i)) for i in archive.infolist()]
+    # styles.xml's stream is followed, inside its member, by bytes no reader shows (written
+    # by claiming the proof ZipCopier would not have made: it is how a hostile sender's tool
+    # would write it).
+    writer = ZipCopier(DATE)
+    for name, content in members:
+        hidden = b"HIDDEN-PAYLOAD" if name == "word/styles.xml" else b""
+        stream = _raw_deflate(content, 6) + hidden
+        writer.add(name, content, RawMember(zipfile.ZIP_DEFLATED, memoryview(stream), content))
+    smuggled = writer.getvalue()
+    assert b"HIDDEN-PAYLOAD" in smuggled
+    with zipfile.ZipFile(io.BytesIO(smuggled)) as archive:
+        assert archive.read("word/styles.xml") == dict(members)["word/styles.xml"]
+    result = OoxmlSanitizer().sanitize(smuggled, "a.docx", "1", SanitizeOptions())
+    output = result.outputs[0].data
+    assert b"HIDDEN-PAYLOAD" not in output
+    assert _streams(output)["word/document.xml"] == _streams(smuggled)["word/document.xml"]
+    with zipfile.ZipFile(io.BytesIO(output)) as archive:
+        assert archive.read("word/styles.xml") == dict(members)["word/styles.xml"]
