@@ -1,7 +1,7 @@
 """Where the main process's memory goes for one large message (the reproducer of soak.py's
 25 MB finding). Not part of the package.
 
-    .venv/bin/python benchmarks/large_message_stages.py [--mb 25]
+    .venv/bin/python benchmarks/large_message_stages.py [--mb 25] [--worker]
 
 Runs the gateway's server in this process (one worker, shipped default policy, a clean
 ``faulty_downstream.py``), sends one warm-up message, then one ``--mb`` MB message from a
@@ -9,6 +9,11 @@ client subprocess, and prints Python's traced allocations (``tracemalloc``: curr
 since the previous line) at each stage boundary: receiving the DATA (aiosmtpd), the worker
 round trip (``WorkerPool.run``), the delivery (``SmtpTransaction.send``, aiosmtplib's
 ``data``). Traced bytes are a lower bound of RSS: the allocator keeps some of what is freed.
+
+``--worker`` instead runs the worker's side in this process (``Pipeline.process``, what a
+pool worker does with the job, without the isolated sanitizer children's own memory):
+strict framing (``framing.examine``), the MIME parse (``mime.parse_message``), each
+attachment's sanitizer call, the rebuild (``Pipeline._build``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,43 @@ def mark(name: str, size: int) -> None:
         flush=True,
     )
     tracemalloc.reset_peak()
+
+
+def traced_sync(owner: Any, attribute: str, size: int) -> None:
+    original: Callable[..., Any] = getattr(owner, attribute)
+    label = f"{getattr(owner, '__name__', owner)}.{attribute}"
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        mark(f"before {label}", size)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            mark(f"after {label}", size)
+
+    setattr(owner, attribute, wrapper)
+
+
+def worker_stages(megabytes: float) -> None:
+    from gateway import inspect, pipeline
+    from gateway.scan import envelope_for
+
+    raw = soak.large_message(megabytes)
+    process = pipeline.Pipeline(load_config(environ={}))
+    process.auth_settings = None  # no DNS
+    small = soak.text_message()
+    process.process(pipeline.Job(envelope_for(small, None, None), small, "WARM"))
+    for owner, name in (
+        (inspect, "examine"),
+        (inspect, "parse_message"),
+        (inspect.Inspector, "_sanitize"),
+        (pipeline.Pipeline, "_build"),
+    ):
+        traced_sync(owner, name, len(raw))
+    job = pipeline.Job(envelope_for(raw, None, None), raw, "LARGE")
+    tracemalloc.start()  # the job's own bytes (the message) are not counted
+    print(f"message: {len(raw) / MiB:.1f} MiB")
+    outcome = process.process(job)
+    mark(f"done: {outcome.verdict.name}", len(raw))
 
 
 def traced(owner: Any, attribute: str, size: list[int]) -> None:
@@ -112,4 +154,9 @@ async def main(megabytes: float) -> None:
 if __name__ == "__main__":  # the forkserver imports this module again: start nothing then
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=float, default=25.0)
-    asyncio.run(main(parser.parse_args().mb))
+    parser.add_argument("--worker", action="store_true", help="the worker's stages instead")
+    arguments = parser.parse_args()
+    if arguments.worker:
+        worker_stages(arguments.mb)
+    else:
+        asyncio.run(main(arguments.mb))

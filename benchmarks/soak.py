@@ -512,9 +512,10 @@ def memory_figures(samples: list[dict[str, float]], total: int) -> dict[str, Any
     def at(fraction: float) -> dict[str, float]:
         return next((s for s in samples if s["done"] >= fraction * total), samples[-1])
 
-    def slope(key: str) -> float:
-        """MiB per 10,000 messages, least squares over the samples after the warm-up."""
-        points = [(s["done"], s[key] / MiB) for s in samples if s["done"] >= 0.1 * total]
+    def slope(key: str, start: float = 0.1) -> float:
+        """MiB per 10,000 messages, least squares over the samples from ``start`` of the run
+        (0.1: after the warm-up)."""
+        points = [(s["done"], s[key] / MiB) for s in samples if s["done"] >= start * total]
         if len(points) < 3 or points[-1][0] == points[0][0]:
             return 0.0
         mean_x = sum(x for x, _ in points) / len(points)
@@ -536,6 +537,9 @@ def memory_figures(samples: list[dict[str, float]], total: int) -> dict[str, Any
         "peak_tree_rss_mib": round(max(s["tree_rss"] for s in samples) / MiB, 1),
         "main_trend_mib_per_10k": round(slope("main_rss"), 2),
         "tree_trend_mib_per_10k": round(slope("tree_rss"), 2),
+        # A step that levels off and a steady climb give the same 10 %..100 % slope: the
+        # second half's slope tells them apart.
+        "main_trend_second_half_mib_per_10k": round(slope("main_rss", 0.5), 2),
     }
 
 
@@ -720,7 +724,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"Idle main process before the run: {soak_result['idle_main_rss'] / MiB:.1f} MiB; peak "
         f"main {mem['peak_main_rss_mib']} MiB, peak tree {mem['peak_tree_rss_mib']} MiB. "
         f"Trend over 10 %..100 % (least squares): main {mem['main_trend_mib_per_10k']:+.2f}, "
-        f"tree {mem['tree_trend_mib_per_10k']:+.2f} MiB per 10,000 messages.",
+        f"tree {mem['tree_trend_mib_per_10k']:+.2f} MiB per 10,000 messages; main over "
+        f"50 %..100 %: {mem['main_trend_second_half_mib_per_10k']:+.2f}.",
     ]
     if result.get("large"):
         big = result["large"]
