@@ -307,8 +307,9 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def status_kib(pid: int, key: str) -> int:
-    """A field of /proc/PID/status in KiB (VmRSS, VmHWM), 0 for a process gone."""
+def status_field(pid: int, key: str) -> int:
+    """An integer field of /proc/PID/status (VmRSS and VmHWM in KiB, Threads), 0 for a
+    process gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
@@ -343,6 +344,8 @@ class Sampler(threading.Thread):
                 "main_rss": memory(self.processes.main_pid)[0],
                 "tree_rss": sum(memory(pid)[0] for pid in pids),
                 "processes": len(pids),
+                # A new thread can get a malloc arena of its own: RSS that steps, then stays.
+                "main_threads": status_field(self.processes.main_pid, "Threads"),
             }
         )
 
@@ -384,7 +387,11 @@ def soak(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         Message(n, kind, f"<soak-{args.seed}-{n}@example.com>") for n, kind in enumerate(choices)
     ]
     processes = Processes(work / "soak", seed=args.seed, workers=args.workers)
-    processes.start()
+    try:
+        processes.start()
+    except BaseException:
+        processes.stop()  # the downstream, when the gateway did not start
+        raise
     mailer = Mailer(processes.port, bodies, messages, args.attempts)
     sampler = Sampler(processes, mailer, args.sample_every)
     killer = Killer(processes, args.kill_every, args.seed)
@@ -481,6 +488,16 @@ def check_delivery(messages: list[Message], processes: Processes) -> dict[str, A
             collections.Counter(
                 str(code) if code else "lost" for m in messages for code, _ in m.attempts
             )
+        ),
+        # Every non-250 reply by its text (queue ids and references cut off): which limit or
+        # fault each one was.
+        "other_replies": dict(
+            collections.Counter(
+                line.split(" (", 1)[0][:90]
+                for m in messages
+                for code, line in m.attempts
+                if code != 250
+            ).most_common(20)
         ),
         "at_downstream": sum(accepted.values()),
         "failures": failures[:50],
@@ -579,14 +596,14 @@ class PeakSampler(threading.Thread):
     def run(self) -> None:
         while not self.halt.wait(0.02):
             for pid in process_tree(self.root):
-                self.peaks[pid] = max(self.peaks.get(pid, 0), status_kib(pid, "VmRSS") * 1024)
+                self.peaks[pid] = max(self.peaks.get(pid, 0), status_field(pid, "VmRSS") * 1024)
 
 
 def large(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     raw = large_message(args.large_mb)
     processes = Processes(work / "large", clean=True, workers=args.workers)
-    processes.start()
     try:
+        processes.start()
         time.sleep(1)
         # One small message first, so that what the first message loads (the downstream
         # connection, lazy imports) is not counted as the large one's.
@@ -596,7 +613,7 @@ def large(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             warm.queue.append(warm.messages[0])
         main = processes.main_pid
         workers = processes.workers_pids()
-        before = {pid: status_kib(pid, "VmRSS") * 1024 for pid in [main, *workers]}
+        before = {pid: status_field(pid, "VmRSS") * 1024 for pid in [main, *workers]}
         for pid in before:
             # "5" resets the peak RSS (VmHWM) to the current RSS (proc(5), Linux 4.0).
             Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -607,7 +624,7 @@ def large(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         began = time.monotonic()
         asyncio.run(mailer.run(1))
         seconds = time.monotonic() - began
-        hwm = {pid: status_kib(pid, "VmHWM") * 1024 for pid in before}
+        hwm = {pid: status_field(pid, "VmHWM") * 1024 for pid in before}
         sampler.halt.set()
         sampler.join()
         at_sink = processes.accepted()[message.message_id]
