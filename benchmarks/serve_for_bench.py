@@ -6,13 +6,17 @@
 ``--identity`` runs the relay core exactly as in production (SMTP in, worker round trip,
 downstream out, the same replies and fsyncs) with a worker that only adds the Received:
 header: the issue 3 baseline. Without it, the shipped pipeline runs. Not part of the package.
+With ``BENCH_TRACEMALLOC_EVERY=SECONDS`` in the environment it writes a ``tracemalloc``
+snapshot of the main process into the data dir that often.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +37,24 @@ def init_identity(setup: WorkerSetup) -> Callable[[Job], Outcome]:
         return Outcome(Verdict.DELIVER, report, received_header(job.envelope, hostname) + job.raw)
 
     return process
+
+
+def trace_allocations(directory: str, every: float) -> None:
+    """Python's allocations, a snapshot every ``every`` seconds into ``directory`` (a thread):
+    to tell what grows in the main process (``soak.py``'s memory over a run)."""
+    import threading
+    import tracemalloc
+
+    tracemalloc.start()
+
+    def dump() -> None:
+        began = time.monotonic()
+        while True:
+            time.sleep(every)
+            seconds = round(time.monotonic() - began)
+            tracemalloc.take_snapshot().dump(f"{directory}/tracemalloc-{seconds:05d}.snap")
+
+    threading.Thread(target=dump, daemon=True).start()
 
 
 async def main() -> None:
@@ -56,6 +78,8 @@ async def main() -> None:
         }
     )
     logs.configure("WARNING")
+    if os.environ.get("BENCH_TRACEMALLOC_EVERY"):
+        trace_allocations(args.data_dir, float(os.environ["BENCH_TRACEMALLOC_EVERY"]))
     target = "serve_for_bench:init_identity" if args.identity else None
     server = GatewayServer(config, pipeline_target=target)
     await server.start()
