@@ -267,7 +267,7 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
 def _sharing(load_before: tuple[float, ...], cores: int) -> str:
     """What the load average before the run says about other work on the machine: the
     results file must not call an idle machine busy, nor the reverse."""
-    if load_before[0] < 0.25 * cores:
+    if load_before[0] < 0.5 * cores:
         return (
             f"the machine was otherwise idle (load average {load_before[0]:.1f} on {cores} "
             "cores before the run)"
