@@ -202,6 +202,10 @@ class Inspector:
         mime_limits = MimeLimits(limits.max_depth, limits.max_parts, limits.max_decoded_size)
         try:
             framing = examine(raw, mime_limits)
+            if not framing.ambiguous:
+                # Parsed as received: the canonical copy, as large as the message, would only
+                # be carried along with the plan (issue 13: worker memory per message).
+                framing = dataclasses.replace(framing, canonical=b"")
             parsed = parse_message(framing.canonical if framing.ambiguous else raw, mime_limits)
         except MimeLimitExceeded as exc:
             self.report.add_finding(exc.code, "", exc.detail)
