@@ -44,7 +44,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pikepdf
-import pikepdf.sanitize
 from PIL import Image
 
 from gateway.sanitizers import preload_libraries
@@ -52,7 +51,7 @@ from gateway.sanitizers.base import SanitizeOptions
 from gateway.sanitizers.image import ImageSanitizer
 from gateway.sanitizers.ole import OleSanitizer
 from gateway.sanitizers.ooxml import OoxmlSanitizer
-from gateway.sanitizers.pdf import PdfSanitizer, rasterize_pdf
+from gateway.sanitizers.pdf import SAVE_OPTIONS, PdfSanitizer, library_removals, rasterize_pdf
 from gateway.sanitizers.text import TextSanitizer
 from gateway.workers import run_isolated
 
@@ -168,27 +167,9 @@ def bare_pdf(data: bytes) -> bytes:
     """pikepdf alone: open, its own removal of active content (the same ``pikepdf.sanitize``
     steps the PDF sanitizer starts with), written with the sanitizer's save options."""
     with pikepdf.open(io.BytesIO(data)) as pdf:
-        (
-            pikepdf.sanitize.Sanitizer()
-            .remove_javascript()
-            .remove_external_access()
-            .remove_attachments()
-            .remove_multimedia()
-            .remove_collection()
-            .remove_web_capture()
-            .remove_search_index()
-            .apply(pdf)
-        )
+        library_removals().apply(pdf)
         out = io.BytesIO()
-        pdf.save(
-            out,
-            object_stream_mode=pikepdf.ObjectStreamMode.disable,
-            compress_streams=True,
-            encryption=False,
-            deterministic_id=True,
-            linearize=False,
-            fix_metadata_version=False,
-        )
+        pdf.save(out, **SAVE_OPTIONS)
     return out.getvalue()
 
 

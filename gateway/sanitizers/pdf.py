@@ -116,6 +116,32 @@ _DROPPED_ANNOTS = {
 _MAX_DEPTH = 64  # direct-object nesting we follow; deeper structures are not plausible PDFs
 _MAX_EVIDENCE = 5
 
+# How every PDF we write is saved (and what benchmarks/bench_cdr.py's bare baseline uses):
+# no object streams, no encryption, deterministic, the metadata left as it was.
+SAVE_OPTIONS: dict[str, Any] = {
+    "object_stream_mode": pikepdf.ObjectStreamMode.disable,
+    "compress_streams": True,
+    "encryption": False,
+    "deterministic_id": True,
+    "linearize": False,
+    "fix_metadata_version": False,
+}
+
+
+def library_removals() -> pikepdf.sanitize.Sanitizer:
+    """pikepdf's own removal of active content, the first step of our rebuild (also the
+    bare-library baseline of ``benchmarks/bench_cdr.py``)."""
+    return (
+        pikepdf.sanitize.Sanitizer()
+        .remove_javascript()
+        .remove_external_access()
+        .remove_attachments()
+        .remove_multimedia()
+        .remove_collection()
+        .remove_web_capture()
+        .remove_search_index()
+    )
+
 
 class _Hazards:
     """Findings collected while walking, merged to one finding per code with evidence."""
@@ -401,17 +427,7 @@ def _neutralize(pdf: pikepdf.Pdf, defang: bool) -> list[str]:
                 if defang:
                     annot[Name.Contents] = pikepdf.String(target)
 
-    (
-        pikepdf.sanitize.Sanitizer()
-        .remove_javascript()
-        .remove_external_access()
-        .remove_attachments()
-        .remove_multimedia()
-        .remove_collection()
-        .remove_web_capture()
-        .remove_search_index()
-        .apply(pdf)
-    )
+    library_removals().apply(pdf)
 
     root = pdf.Root
     if _is_action(root.get(Name.OpenAction)):
@@ -725,15 +741,7 @@ def _rebuild(
             with warnings.catch_warnings():
                 # pikepdf warns about widgets unreachable from AcroForm: not our concern here.
                 warnings.simplefilter("ignore")
-                pdf.save(
-                    out,
-                    object_stream_mode=pikepdf.ObjectStreamMode.disable,
-                    compress_streams=True,
-                    encryption=False,
-                    deterministic_id=True,
-                    linearize=False,
-                    fix_metadata_version=False,
-                )
+                pdf.save(out, **SAVE_OPTIONS)
         except CannotSanitize:
             raise
         except (pikepdf.PdfError, ValueError, RuntimeError, TypeError, KeyError) as exc:
@@ -998,15 +1006,7 @@ def _rasterize_pages(data: bytes, pages: list[int], options: SanitizeOptions) ->
             page[Name.Resources] = Dictionary(XObject=Dictionary(Im0=image.stream(pdf)))
             page[Name.Contents] = pdf.make_stream(image.content())
         out = io.BytesIO()
-        pdf.save(
-            out,
-            object_stream_mode=pikepdf.ObjectStreamMode.disable,
-            compress_streams=True,
-            encryption=False,
-            deterministic_id=True,
-            linearize=False,
-            fix_metadata_version=False,
-        )
+        pdf.save(out, **SAVE_OPTIONS)
     return out.getvalue()
 
 
