@@ -222,7 +222,6 @@ _DESIGNATIONS = {
 # run of 7-bit bytes that one mode decodes as a whole.
 _SPECIAL_RE = re.compile(rb"\x1b(" + _ESC_RE.pattern[5:-1] + rb")?|[\x0a\x0d\x0e\x0f\x80-\xff]")
 _JIS_PAIRS_RE = re.compile(rb"(?:[\x21-\x7e]{2})*")
-_JIS_SPELLED_RE = re.compile("[\u2016\u2212\u301c\u00a2\u00a3\u00ac\u2014]")  # _TO_MICROSOFT's keys
 _HALF_WIDTH_KANA = {b: chr(0xFF61 + b - 0x21) for b in range(0x21, 0x60)}
 
 
@@ -690,6 +689,8 @@ _TO_MICROSOFT = str.maketrans(
         "\u2014": "\u2015",
     }
 )
+# A decoded run needs the translation only when it holds one of those characters.
+_JIS_SPELLED_RE = re.compile("[" + "".join(map(chr, _TO_MICROSOFT)) + "]")
 
 
 @functools.cache

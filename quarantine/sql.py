@@ -434,14 +434,14 @@ class SqlStore:
         self._action_lock = threading.Lock()
         self._action_watermark = 0
         self._action_settled: dict[tuple[str, str], int] = {}
+        # Built once: its dialect's INSERT ... ON CONFLICT, values passed per message.
+        self._blob_insert = self._insert(blobs).on_conflict_do_nothing(index_elements=["sha256"])
 
     @property
     def backend(self) -> str:
         return self.engine.dialect.name
 
     # -- helpers ---------------------------------------------------------------------------
-
-    _blob_insert: Any = None  # built once per store: its dialect's INSERT ... ON CONFLICT
 
     def _insert(self, table: Any) -> Any:
         if self.backend == "postgresql":
@@ -460,10 +460,6 @@ class SqlStore:
             values: dict[str, Any] = {"sha256": digest, "size": len(data), "data": None}
         else:
             values = {"sha256": digest, "size": len(data), "data": data}
-        if self._blob_insert is None:
-            self._blob_insert = self._insert(blobs).on_conflict_do_nothing(
-                index_elements=["sha256"]
-            )
         conn.execute(self._blob_insert, {"created_at": now, **values})
         return digest
 
